@@ -1,0 +1,460 @@
+// SPDX-License-Identifier: MIT
+// backend_registry: the thread-safe membership store. Writers (a config loader, service
+// discovery, a health checker) change the backend set; readers (every thread that picks)
+// see immutable, versioned snapshots of it.
+//
+// How it stays fast and safe (DESIGN.md property 1): a change is applied to a private copy
+// under a writer mutex, checked in full, and only then published as a new snapshot with one
+// atomic store, so a reader never sees half of a change and never waits for a writer. A
+// reader keeps its snapshot in a snapshot_cache and refreshes it only when the registry's
+// version counter has moved: the pick path pays one atomic load, not a shared_ptr copy.
+// Members keep their backend_state across versions, so live counters survive re-weighting,
+// draining and health changes, and outlive removal while anything still holds them.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "lbkit/backend.hpp"
+#include "lbkit/backend_state.hpp"
+#include "lbkit/detail/config.hpp"
+#include "lbkit/detail/mutex.hpp"
+#include "lbkit/detail/text.hpp"
+#include "lbkit/result.hpp"
+
+namespace lbkit {
+
+// One backend as a snapshot holds it: its configuration, its admin state, its live state.
+// Thread safety: thread-safe for reading (immutable; the backend_state it points to is
+// itself thread-safe).
+class member {
+ public:
+  member(std::shared_ptr<const backend> config, std::shared_ptr<backend_state> state,
+         bool draining) noexcept
+      : config_(std::move(config)), state_(std::move(state)), draining_(draining) {}
+
+  const backend& config() const noexcept { return *config_; }
+  const std::string& id() const noexcept { return config_->id; }
+  const endpoint& address() const noexcept { return config_->address; }
+  std::uint32_t weight() const noexcept { return config_->weight; }
+  // Draining: no new picks; requests already under way continue.
+  bool draining() const noexcept { return draining_; }
+  backend_state& state() const noexcept { return *state_; }
+  // Shares ownership of the live state, e.g. for a lease that must outlive the snapshot.
+  const std::shared_ptr<backend_state>& shared_state() const noexcept { return state_; }
+
+ private:
+  friend class backend_registry;
+  std::shared_ptr<const backend> config_;
+  std::shared_ptr<backend_state> state_;
+  bool draining_;
+};
+
+// An immutable, versioned view of the backend set, members sorted by id (so two registries
+// with the same membership present it identically, whatever order it was built in).
+// Thread safety: thread-safe (immutable after publication).
+class snapshot {
+ public:
+  // 0 for the empty set a registry starts with; +1 for every published change.
+  std::uint64_t version() const noexcept { return version_; }
+  std::span<const member> members() const noexcept { return members_; }
+  std::size_t size() const noexcept { return members_.size(); }
+  bool empty() const noexcept { return members_.empty(); }
+
+  // The member with this id, or nullptr. Complexity: O(log n).
+  const member* find(std::string_view id) const noexcept {
+    auto it = lower_bound(members_, id);
+    return it != members_.end() && it->id() == id ? &*it : nullptr;
+  }
+
+ private:
+  friend class backend_registry;
+
+  snapshot(std::uint64_t version, std::vector<member> members) noexcept
+      : version_(version), members_(std::move(members)) {}
+
+  template <class Vec>
+  static decltype(std::declval<Vec&>().begin()) lower_bound(Vec& v, std::string_view id) noexcept {
+    return std::lower_bound(v.begin(), v.end(), id, [](const member& m, std::string_view k) {
+      return m.id().compare(k) < 0;
+    });
+  }
+
+  std::uint64_t version_;
+  std::vector<member> members_;
+};
+
+// A batch of changes, applied by backend_registry::apply all together or not at all, and
+// published as one version. Operations apply in the order given, so a batch may add a
+// backend and then re-weight it. Thread safety: thread-compatible (a value type).
+class change_set {
+ public:
+  // Adds a backend that must not be present, with its initial health.
+  change_set& add(backend b, health initial = health::healthy) {
+    ops_.emplace_back(add_op{std::move(b), initial});
+    return *this;
+  }
+  // Removes a present backend. Leases on it stay valid and are counted on its state.
+  change_set& remove(std::string id) {
+    ops_.emplace_back(remove_op{std::move(id)});
+    return *this;
+  }
+  change_set& set_weight(std::string id, std::uint32_t weight) {
+    ops_.emplace_back(weight_op{std::move(id), weight});
+    return *this;
+  }
+  // Replaces weight, zone and labels of a present backend with those of `b` (same id). The
+  // address cannot change in place: remove and add instead, so that counters and leases of
+  // the old address are not attributed to the new one.
+  change_set& update(backend b) {
+    ops_.emplace_back(update_op{std::move(b)});
+    return *this;
+  }
+  // Stops (draining = true) or resumes new picks of a present backend.
+  change_set& drain(std::string id, bool draining = true) {
+    ops_.emplace_back(drain_op{std::move(id), draining});
+    return *this;
+  }
+  change_set& set_health(std::string id, health h) {
+    ops_.emplace_back(health_op{std::move(id), h});
+    return *this;
+  }
+
+  bool empty() const noexcept { return ops_.empty(); }
+  std::size_t size() const noexcept { return ops_.size(); }
+
+ private:
+  friend class backend_registry;
+  struct add_op {
+    backend b;
+    health initial;
+  };
+  struct remove_op {
+    std::string id;
+  };
+  struct weight_op {
+    std::string id;
+    std::uint32_t weight;
+  };
+  struct update_op {
+    backend b;
+  };
+  struct drain_op {
+    std::string id;
+    bool draining;
+  };
+  struct health_op {
+    std::string id;
+    health h;
+  };
+  using op = std::variant<add_op, remove_op, weight_op, update_op, drain_op, health_op>;
+  std::vector<op> ops_;
+};
+
+class backend_registry;
+
+namespace detail {
+
+// The registry's shared core: subscriptions point at it weakly so that they may outlive the
+// registry.
+struct registry_core {
+  struct subscriber {
+    std::uint64_t id;
+    std::function<void(const snapshot&)> fn;
+  };
+
+  mutex mu;  // serialises writers and notifications
+  std::shared_ptr<const snapshot> current LBKIT_GUARDED_BY(mu);
+  std::vector<subscriber> subscribers LBKIT_GUARDED_BY(mu);
+  std::uint64_t next_subscriber LBKIT_GUARDED_BY(mu) = 1;
+
+  // Read by every reader without the mutex.
+  std::atomic<std::shared_ptr<const snapshot>> published;
+  std::atomic<std::uint64_t> version{0};
+};
+
+// Which registry core, if any, this thread is notifying subscribers of.
+inline const registry_core*& notifying_core() noexcept {
+  thread_local const registry_core* core = nullptr;
+  return core;
+}
+
+}  // namespace detail
+
+// RAII handle of a change callback: destroying or reset()ting it unsubscribes. After reset()
+// returns, the callback is not running and will not run again.
+// Thread safety: thread-compatible. Must not be reset from inside its own callback.
+class subscription {
+ public:
+  subscription() noexcept = default;
+  subscription(subscription&& o) noexcept
+      : core_(std::move(o.core_)), id_(std::exchange(o.id_, 0)) {}
+  subscription& operator=(subscription&& o) noexcept {
+    if (this != &o) {
+      reset();
+      core_ = std::move(o.core_);
+      id_ = std::exchange(o.id_, 0);
+    }
+    return *this;
+  }
+  ~subscription() { reset(); }
+
+  void reset() noexcept {
+    if (auto core = core_.lock()) {
+      LBKIT_ASSERT(detail::notifying_core() != core.get(),
+                   "a registry subscription was changed from inside a change callback");
+      detail::lock_guard lock(core->mu);
+      std::erase_if(core->subscribers, [&](const auto& s) { return s.id == id_; });
+    }
+    core_.reset();
+    id_ = 0;
+  }
+  bool active() const noexcept { return !core_.expired() && id_ != 0; }
+
+ private:
+  friend class backend_registry;
+  subscription(std::weak_ptr<detail::registry_core> core, std::uint64_t id) noexcept
+      : core_(std::move(core)), id_(id) {}
+
+  std::weak_ptr<detail::registry_core> core_;
+  std::uint64_t id_ = 0;
+};
+
+// The thread-safe backend set.
+// Thread safety: thread-safe. current(), version() and snapshot_cache never block and may be
+// called from any thread, including pick paths. Writers (apply and the single-change
+// helpers) serialise on one mutex; they may be called from any thread except from inside a
+// change callback of the same registry, where they fail with errc::failed_precondition.
+class backend_registry {
+ public:
+  backend_registry() : core_(std::make_shared<detail::registry_core>()) {
+    auto empty = std::shared_ptr<const snapshot>(new snapshot(0, {}));
+    detail::lock_guard lock(core_->mu);
+    core_->current = empty;
+    core_->published.store(std::move(empty), std::memory_order_release);
+  }
+  backend_registry(const backend_registry&) = delete;
+  backend_registry& operator=(const backend_registry&) = delete;
+
+  // ---- readers -------------------------------------------------------------------------
+
+  // The newest published snapshot. One atomic load plus a reference-count increment: fine
+  // for control-plane code; on a pick path use a snapshot_cache.
+  std::shared_ptr<const snapshot> current() const noexcept {
+    return core_->published.load(std::memory_order_acquire);
+  }
+
+  // The newest published version. Complexity: one atomic load. A snapshot loaded after
+  // reading version v has a version of at least v.
+  std::uint64_t version() const noexcept {
+    return core_->version.load(std::memory_order_acquire);
+  }
+
+  // ---- writers -------------------------------------------------------------------------
+
+  // Validates every change against the set as the earlier changes of the batch leave it;
+  // if all are valid, publishes the result as one new version and notifies subscribers.
+  // On any error nothing is published and the message names the failing change. A batch
+  // that leaves everything as it was publishes nothing.
+  // Complexity: O(n + k log n) for n backends and k changes, plus the callbacks.
+  result<void> apply(const change_set& changes) LBKIT_EXCLUDES(core_->mu);
+
+  result<void> add(backend b, health initial = health::healthy) {
+    return apply(change_set().add(std::move(b), initial));
+  }
+  result<void> remove(std::string id) { return apply(change_set().remove(std::move(id))); }
+  result<void> set_weight(std::string id, std::uint32_t weight) {
+    return apply(change_set().set_weight(std::move(id), weight));
+  }
+  result<void> update(backend b) { return apply(change_set().update(std::move(b))); }
+  result<void> drain(std::string id, bool draining = true) {
+    return apply(change_set().drain(std::move(id), draining));
+  }
+  result<void> set_health(std::string id, health h) {
+    return apply(change_set().set_health(std::move(id), h));
+  }
+
+  // Calls `fn` with the current snapshot now, and with every newly published snapshot after
+  // that, in version order, on the writer's thread, while writers are held off: a policy can
+  // rebuild its per-version state there exactly once per version. `fn` must not throw, must
+  // not write to this registry (that fails) and must not subscribe or unsubscribe here.
+  [[nodiscard]] subscription subscribe(std::function<void(const snapshot&)> fn)
+      LBKIT_EXCLUDES(core_->mu) {
+    LBKIT_ASSERT(detail::notifying_core() != core_.get(),
+                 "subscribe() called from inside a change callback of the same registry");
+    detail::lock_guard lock(core_->mu);
+    const std::uint64_t id = core_->next_subscriber++;
+    notify_one(fn, *core_->current);
+    core_->subscribers.push_back({id, std::move(fn)});
+    return subscription(core_, id);
+  }
+
+ private:
+  struct apply_state {
+    std::vector<member>& members;
+    std::vector<std::pair<backend_state*, health>>& health_writes;
+    bool changed = false;
+  };
+
+  void notify_one(const std::function<void(const snapshot&)>& fn, const snapshot& s)
+      LBKIT_REQUIRES(core_->mu) {
+    struct flag {
+      explicit flag(const detail::registry_core* c) noexcept { detail::notifying_core() = c; }
+      ~flag() { detail::notifying_core() = nullptr; }
+    } f(core_.get());
+    fn(s);
+  }
+
+  static result<member*> find_member(std::vector<member>& ms, const std::string& id) {
+    auto it = snapshot::lower_bound(ms, id);
+    if (it == ms.end() || it->id() != id) {
+      return make_error(errc::not_found, "no backend " + detail::quote(id));
+    }
+    return &*it;
+  }
+
+  static result<void> apply_one(apply_state& st, const change_set::op& op);
+
+  std::shared_ptr<detail::registry_core> core_;
+};
+
+// A reader's view of a registry that refreshes itself when the registry's version moves.
+// Thread safety: not thread-safe; keep one per thread or per worker (as Envoy's workers
+// keep their own host sets). The registry must outlive it.
+class snapshot_cache {
+ public:
+  explicit snapshot_cache(const backend_registry& registry)
+      : registry_(&registry), snapshot_(registry.current()) {}
+
+  // The newest snapshot. Complexity: one atomic load while the version is unchanged; after a
+  // change, one shared_ptr load, and the release of the old snapshot (which frees it if this
+  // was its last holder).
+  const snapshot& get() noexcept {
+    if (registry_->version() != snapshot_->version()) [[unlikely]] {
+      snapshot_ = registry_->current();
+    }
+    return *snapshot_;
+  }
+
+  // The snapshot last returned by get(), without checking for a newer one.
+  const std::shared_ptr<const snapshot>& cached() const noexcept { return snapshot_; }
+
+ private:
+  const backend_registry* registry_;
+  std::shared_ptr<const snapshot> snapshot_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Implementation
+
+inline result<void> backend_registry::apply_one(apply_state& st, const change_set::op& op) {
+  using detail::quote;
+  auto& ms = st.members;
+  if (auto* a = std::get_if<change_set::add_op>(&op)) {
+    if (auto r = validate(a->b); !r) return r;
+    auto it = snapshot::lower_bound(ms, a->b.id);
+    if (it != ms.end() && it->id() == a->b.id) {
+      return make_error(errc::already_exists, "backend " + quote(a->b.id) + " already exists");
+    }
+    ms.emplace(it, std::make_shared<const backend>(a->b),
+               std::make_shared<backend_state>(a->initial), false);
+    st.changed = true;
+    return {};
+  }
+  if (auto* r = std::get_if<change_set::remove_op>(&op)) {
+    auto m = find_member(ms, r->id);
+    if (!m) return unexpected<error>(m.error());
+    ms.erase(ms.begin() + (*m - ms.data()));
+    st.changed = true;
+    return {};
+  }
+  if (auto* w = std::get_if<change_set::weight_op>(&op)) {
+    auto m = find_member(ms, w->id);
+    if (!m) return unexpected<error>(m.error());
+    backend b = (*m)->config();
+    b.weight = w->weight;
+    if (auto v = validate(b); !v) return v;
+    if (w->weight != (*m)->weight()) {
+      **m = member(std::make_shared<const backend>(std::move(b)), (*m)->shared_state(),
+                   (*m)->draining());
+      st.changed = true;
+    }
+    return {};
+  }
+  if (auto* u = std::get_if<change_set::update_op>(&op)) {
+    auto m = find_member(ms, u->b.id);
+    if (!m) return unexpected<error>(m.error());
+    if (auto v = validate(u->b); !v) return v;
+    if (u->b.address != (*m)->address()) {
+      return make_error(errc::failed_precondition,
+                        "backend " + quote(u->b.id) + ": update cannot change the address (" +
+                            (*m)->address().to_string() + " to " + u->b.address.to_string() +
+                            "); remove and add it instead");
+    }
+    if (u->b != (*m)->config()) {
+      **m = member(std::make_shared<const backend>(u->b), (*m)->shared_state(), (*m)->draining());
+      st.changed = true;
+    }
+    return {};
+  }
+  if (auto* d = std::get_if<change_set::drain_op>(&op)) {
+    auto m = find_member(ms, d->id);
+    if (!m) return unexpected<error>(m.error());
+    if (d->draining != (*m)->draining()) {
+      **m = member((*m)->config_, (*m)->shared_state(), d->draining);
+      st.changed = true;
+    }
+    return {};
+  }
+  const auto& h = std::get<change_set::health_op>(op);
+  auto m = find_member(ms, h.id);
+  if (!m) return unexpected<error>(m.error());
+  // Health lives in the shared state, so it is written only once the whole batch is valid.
+  st.health_writes.emplace_back(&(*m)->state(), h.h);
+  if ((*m)->state().current_health() != h.h) st.changed = true;
+  return {};
+}
+
+inline result<void> backend_registry::apply(const change_set& changes) {
+  if (detail::notifying_core() == core_.get()) {
+    return make_error(errc::failed_precondition,
+                      "a registry cannot be changed from inside its own change callback");
+  }
+  if (changes.empty()) return {};
+  detail::lock_guard lock(core_->mu);
+  std::vector<member> members(core_->current->members_);
+  std::vector<std::pair<backend_state*, health>> health_writes;
+  apply_state st{members, health_writes};
+  for (std::size_t i = 0; i < changes.ops_.size(); ++i) {
+    if (auto r = apply_one(st, changes.ops_[i]); !r) {
+      if (changes.size() == 1) return r;
+      return make_error(r.error().code, "change " + std::to_string(i + 1) + " of " +
+                                            std::to_string(changes.size()) + ": " +
+                                            r.error().message);
+    }
+  }
+  if (!st.changed) return {};
+  for (auto [state, h] : health_writes) state->exchange_health(h);
+
+  const std::uint64_t v = core_->current->version() + 1;
+  auto next = std::shared_ptr<const snapshot>(new snapshot(v, std::move(members)));
+  core_->current = next;
+  // Snapshot first, version second: a reader that sees version v then loads a snapshot of
+  // at least version v.
+  core_->published.store(next, std::memory_order_release);
+  core_->version.store(v, std::memory_order_release);
+  for (const auto& s : core_->subscribers) notify_one(s.fn, *next);
+  return {};
+}
+
+}  // namespace lbkit

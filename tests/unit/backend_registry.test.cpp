@@ -1,0 +1,294 @@
+// SPDX-License-Identifier: MIT
+// backend_registry: membership changes, validation, batches, snapshots, subscriptions and
+// the snapshot cache, on one thread (tests/stress covers concurrency).
+#include <doctest/doctest.h>
+
+#include <lbkit/backend_registry.hpp>
+
+#include <string>
+#include <vector>
+
+using lbkit::backend;
+using lbkit::backend_registry;
+using lbkit::change_set;
+using lbkit::errc;
+using lbkit::health;
+
+namespace {
+
+backend make(std::string id, std::string addr = "10.0.0.1:80", std::uint32_t weight = 1) {
+  return backend(std::move(id), *lbkit::endpoint::parse(addr), weight);
+}
+
+std::vector<std::string> ids(const lbkit::snapshot& s) {
+  std::vector<std::string> out;
+  for (const auto& m : s.members()) out.push_back(m.id());
+  return out;
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("a new registry holds an empty snapshot of version 0") {
+  backend_registry r;
+  CHECK(r.version() == 0);
+  auto s = r.current();
+  REQUIRE(s != nullptr);
+  CHECK(s->version() == 0);
+  CHECK(s->empty());
+  CHECK(s->find("x") == nullptr);
+}
+
+TEST_CASE("members are kept sorted by id whatever the order of adds") {
+  backend_registry r;
+  REQUIRE(r.add(make("web-3")));
+  REQUIRE(r.add(make("web-1")));
+  REQUIRE(r.add(make("web-2")));
+  auto s = r.current();
+  CHECK(s->version() == 3);
+  CHECK(r.version() == 3);
+  CHECK(ids(*s) == std::vector<std::string>{"web-1", "web-2", "web-3"});
+  const auto* m = s->find("web-2");
+  REQUIRE(m != nullptr);
+  CHECK(m->id() == "web-2");
+  CHECK(m->weight() == 1);
+  CHECK(!m->draining());
+  CHECK(m->state().current_health() == health::healthy);
+  CHECK(s->find("web-4") == nullptr);
+  CHECK(s->find("") == nullptr);
+}
+
+TEST_CASE("bad operations return a clear error and change nothing") {
+  backend_registry r;
+  REQUIRE(r.add(make("a")));
+  const auto before = r.current();
+
+  SUBCASE("duplicate id") {
+    auto e = r.add(make("a", "10.0.0.2:80"));
+    REQUIRE(!e);
+    CHECK(e.error().code == errc::already_exists);
+    CHECK(contains(e.error().message, "'a' already exists"));
+  }
+  SUBCASE("invalid backend") {
+    auto e = r.add(make("b", "10.0.0.2:80", lbkit::max_weight + 1));
+    REQUIRE(!e);
+    CHECK(e.error().code == errc::out_of_range);
+    CHECK(contains(e.error().message, "weight"));
+  }
+  SUBCASE("unknown ids") {
+    for (auto res : {r.remove("zz"), r.set_weight("zz", 2), r.drain("zz"),
+                     r.set_health("zz", health::unhealthy), r.update(make("zz"))}) {
+      REQUIRE(!res);
+      CHECK(res.error().code == errc::not_found);
+      CHECK(contains(res.error().message, "'zz'"));
+    }
+  }
+  SUBCASE("weight out of range") {
+    auto e = r.set_weight("a", lbkit::max_weight + 1);
+    REQUIRE(!e);
+    CHECK(e.error().code == errc::out_of_range);
+  }
+  SUBCASE("address change through update") {
+    auto e = r.update(make("a", "10.0.0.9:80"));
+    REQUIRE(!e);
+    CHECK(e.error().code == errc::failed_precondition);
+    CHECK(contains(e.error().message, "remove and add"));
+  }
+  CHECK(r.version() == before->version());
+  CHECK(r.current() == before);
+  CHECK(before->find("a")->weight() == 1);
+}
+
+TEST_CASE("weight, update and drain change config but keep the live state") {
+  backend_registry r;
+  REQUIRE(r.add(make("a", "10.0.0.1:80", 5)));
+  auto v1 = r.current();
+  auto* state = &v1->find("a")->state();
+  state->begin_request();
+
+  REQUIRE(r.set_weight("a", 7));
+  auto v2 = r.current();
+  CHECK(v2->version() == 2);
+  CHECK(v2->find("a")->weight() == 7);
+  CHECK(&v2->find("a")->state() == state);
+  CHECK(v1->find("a")->weight() == 5);  // published snapshots never change
+
+  backend b = make("a", "10.0.0.1:80", 7);
+  b.zone = "eu-west-1a";
+  b.labels["canary"] = "true";
+  REQUIRE(r.update(b));
+  auto v3 = r.current();
+  CHECK(v3->find("a")->config().zone == "eu-west-1a");
+  CHECK(v3->find("a")->config().labels.at("canary") == "true");
+  CHECK(&v3->find("a")->state() == state);
+
+  REQUIRE(r.drain("a"));
+  CHECK(r.current()->find("a")->draining());
+  CHECK(&r.current()->find("a")->state() == state);
+  REQUIRE(r.drain("a", false));
+  CHECK(!r.current()->find("a")->draining());
+  CHECK(r.version() == 5);
+  CHECK(state->active() == 1);
+  state->end_request(lbkit::outcome::success);
+}
+
+TEST_CASE("changes that change nothing publish nothing") {
+  backend_registry r;
+  REQUIRE(r.add(make("a", "10.0.0.1:80", 3)));
+  const auto v = r.version();
+  CHECK(r.set_weight("a", 3));
+  CHECK(r.update(make("a", "10.0.0.1:80", 3)));
+  CHECK(r.drain("a", false));
+  CHECK(r.set_health("a", health::healthy));
+  CHECK(r.apply(change_set()));
+  CHECK(r.version() == v);
+}
+
+TEST_CASE("health lives in the shared state and each change publishes a version") {
+  backend_registry r;
+  REQUIRE(r.add(make("a"), health::unhealthy));
+  auto v1 = r.current();
+  CHECK(v1->find("a")->state().current_health() == health::unhealthy);
+  REQUIRE(r.set_health("a", health::healthy));
+  CHECK(r.version() == v1->version() + 1);
+  // Live state is shared, so the older snapshot sees the new health too.
+  CHECK(v1->find("a")->state().current_health() == health::healthy);
+}
+
+TEST_CASE("a batch applies in order, all or nothing, as one version") {
+  backend_registry r;
+  REQUIRE(r.add(make("a")));
+
+  SUBCASE("success") {
+    auto res = r.apply(change_set()
+                           .add(make("b", "10.0.0.2:80"))
+                           .set_weight("b", 9)
+                           .remove("a")
+                           .set_health("b", health::unhealthy)
+                           .drain("b"));
+    REQUIRE(res);
+    auto s = r.current();
+    CHECK(s->version() == 2);
+    CHECK(ids(*s) == std::vector<std::string>{"b"});
+    CHECK(s->find("b")->weight() == 9);
+    CHECK(s->find("b")->draining());
+    CHECK(s->find("b")->state().current_health() == health::unhealthy);
+  }
+  SUBCASE("failure in the middle") {
+    auto a_state = r.current()->find("a")->shared_state();
+    auto res = r.apply(change_set()
+                           .set_health("a", health::unhealthy)
+                           .add(make("b", "10.0.0.2:80"))
+                           .remove("nope")
+                           .set_weight("a", 4));
+    REQUIRE(!res);
+    CHECK(res.error().code == errc::not_found);
+    CHECK(contains(res.error().message, "change 3 of 4"));
+    CHECK(contains(res.error().message, "'nope'"));
+    CHECK(r.version() == 1);
+    CHECK(ids(*r.current()) == std::vector<std::string>{"a"});
+    // The health write of the rejected batch never happened.
+    CHECK(a_state->current_health() == health::healthy);
+  }
+  SUBCASE("an add of an id the same batch removed is a fresh backend") {
+    auto old_state = r.current()->find("a")->shared_state();
+    REQUIRE(r.apply(change_set().remove("a").add(make("a", "10.0.0.3:80"))));
+    CHECK(r.current()->find("a")->address().to_string() == "10.0.0.3:80");
+    CHECK(r.current()->find("a")->shared_state() != old_state);
+  }
+}
+
+TEST_CASE("the state of a removed backend outlives it and counts leases correctly") {
+  backend_registry r;
+  REQUIRE(r.add(make("a")));
+  lbkit::member held = r.current()->members()[0];  // as a lease would hold it
+  held.state().begin_request();
+  REQUIRE(r.remove("a"));
+  CHECK(r.current()->empty());
+  // Nothing else holds the backend now; the copy is all that keeps it alive.
+  CHECK(held.shared_state().use_count() == 1);
+  CHECK(held.id() == "a");
+  held.state().end_request(lbkit::outcome::failure);
+  CHECK(held.state().active() == 0);
+  CHECK(held.state().requests() == 1);
+  CHECK(held.state().failures() == 1);
+}
+
+TEST_CASE("subscribers see the current snapshot, then every version once and in order") {
+  backend_registry r;
+  REQUIRE(r.add(make("a")));
+  std::vector<std::uint64_t> seen;
+  auto sub = r.subscribe([&](const lbkit::snapshot& s) { seen.push_back(s.version()); });
+  CHECK(sub.active());
+  CHECK(seen == std::vector<std::uint64_t>{1});
+
+  REQUIRE(r.add(make("b", "10.0.0.2:80")));
+  CHECK(!r.add(make("b", "10.0.0.2:80")));  // failed: no notification
+  CHECK(r.set_weight("a", 1));             // no-op: no notification
+  REQUIRE(r.apply(change_set().set_weight("a", 2).set_weight("b", 3)));
+  CHECK(seen == std::vector<std::uint64_t>{1, 2, 3});
+
+  sub.reset();
+  CHECK(!sub.active());
+  REQUIRE(r.remove("a"));
+  CHECK(seen.size() == 3);
+}
+
+TEST_CASE("a change callback cannot write to its own registry") {
+  backend_registry r;
+  std::vector<lbkit::errc> errors;
+  auto sub = r.subscribe([&](const lbkit::snapshot&) {
+    auto res = r.add(make("x"));
+    if (!res) errors.push_back(res.error().code);
+  });
+  REQUIRE(errors.size() == 1);  // from the initial call
+  CHECK(errors[0] == errc::failed_precondition);
+  REQUIRE(r.add(make("a")));
+  CHECK(errors.size() == 2);
+  CHECK(r.current()->find("x") == nullptr);
+}
+
+TEST_CASE("a subscription may outlive its registry and may be moved") {
+  lbkit::subscription outer;
+  int calls = 0;
+  {
+    backend_registry r;
+    auto sub = r.subscribe([&](const lbkit::snapshot&) { ++calls; });
+    outer = std::move(sub);
+    CHECK(!sub.active());  // NOLINT(bugprone-use-after-move): moved-from state is specified
+    CHECK(outer.active());
+    REQUIRE(r.add(make("a")));
+    CHECK(calls == 2);
+  }
+  CHECK(!outer.active());
+  outer.reset();  // no registry left: nothing to do, and no crash
+}
+
+TEST_CASE("snapshot_cache reloads only when the version moves") {
+  backend_registry r;
+  lbkit::snapshot_cache cache(r);
+  const lbkit::snapshot* first = &cache.get();
+  CHECK(first->version() == 0);
+  CHECK(&cache.get() == first);  // same object while nothing changed
+  REQUIRE(r.add(make("a")));
+  const lbkit::snapshot& second = cache.get();
+  CHECK(second.version() == 1);
+  CHECK(second.find("a") != nullptr);
+  CHECK(cache.cached().get() == &second);
+  CHECK(&cache.get() == &second);
+}
+
+TEST_CASE("two registries given the same membership in different orders agree") {
+  backend_registry x, y;
+  const char* names[] = {"d", "a", "c", "b"};
+  for (int i = 0; i < 4; ++i) REQUIRE(x.add(make(names[i], "10.0.0.1:8" + std::to_string(i))));
+  for (int i = 3; i >= 0; --i) REQUIRE(y.add(make(names[i], "10.0.0.1:8" + std::to_string(i))));
+  auto sx = x.current(), sy = y.current();
+  REQUIRE(sx->size() == sy->size());
+  for (std::size_t i = 0; i < sx->size(); ++i) {
+    CHECK(sx->members()[i].config() == sy->members()[i].config());
+  }
+}
