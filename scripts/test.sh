@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Quick start, command 2: every test, as CI runs them.
+#   1. debug   g++ 12,   ASan + UBSan, -Werror: unit, stress, header/ODR, CMake consumers
+#   2. clang   clang 14, ASan + UBSan, -Werror -Wthread-safety: the same
+#   3. tsan    clang 14, ThreadSanitizer: the same, then the stress tests 5 more times
+#   4. release g++ 12, -O2: the same, plus the demo and the benchmarks build
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+
+jobs=$(nproc)
+for preset in debug clang tsan release; do
+  echo "==== $preset"
+  cmake --preset "$preset" >/dev/null
+  cmake --build --preset "$preset" -j "$jobs"
+  ctest --preset "$preset" -j "$jobs"
+done
+echo "==== tsan: stress tests, repeated"
+ctest --preset tsan -L stress --repeat until-fail:5
