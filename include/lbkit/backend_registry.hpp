@@ -5,7 +5,7 @@
 //
 // How it stays fast and safe (DESIGN.md property 1): a change is applied to a private copy
 // under a writer mutex, checked in full, and only then published as a new snapshot with one
-// atomic store, so a reader never sees half of a change and never waits for a writer. A
+// pointer swap, so a reader never sees half of a change and never waits for a writer's work. A
 // reader keeps its snapshot in a snapshot_cache and refreshes it only when the registry's
 // version counter has moved: the pick path pays one atomic load, not a shared_ptr copy.
 // Members keep their backend_state across versions, so live counters survive re-weighting,
@@ -178,9 +178,30 @@ struct registry_core {
   std::vector<subscriber> subscribers LBKIT_GUARDED_BY(mu);
   std::uint64_t next_subscriber LBKIT_GUARDED_BY(mu) = 1;
 
-  // Read by every reader without the mutex.
-  std::atomic<std::shared_ptr<const snapshot>> published;
+  // The slot readers load from. Its lock is held only to copy or swap one shared_ptr (a
+  // reference-count increment), never while a writer builds or validates, so a reader waits
+  // at most for another thread's pointer copy. std::atomic<std::shared_ptr> would do the same
+  // with a lock bit, but libstdc++ 12's load() releases that bit with relaxed ordering, a data
+  // race that ThreadSanitizer reports (tests/stress caught it).
+  mutable mutex publish_mu;
+  std::shared_ptr<const snapshot> published LBKIT_GUARDED_BY(publish_mu);
+
+  // Read by every reader without any lock: the pick path checks only this.
   std::atomic<std::uint64_t> version{0};
+
+  std::shared_ptr<const snapshot> load() const LBKIT_EXCLUDES(publish_mu) {
+    lock_guard lock(publish_mu);
+    return published;
+  }
+  // Publishes `next` and hands back the previous snapshot, to be released outside the lock.
+  std::shared_ptr<const snapshot> publish(std::shared_ptr<const snapshot> next)
+      LBKIT_EXCLUDES(publish_mu) {
+    {
+      lock_guard lock(publish_mu);
+      published.swap(next);
+    }
+    return next;
+  }
 };
 
 // Which registry core, if any, this thread is notifying subscribers of.
@@ -241,18 +262,17 @@ class backend_registry {
     auto empty = std::shared_ptr<const snapshot>(new snapshot(0, {}));
     detail::lock_guard lock(core_->mu);
     core_->current = empty;
-    core_->published.store(std::move(empty), std::memory_order_release);
+    core_->publish(std::move(empty));
   }
   backend_registry(const backend_registry&) = delete;
   backend_registry& operator=(const backend_registry&) = delete;
 
   // ---- readers -------------------------------------------------------------------------
 
-  // The newest published snapshot. One atomic load plus a reference-count increment: fine
-  // for control-plane code; on a pick path use a snapshot_cache.
-  std::shared_ptr<const snapshot> current() const noexcept {
-    return core_->published.load(std::memory_order_acquire);
-  }
+  // The newest published snapshot: a reference-count increment under a lock that is held
+  // only for such copies, never while a writer works. Fine for control-plane code and for a
+  // cache refresh; on a pick path use a snapshot_cache.
+  std::shared_ptr<const snapshot> current() const noexcept { return core_->load(); }
 
   // The newest published version. Complexity: one atomic load. A snapshot loaded after
   // reading version v has a version of at least v.
@@ -450,8 +470,8 @@ inline result<void> backend_registry::apply(const change_set& changes) {
   auto next = std::shared_ptr<const snapshot>(new snapshot(v, std::move(members)));
   core_->current = next;
   // Snapshot first, version second: a reader that sees version v then loads a snapshot of
-  // at least version v.
-  core_->published.store(next, std::memory_order_release);
+  // at least version v. The previous snapshot is released here, outside the publish lock.
+  core_->publish(next);
   core_->version.store(v, std::memory_order_release);
   for (const auto& s : core_->subscribers) notify_one(s.fn, *next);
   return {};
