@@ -2,18 +2,18 @@
 // What the registry costs a reader and a writer.
 //
 // Readers: snapshot_cache::get() against its baseline, one atomic load of a version counter,
-// and against registry::current() (a short lock and a shared_ptr copy), on 1 and 2 threads. DESIGN.md
-// property 1 says the pick path may afford the first and not the second; the ratio of
+// and against registry::current() (a short lock and a shared_ptr copy), on 1 and 2 threads.
+// DESIGN.md property 1 says the pick path may afford the first and not the second; the ratio of
 // cache_get to baseline_atomic_load is the figure to read.
 // Writers: one copy-on-write change (set_weight) at N backends, which is O(N).
-#include <benchmark/benchmark.h>
-
-#include <lbkit/backend_registry.hpp>
-
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+
+#include <benchmark/benchmark.h>
+
+#include <lbkit/backend_registry.hpp>
 
 namespace {
 
@@ -27,9 +27,9 @@ inline void sink(T v) {
 lbkit::change_set adds(std::size_t n) {
   lbkit::change_set cs;
   for (std::size_t i = 0; i < n; ++i) {
-    const auto ip = lbkit::ip_address::v4({10, static_cast<std::uint8_t>(i >> 16),
-                                           static_cast<std::uint8_t>(i >> 8),
-                                           static_cast<std::uint8_t>(i)});
+    const auto ip =
+        lbkit::ip_address::v4({10, static_cast<std::uint8_t>(i >> 16),
+                               static_cast<std::uint8_t>(i >> 8), static_cast<std::uint8_t>(i)});
     cs.add(lbkit::backend("b" + std::to_string(i), lbkit::endpoint(ip, 80), 1));
   }
   return cs;
@@ -73,9 +73,9 @@ void apply_set_weight(benchmark::State& state) {
     w = w % 100 + 1;
     if (!reg.set_weight("b0", w)) std::abort();
   }
-  state.counters["per_backend"] = benchmark::Counter(
-      static_cast<double>(n),
-      benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.counters["per_backend"] =
+      benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate |
+                                                     benchmark::Counter::kInvert);
 }
 BENCHMARK(apply_set_weight)->Arg(100)->Arg(1000)->Arg(10000)->Unit(benchmark::kMicrosecond);
 

@@ -8,8 +8,6 @@
 // The pick here is a plain weighted random choice written in a few lines, enough to show
 // the registry at work; lbkit's selection policies (round robin, least request, Maglev, ...)
 // plug into the same snapshots.
-#include <lbkit/lbkit.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -18,6 +16,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <lbkit/lbkit.hpp>
 
 namespace {
 

@@ -62,12 +62,13 @@ inline result<void> check_name(std::string_view what, std::string_view s, bool a
   if (s.empty() && allow_empty) return {};
   if (s.empty()) return make_error(errc::invalid_argument, std::string(what) + " is empty");
   if (s.size() > max_id_length) {
-    return make_error(errc::invalid_argument, std::string(what) + " " + quote(s) + " is longer than " +
+    return make_error(errc::invalid_argument, std::string(what) + " " + quote(s) +
+                                                  " is longer than " +
                                                   std::to_string(max_id_length) + " bytes");
   }
   if (!is_visible_ascii(s)) {
-    return make_error(errc::invalid_argument, std::string(what) + " " + quote(s) +
-                                                  " must be visible ASCII without spaces");
+    return make_error(errc::invalid_argument,
+                      std::string(what) + " " + quote(s) + " must be visible ASCII without spaces");
   }
   return {};
 }
@@ -98,10 +99,10 @@ inline result<void> validate(const backend& b) {
   for (const auto& [key, value] : b.labels) {
     if (auto r = detail::check_name(who + " label key", key, false); !r) return r;
     if (value.size() > max_label_value_length || detail::has_control_chars(value)) {
-      return make_error(errc::invalid_argument,
-                        who + " label " + quote(key) + " has a value over " +
-                            std::to_string(max_label_value_length) +
-                            " bytes or with control characters");
+      return make_error(errc::invalid_argument, who + " label " + quote(key) +
+                                                    " has a value over " +
+                                                    std::to_string(max_label_value_length) +
+                                                    " bytes or with control characters");
     }
   }
   return {};

@@ -276,9 +276,7 @@ class backend_registry {
 
   // The newest published version. Complexity: one atomic load. A snapshot loaded after
   // reading version v has a version of at least v.
-  std::uint64_t version() const noexcept {
-    return core_->version.load(std::memory_order_acquire);
-  }
+  std::uint64_t version() const noexcept { return core_->version.load(std::memory_order_acquire); }
 
   // ---- writers -------------------------------------------------------------------------
 

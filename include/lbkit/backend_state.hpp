@@ -102,7 +102,9 @@ class backend_state {
 
  private:
   friend class backend_registry;
-  health exchange_health(health h) noexcept { return health_.exchange(h, std::memory_order_acq_rel); }
+  health exchange_health(health h) noexcept {
+    return health_.exchange(h, std::memory_order_acq_rel);
+  }
 
   void record_latency(std::uint64_t sample) noexcept {
     std::uint64_t old = counters_.latency_ns.load(std::memory_order_relaxed);
@@ -110,7 +112,9 @@ class backend_state {
     do {
       // The average moves by a signed eighth of the difference; written with unsigned
       // arithmetic in two branches so it cannot overflow.
-      next = old == 0 ? sample : sample >= old ? old + (sample - old) / 8 : old - (old - sample) / 8;
+      next = old == 0        ? sample
+             : sample >= old ? old + (sample - old) / 8
+                             : old - (old - sample) / 8;
     } while (!counters_.latency_ns.compare_exchange_weak(old, next, std::memory_order_relaxed));
   }
 

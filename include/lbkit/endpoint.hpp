@@ -144,20 +144,27 @@ inline result<std::array<std::uint8_t, 4>> parse_v4(std::string_view s) {
       return make_error(errc::invalid_argument, "IPv4 address " + quote(s) + " has an empty part");
     }
     if (part.size() > 1 && part[0] == '0') {
-      return make_error(errc::invalid_argument,
-                        "IPv4 address " + quote(s) + " has a leading zero in " + quote(part) +
-                            " (ambiguous: some parsers read it as octal)");
+      return make_error(errc::invalid_argument, "IPv4 address " + quote(s) +
+                                                    " has a leading zero in " + quote(part) +
+                                                    " (ambiguous: some parsers read it as octal)");
     }
     const auto v = parse_decimal(part, 255);
     if (!v) {
-      return make_error(errc::invalid_argument,
-                        "IPv4 address " + quote(s) + " has a bad part " + quote(part) +
-                            " (want a decimal number 0..255)");
+      return make_error(errc::invalid_argument, "IPv4 address " + quote(s) + " has a bad part " +
+                                                    quote(part) +
+                                                    " (want a decimal number 0..255)");
     }
     out[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(*v);
     if (i < 3) rest = rest.substr(dot + 1);
   }
   return out;
+}
+
+constexpr int hex_digit(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
 }
 
 // Parses colon-separated hex groups (and, if `v4_tail`, a final dotted quad counted as two
@@ -176,9 +183,9 @@ inline result<int> parse_v6_groups(std::string_view whole, std::string_view part
     }
     if (tok.find('.') != std::string_view::npos) {
       if (!last || !v4_tail) {
-        return make_error(errc::invalid_argument,
-                          "IPv6 address " + quote(whole) +
-                              " has a dotted IPv4 part that is not at the end");
+        return make_error(
+            errc::invalid_argument,
+            "IPv6 address " + quote(whole) + " has a dotted IPv4 part that is not at the end");
       }
       auto v4 = parse_v4(tok);
       if (!v4) return unexpected<error>(v4.error());
@@ -193,11 +200,8 @@ inline result<int> parse_v6_groups(std::string_view whole, std::string_view part
     }
     std::uint16_t g = 0;
     for (char c : tok) {
-      int d;
-      if (c >= '0' && c <= '9') d = c - '0';
-      else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-      else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
-      else {
+      const int d = hex_digit(c);
+      if (d < 0) {
         return make_error(errc::invalid_argument, "IPv6 address " + quote(whole) +
                                                       " has a non-hex character in " + quote(tok));
       }
@@ -208,7 +212,8 @@ inline result<int> parse_v6_groups(std::string_view whole, std::string_view part
     if (last) return n;
     part = part.substr(colon + 1);
   }
-  return make_error(errc::invalid_argument, "IPv6 address " + quote(whole) + " has too many groups");
+  return make_error(errc::invalid_argument,
+                    "IPv6 address " + quote(whole) + " has too many groups");
 }
 
 inline result<std::array<std::uint8_t, 16>> parse_v6(std::string_view s) {
@@ -227,7 +232,8 @@ inline result<std::array<std::uint8_t, 16>> parse_v6(std::string_view s) {
     }
   } else {
     if (s.find("::", dc + 1) != std::string_view::npos) {
-      return make_error(errc::invalid_argument, "IPv6 address " + quote(s) + " has more than one '::'");
+      return make_error(errc::invalid_argument,
+                        "IPv6 address " + quote(s) + " has more than one '::'");
     }
     std::uint16_t right[8] = {};
     auto nl = parse_v6_groups(s, s.substr(0, dc), groups, 7, false);
@@ -277,8 +283,8 @@ inline std::string ip_address::to_string() const {
                                       bytes_[static_cast<std::size_t>(2 * i + 1)]);
   }
   // RFC 5952 §5: IPv4-mapped addresses keep the dotted quad.
-  const bool mapped = g[0] == 0 && g[1] == 0 && g[2] == 0 && g[3] == 0 && g[4] == 0 &&
-                      g[5] == 0xffff;
+  const bool mapped =
+      g[0] == 0 && g[1] == 0 && g[2] == 0 && g[3] == 0 && g[4] == 0 && g[5] == 0xffff;
   const int ngroups = mapped ? 6 : 8;
   // RFC 5952 §4.2: compress the longest run (the first of equals) of two or more zero groups.
   int best = -1, best_len = 0;
@@ -351,12 +357,13 @@ inline result<endpoint> endpoint::parse(std::string_view text, port_zero zero) {
   }
   const auto p = detail::parse_decimal(port, 65535);
   if (!p) {
-    const bool digits = !port.empty() && port.find_first_not_of("0123456789") == std::string_view::npos;
+    const bool digits =
+        !port.empty() && port.find_first_not_of("0123456789") == std::string_view::npos;
     return make_error(digits ? errc::out_of_range : errc::invalid_argument,
                       "endpoint " + quote(text) + " has port " + quote(port) +
-                          (digits ? ", above 65535"
-                                  : zero == port_zero::allow ? "; want a decimal number 0..65535"
-                                                             : "; want a decimal number 1..65535"));
+                          (digits                     ? ", above 65535"
+                           : zero == port_zero::allow ? "; want a decimal number 0..65535"
+                                                      : "; want a decimal number 1..65535"));
   }
   if (*p == 0 && zero == port_zero::reject) {
     return make_error(errc::out_of_range, "endpoint " + quote(text) + " has port 0");

@@ -17,20 +17,25 @@ namespace lbkit {
 
 // What kind of failure an error is, for callers that branch on it; the message says the rest.
 enum class errc {
-  invalid_argument,  // malformed input: bad text, bad id, bad address
-  out_of_range,      // a number outside its documented range (weight, port)
-  not_found,         // no backend with that id
-  already_exists,    // a backend with that id is present
+  invalid_argument,     // malformed input: bad text, bad id, bad address
+  out_of_range,         // a number outside its documented range (weight, port)
+  not_found,            // no backend with that id
+  already_exists,       // a backend with that id is present
   failed_precondition,  // the operation is not allowed in the current state
 };
 
 constexpr std::string_view to_string(errc e) noexcept {
   switch (e) {
-    case errc::invalid_argument: return "invalid argument";
-    case errc::out_of_range: return "out of range";
-    case errc::not_found: return "not found";
-    case errc::already_exists: return "already exists";
-    case errc::failed_precondition: return "failed precondition";
+    case errc::invalid_argument:
+      return "invalid argument";
+    case errc::out_of_range:
+      return "out of range";
+    case errc::not_found:
+      return "not found";
+    case errc::already_exists:
+      return "already exists";
+    case errc::failed_precondition:
+      return "failed precondition";
   }
   return "unknown error";
 }
@@ -74,10 +79,12 @@ class [[nodiscard]] result {
   using error_type = lbkit::error;
 
   template <class U = T>
-    requires std::is_constructible_v<T, U&&> &&
-             (!std::is_same_v<std::remove_cvref_t<U>, result>) &&
-             (!std::is_same_v<std::remove_cvref_t<U>, unexpected<lbkit::error>>)
-  explicit(!std::is_convertible_v<U&&, T>)  // as std::expected's converting constructor
+  requires std::is_constructible_v<T, U&&> &&(!std::is_same_v<std::remove_cvref_t<U>, result>)&&(
+      !std::is_same_v<
+          std::remove_cvref_t<U>,
+          unexpected<lbkit::error>>)explicit(!std::is_convertible_v<U&&,
+                                                                    T>)  // as std::expected's
+                                                                         // converting constructor
       result(U&& v)
       : v_(std::in_place_index<0>, std::forward<U>(v)) {}
   result(unexpected<lbkit::error> e)  // NOLINT: implicit, as std::expected's
@@ -101,7 +108,8 @@ class [[nodiscard]] result {
   }
   template <class U>
   T value_or(U&& fallback) && {
-    return has_value() ? std::move(*std::get_if<0>(&v_)) : static_cast<T>(std::forward<U>(fallback));
+    return has_value() ? std::move(*std::get_if<0>(&v_))
+                       : static_cast<T>(std::forward<U>(fallback));
   }
 
   const lbkit::error& error() const& {

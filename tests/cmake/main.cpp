@@ -2,9 +2,9 @@
 // A minimal lbkit consumer, built by the fetch_content and find_package projects next to this
 // file: it proves that lbkit::lbkit brings the include path, C++20, threads and the version
 // macros, and that the library works when consumed (a registry change reaches a reader).
-#include <lbkit/lbkit.hpp>
-
 #include <cstdio>
+
+#include <lbkit/lbkit.hpp>
 
 static_assert(LBKIT_VERSION_MAJOR == 0, "consumer built against an unexpected lbkit version");
 

@@ -7,10 +7,6 @@
 // unsorted members; the final membership equals the writers' own record of what they did
 // (no lost and no phantom backends); failed changes change nothing; and counters on
 // backends that were removed while held match, exactly, what the readers did to them.
-#include <doctest/doctest.h>
-
-#include <lbkit/backend_registry.hpp>
-
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -20,6 +16,10 @@
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+#include <doctest/doctest.h>
+
+#include <lbkit/backend_registry.hpp>
 
 using namespace lbkit;
 
@@ -45,9 +45,12 @@ struct writer_record {
 
 void run_writer(backend_registry& reg, int w, writer_record& rec) {
   std::mt19937_64 rng(0x5eed0000u + static_cast<unsigned>(w));
-  auto pick_id = [&] { return "w" + std::to_string(w) + "-" + std::to_string(rng() % ids_per_writer); };
+  auto pick_id = [&] {
+    return "w" + std::to_string(w) + "-" + std::to_string(rng() % ids_per_writer);
+  };
   auto addr = [&](std::uint64_t i) {
-    return endpoint(ip_address::v4({10, static_cast<std::uint8_t>(w), 0, static_cast<std::uint8_t>(i % 250 + 1)}),
+    return endpoint(ip_address::v4({10, static_cast<std::uint8_t>(w), 0,
+                                    static_cast<std::uint8_t>(i % 250 + 1)}),
                     static_cast<std::uint16_t>(1000 + i % 60000));
   };
   for (int i = 0; i < ops_per_writer; ++i) {
@@ -62,13 +65,17 @@ void run_writer(backend_registry& reg, int w, writer_record& rec) {
       for (auto& [k, v] : rec.members) {
         if (k != id) other = k;
       }
-      if (present) cs.remove(id);
-      else cs.add(backend(id, addr(rng()), 1));
+      if (present)
+        cs.remove(id);
+      else
+        cs.add(backend(id, addr(rng()), 1));
       const auto w2 = static_cast<std::uint32_t>(rng() % 100);
       if (!other.empty()) cs.set_weight(other, w2);
       REQUIRE(reg.apply(cs));
-      if (present) rec.members.erase(it);
-      else rec.members[id] = {1, false, health::healthy};
+      if (present)
+        rec.members.erase(it);
+      else
+        rec.members[id] = {1, false, health::healthy};
       if (!other.empty()) rec.members[other].weight = w2;
       ++rec.published_changes;
       continue;
@@ -130,7 +137,8 @@ void run_writer(backend_registry& reg, int w, writer_record& rec) {
 
 // A reader's holds on backends: shared state plus how many requests it began on each.
 struct reader_record {
-  std::unordered_map<backend_state*, std::pair<std::shared_ptr<backend_state>, std::uint64_t>> began;
+  std::unordered_map<backend_state*, std::pair<std::shared_ptr<backend_state>, std::uint64_t>>
+      began;
   std::uint64_t snapshots_seen = 0;
   bool ok = true;
 };
@@ -223,7 +231,8 @@ TEST_CASE("registry under concurrent writers and readers") {
   }
 
   // Live counters, including those of backends removed while readers held them.
-  std::unordered_map<backend_state*, std::pair<std::shared_ptr<backend_state>, std::uint64_t>> total;
+  std::unordered_map<backend_state*, std::pair<std::shared_ptr<backend_state>, std::uint64_t>>
+      total;
   for (const auto& r : rrec) {
     CHECK(r.ok);
     CHECK(r.snapshots_seen > 1);

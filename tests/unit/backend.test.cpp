@@ -1,15 +1,15 @@
 // SPDX-License-Identifier: MIT
 // backend and validate(backend): every documented limit, and error messages safe to log.
-#include <doctest/doctest.h>
-
-#include <lbkit/backend.hpp>
-#include <lbkit/endpoint.hpp>
-
 #include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <string>
 #include <string_view>
+
+#include <doctest/doctest.h>
+
+#include <lbkit/backend.hpp>
+#include <lbkit/endpoint.hpp>
 
 using lbkit::backend;
 using lbkit::endpoint;
@@ -106,8 +106,8 @@ TEST_CASE("backend id rules") {
     CHECK(printable(e.message));
   }
   SUBCASE("with DEL, a NUL byte or non-ASCII") {
-    for (const std::string& id : {std::string("web\x7f"), std::string("a\0b", 3),
-                                 std::string("caf\xc3\xa9")}) {
+    for (const std::string& id :
+         {std::string("web\x7f"), std::string("a\0b", 3), std::string("caf\xc3\xa9")}) {
       backend b = good();
       b.id = id;
       const auto e = error_of(b);
@@ -259,7 +259,7 @@ TEST_CASE("backend label rules") {
     CHECK(contains(e.message, "1024"));
 
     for (const std::string& bad : {std::string("line1\nline2"), std::string("tab\there"),
-                                  std::string("nul\0", 4), std::string("del\x7f")}) {
+                                   std::string("nul\0", 4), std::string("del\x7f")}) {
       b.labels["tier"] = bad;
       e = error_of(b);
       CHECK(e.code == errc::invalid_argument);

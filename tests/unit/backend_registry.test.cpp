@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MIT
 // backend_registry: membership changes, validation, batches, snapshots, subscriptions and
 // the snapshot cache, on one thread (tests/stress covers concurrency).
+#include <string>
+#include <vector>
+
 #include <doctest/doctest.h>
 
 #include <lbkit/backend_registry.hpp>
-
-#include <string>
-#include <vector>
 
 using lbkit::backend;
 using lbkit::backend_registry;
@@ -227,7 +227,7 @@ TEST_CASE("subscribers see the current snapshot, then every version once and in 
 
   REQUIRE(r.add(make("b", "10.0.0.2:80")));
   CHECK(!r.add(make("b", "10.0.0.2:80")));  // failed: no notification
-  CHECK(r.set_weight("a", 1));             // no-op: no notification
+  CHECK(r.set_weight("a", 1));              // no-op: no notification
   REQUIRE(r.apply(change_set().set_weight("a", 2).set_weight("b", 3)));
   CHECK(seen == std::vector<std::uint64_t>{1, 2, 3});
 

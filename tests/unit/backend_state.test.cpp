@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: MIT
 // backend_state: live counters, the latency estimate and their behaviour under concurrency.
-#include <doctest/doctest.h>
-
-#include <lbkit/backend_state.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <thread>
 #include <vector>
+
+#include <doctest/doctest.h>
+
+#include <lbkit/backend_state.hpp>
 
 using namespace std::chrono_literals;
 using lbkit::backend_state;

@@ -1,10 +1,5 @@
 // SPDX-License-Identifier: MIT
 // ip_address and endpoint: strict parsing, RFC 5952 text, inet_pton/inet_ntop parity, sockets.
-#include <doctest/doctest.h>
-
-#include <lbkit/endpoint.hpp>
-#include <lbkit/hash.hpp>
-
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -21,6 +16,11 @@
 #include <string_view>
 #include <unordered_set>
 #include <vector>
+
+#include <doctest/doctest.h>
+
+#include <lbkit/endpoint.hpp>
+#include <lbkit/hash.hpp>
 
 using lbkit::endpoint;
 using lbkit::errc;
@@ -68,7 +68,8 @@ std::string ntop6(const std::array<std::uint8_t, 16>& b) {
 
 std::array<std::uint16_t, 8> groups_of(const std::array<std::uint8_t, 16>& b) {
   std::array<std::uint16_t, 8> g{};
-  for (std::size_t i = 0; i < 8; ++i) g[i] = static_cast<std::uint16_t>(b[2 * i] << 8 | b[2 * i + 1]);
+  for (std::size_t i = 0; i < 8; ++i)
+    g[i] = static_cast<std::uint16_t>(b[2 * i] << 8 | b[2 * i + 1]);
   return g;
 }
 
@@ -134,10 +135,17 @@ class address_generator {
     std::array<std::uint8_t, 4> b{};
     for (auto& x : b) {
       switch (below(4)) {
-        case 0: x = 0; break;
-        case 1: x = 255; break;
-        case 2: x = static_cast<std::uint8_t>(below(10)); break;
-        default: x = static_cast<std::uint8_t>(rng_());
+        case 0:
+          x = 0;
+          break;
+        case 1:
+          x = 255;
+          break;
+        case 2:
+          x = static_cast<std::uint8_t>(below(10));
+          break;
+        default:
+          x = static_cast<std::uint8_t>(rng_());
       }
     }
     return b;
@@ -159,7 +167,8 @@ std::string dotted(const std::uint8_t* b) {
 }
 
 // Uncompressed text: 8 groups, or 6 groups and a dotted quad.
-std::string full_form(const std::array<std::uint8_t, 16>& b, bool upper, bool pad, bool dotted_tail) {
+std::string full_form(const std::array<std::uint8_t, 16>& b, bool upper, bool pad,
+                      bool dotted_tail) {
   const auto g = groups_of(b);
   std::string out;
   const int n = dotted_tail ? 6 : 8;
@@ -466,11 +475,11 @@ TEST_CASE("to_string gives RFC 5952 canonical IPv6 text") {
   const canon cases[] = {
       {"2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"},  // first of two equal runs (§4.2.3)
       {"2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"},  // no leading zeros (§4.1)
-      {"2001:DB8::1", "2001:db8::1"},                                 // lower case (§4.3)
+      {"2001:DB8::1", "2001:db8::1"},                              // lower case (§4.3)
       {"0:0:0:0:0:0:0:0", "::"},
       {"0:0:0:0:0:0:0:1", "::1"},
       {"1:0:0:0:0:0:0:0", "1::"},
-      {"1:0:0:2:0:0:0:3", "1:0:0:2::3"},            // longest run wins (§4.2.3)
+      {"1:0:0:2:0:0:0:3", "1:0:0:2::3"},  // longest run wins (§4.2.3)
       {"1:0:0:0:2:0:0:3", "1::2:0:0:3"},
       {"0:0:1:0:0:0:0:2", "0:0:1::2"},
       {"1:2:3:4:5:6:0:0", "1:2:3:4:5:6::"},
@@ -510,8 +519,8 @@ TEST_CASE("to_string of IPv4 and of endpoints") {
   address_generator gen(99);
   for (int i = 0; i < 2000; ++i) {
     const std::uint16_t port = static_cast<std::uint16_t>(gen.below(65536));
-    const endpoint e = i % 2 ? endpoint(ip_address::v6(gen.v6()), port)
-                             : endpoint(ip_address::v4(gen.v4()), port);
+    const endpoint e =
+        i % 2 ? endpoint(ip_address::v6(gen.v6()), port) : endpoint(ip_address::v4(gen.v4()), port);
     const auto back = endpoint::parse(e.to_string(), port_zero::allow);
     REQUIRE(back.has_value());
     CHECK(*back == e);
@@ -630,11 +639,21 @@ TEST_CASE("the parser accepts exactly what inet_pton accepts, on mutated address
     } else {
       const auto b = gen.v6();
       switch (form) {
-        case 0: s = ip_address::v6(b).to_string(); break;
-        case 1: s = ntop6(b); break;
-        case 2: s = full_form(b, false, false, false); break;
-        case 3: s = full_form(b, true, true, false); break;
-        case 4: s = full_form(b, gen.below(2) == 0, gen.below(2) == 0, true); break;
+        case 0:
+          s = ip_address::v6(b).to_string();
+          break;
+        case 1:
+          s = ntop6(b);
+          break;
+        case 2:
+          s = full_form(b, false, false, false);
+          break;
+        case 3:
+          s = full_form(b, true, true, false);
+          break;
+        case 4:
+          s = full_form(b, gen.below(2) == 0, gen.below(2) == 0, true);
+          break;
         case 5: {  // compressed with a dotted tail, e.g. "1::2:1.2.3.4" or "::ffff:1.2.3.4"
           // Format the first 6 groups canonically with a placeholder tail (18.52.86.120 is
           // 1234:5678), then swap the placeholder for the real last 32 bits, dotted.
@@ -643,14 +662,17 @@ TEST_CASE("the parser accepts exactly what inet_pton accepts, on mutated address
           std::copy(marker, marker + 4, head.begin() + 12);
           s = ip_address::v6(head).to_string();
           const std::string tail = s.find('.') != std::string::npos ? "18.52.86.120" : "1234:5678";
-          if (s.size() <= tail.size() || s.compare(s.size() - tail.size(), tail.size(), tail) != 0) {
+          if (s.size() <= tail.size() ||
+              s.compare(s.size() - tail.size(), tail.size(), tail) != 0) {
             FAIL("unexpected placeholder text " << s);
           }
           s.erase(s.size() - tail.size());
           s += dotted(b.data() + 12);
           break;
         }
-        default: s = ntop6(b); break;
+        default:
+          s = ntop6(b);
+          break;
       }
     }
     for (auto m = 1 + gen.below(3); m > 0; --m) {
@@ -781,8 +803,7 @@ TEST_CASE("from_sockaddr rejects what it cannot represent") {
 
   CHECK(error_of(endpoint::from_sockaddr(nullptr, sizeof(sockaddr_in))).code ==
         errc::invalid_argument);
-  CHECK(error_of(endpoint::from_sockaddr(nullptr, 0)).message.find("missing") !=
-        std::string::npos);
+  CHECK(error_of(endpoint::from_sockaddr(nullptr, 0)).message.find("missing") != std::string::npos);
   CHECK_FALSE(endpoint::from_sockaddr(sa4, 0).has_value());
   CHECK_FALSE(endpoint::from_sockaddr(sa4, 1).has_value());
   {
@@ -844,7 +865,8 @@ TEST_CASE("every IPv4 address sorts before every IPv6 address") {
     all.push_back(ip_address::v6(gen.v6()));
   }
   std::sort(all.begin(), all.end());
-  const auto first_v6 = std::find_if(all.begin(), all.end(), [](const auto& a) { return a.is_v6(); });
+  const auto first_v6 =
+      std::find_if(all.begin(), all.end(), [](const auto& a) { return a.is_v6(); });
   CHECK(std::distance(all.begin(), first_v6) == 500);
   CHECK(std::all_of(first_v6, all.end(), [](const auto& a) { return a.is_v6(); }));
   // Within a family the order is the byte order (network order, most significant first).
@@ -881,15 +903,16 @@ TEST_CASE("equal endpoints hash equal, and unordered containers work") {
     CHECK(std::hash<endpoint>{}(ep(s)) == std::hash<endpoint>{}(ep(spellings[0])));
     CHECK(lbkit::hash_value(ep(s)) == lbkit::hash_value(ep(spellings[0])));
   }
-  CHECK(std::hash<ip_address>{}(ip("::ffff:1.2.3.4")) == std::hash<ip_address>{}(ip("::FFFF:102:304")));
+  CHECK(std::hash<ip_address>{}(ip("::ffff:1.2.3.4")) ==
+        std::hash<ip_address>{}(ip("::FFFF:102:304")));
 
   std::unordered_set<endpoint> set;
   address_generator gen(5);
   std::vector<endpoint> inserted;
   for (int i = 0; i < 1000; ++i) {
     const auto port = static_cast<std::uint16_t>(1 + gen.below(4));
-    const endpoint e = i % 2 ? endpoint(ip_address::v6(gen.v6()), port)
-                             : endpoint(ip_address::v4(gen.v4()), port);
+    const endpoint e =
+        i % 2 ? endpoint(ip_address::v6(gen.v6()), port) : endpoint(ip_address::v4(gen.v4()), port);
     inserted.push_back(e);
     set.insert(e);
     set.insert(*endpoint::parse(e.to_string()));  // a re-parsed copy is the same key
@@ -913,17 +936,20 @@ TEST_CASE("hash_value is XXH64 of the address bytes and the big-endian port") {
     const endpoint e(a, port);
     const std::uint64_t seed = i % 3 == 0 ? 0 : gen.next();
     std::string layout(a.bytes().begin(), a.bytes().end());
-    CHECK(lbkit::hash_value(a, seed) == lbkit::hash_bytes(std::string_view(layout.data(), layout.size()), seed));
+    CHECK(lbkit::hash_value(a, seed) ==
+          lbkit::hash_bytes(std::string_view(layout.data(), layout.size()), seed));
     layout += static_cast<char>(port >> 8);
     layout += static_cast<char>(port & 0xff);
     CHECK(layout.size() == (a.is_v4() ? 6u : 18u));
-    CHECK(lbkit::hash_value(e, seed) == lbkit::hash_bytes(std::string_view(layout.data(), layout.size()), seed));
+    CHECK(lbkit::hash_value(e, seed) ==
+          lbkit::hash_bytes(std::string_view(layout.data(), layout.size()), seed));
     CHECK(std::hash<endpoint>{}(e) == static_cast<std::size_t>(lbkit::hash_value(e)));
     CHECK(std::hash<ip_address>{}(a) == static_cast<std::size_t>(lbkit::hash_value(a)));
   }
   // Pinned examples: the layout is part of lbkit's stable hashing contract.
   const char v4_layout[] = {'\xc0', '\x00', '\x02', '\x01', '\x1f', '\x90'};  // 192.0.2.1:8080
-  CHECK(lbkit::hash_value(ep("192.0.2.1:8080")) == lbkit::hash_bytes(std::string_view(v4_layout, 6)));
+  CHECK(lbkit::hash_value(ep("192.0.2.1:8080")) ==
+        lbkit::hash_bytes(std::string_view(v4_layout, 6)));
   CHECK(lbkit::hash_value(ep("1.2.3.4:80")) != lbkit::hash_value(ep("1.2.3.4:81")));
   CHECK(lbkit::hash_value(ep("1.2.3.4:80")) != lbkit::hash_value(ep("1.2.3.4:80"), 1));
 }

@@ -1,9 +1,5 @@
 // SPDX-License-Identifier: MIT
 // hash_bytes and hash_u64: XXH64 test vectors, constant evaluation, seeds and avalanche.
-#include <doctest/doctest.h>
-
-#include <lbkit/hash.hpp>
-
 #include <array>
 #include <cmath>
 #include <cstddef>
@@ -14,6 +10,10 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <doctest/doctest.h>
+
+#include <lbkit/hash.hpp>
 
 using lbkit::hash_bytes;
 using lbkit::hash_u64;
@@ -75,9 +75,8 @@ TEST_CASE("hash_bytes matches the reference on every code path") {
     std::uint64_t want;
   };
   const vec vectors[] = {
-      {4, 0xFFCED8604453CC1EULL},   {8, 0x884A173614B81B8DULL},
-      {32, 0xCBF59C5116FF32B4ULL},  {37, 0xD93FA2DFEE5C24C9ULL},
-      {100, 0x6AC1E58032166597ULL}, {512, 0x7B3BFCAAC0348AC0ULL},
+      {4, 0xFFCED8604453CC1EULL},  {8, 0x884A173614B81B8DULL},   {32, 0xCBF59C5116FF32B4ULL},
+      {37, 0xD93FA2DFEE5C24C9ULL}, {100, 0x6AC1E58032166597ULL}, {512, 0x7B3BFCAAC0348AC0ULL},
   };
   for (const auto& v : vectors) {
     CAPTURE(v.len);
@@ -109,14 +108,21 @@ TEST_CASE("every prefix length gives a distinct hash") {
   // would make two of them collide; honest 64-bit collisions among 513 values have
   // probability about 513^2 / 2^65, i.e. never.
   std::set<std::uint64_t> seen;
-  for (std::size_t n = 0; n <= counting.size(); ++n) seen.insert(hash_bytes(std::string_view(counting.data(), n)));
+  for (std::size_t n = 0; n <= counting.size(); ++n)
+    seen.insert(hash_bytes(std::string_view(counting.data(), n)));
   CHECK(seen.size() == counting.size() + 1);
 }
 
 TEST_CASE("hash_u64 equals hash_bytes over the 8 little-endian bytes") {
   std::mt19937_64 rng(20240601);
-  const std::uint64_t fixed_values[] = {0, 1, 0xff, 0x100, 0x8000000000000000ULL,
-                                        0x7fffffffffffffffULL, ~0ULL, 0x0123456789abcdefULL};
+  const std::uint64_t fixed_values[] = {0,
+                                        1,
+                                        0xff,
+                                        0x100,
+                                        0x8000000000000000ULL,
+                                        0x7fffffffffffffffULL,
+                                        ~0ULL,
+                                        0x0123456789abcdefULL};
   const std::uint64_t fixed_seeds[] = {0, 1, 20141025, ~0ULL};
   for (auto v : fixed_values) {
     for (auto seed : fixed_seeds) {
@@ -140,7 +146,8 @@ TEST_CASE("hash_u64 equals hash_bytes over the 8 little-endian bytes") {
 TEST_CASE("the seed changes the result") {
   CHECK(hash_bytes("xxhash"sv, 0) != hash_bytes("xxhash"sv, 1));
   CHECK(hash_bytes(""sv, 0) != hash_bytes(""sv, 1));
-  CHECK(hash_bytes(std::string_view(counting.data(), 100), 0) != hash_bytes(std::string_view(counting.data(), 100), 1));
+  CHECK(hash_bytes(std::string_view(counting.data(), 100), 0) !=
+        hash_bytes(std::string_view(counting.data(), 100), 1));
   CHECK(hash_u64(7, 0) != hash_u64(7, 1));
   // 2000 different seeds on one input (short and long) give 2000 different hashes; by the
   // birthday bound a collision has probability about 2000^2 / 2^65 < 1e-12.
@@ -179,8 +186,9 @@ TEST_CASE("hash_u64 avalanche: one flipped input bit flips each output bit half 
       const std::uint64_t h = hash_u64(x, seed);
       for (int i = 0; i < 64; ++i) {
         const std::uint64_t d = h ^ hash_u64(x ^ (1ULL << i), seed);
-        for (int j = 0; j < 64; ++j) flips[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)] +=
-            static_cast<int>((d >> j) & 1);
+        for (int j = 0; j < 64; ++j)
+          flips[static_cast<std::size_t>(i)][static_cast<std::size_t>(j)] +=
+              static_cast<int>((d >> j) & 1);
       }
     }
     double worst = 0;

@@ -1,15 +1,15 @@
 // SPDX-License-Identifier: MIT
 // result<T> and result<void>: value and error paths, make_error, value_or, move-only values.
-#include <doctest/doctest.h>
-
-#include <lbkit/result.hpp>
-
 #include <memory>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include <doctest/doctest.h>
+
+#include <lbkit/result.hpp>
 
 using lbkit::errc;
 using lbkit::make_error;
@@ -198,8 +198,7 @@ TEST_CASE("result<std::string> constructs from a string literal and other conver
   result<std::string> b = p;
   CHECK(*b == "pointer");
 
-
-  static_assert(std::is_convertible_v<const char (&)[4], result<std::string>>);
+  static_assert(std::is_convertible_v<const char(&)[4], result<std::string>>);
   static_assert(std::is_convertible_v<lbkit::unexpected<lbkit::error>, result<std::string>>);
   // A result<T> does not convert from unrelated types.
   static_assert(!std::is_convertible_v<int*, result<std::string>>);
