@@ -39,8 +39,7 @@ namespace lbkit {
 // itself thread-safe).
 class member {
  public:
-  member(std::shared_ptr<const backend> config, std::shared_ptr<backend_state> state,
-         bool draining) noexcept
+  member(std::shared_ptr<const backend> config, state_ref state, bool draining) noexcept
       : config_(std::move(config)), state_(std::move(state)), draining_(draining) {}
 
   const backend& config() const noexcept { return *config_; }
@@ -50,13 +49,13 @@ class member {
   // Draining: no new picks; requests already under way continue.
   bool draining() const noexcept { return draining_; }
   backend_state& state() const noexcept { return *state_; }
-  // Shares ownership of the live state, e.g. for a lease that must outlive the snapshot.
-  const std::shared_ptr<backend_state>& shared_state() const noexcept { return state_; }
+  // Shares ownership of the live state, e.g. to keep it beyond the snapshot.
+  const state_ref& state_handle() const noexcept { return state_; }
 
  private:
   friend class backend_registry;
   std::shared_ptr<const backend> config_;
-  std::shared_ptr<backend_state> state_;
+  state_ref state_;
   bool draining_;
 };
 
@@ -385,7 +384,7 @@ inline result<void> backend_registry::apply_one(apply_state& st, const change_se
       return make_error(errc::already_exists, "backend " + quote(a->b.id) + " already exists");
     }
     ms.emplace(it, std::make_shared<const backend>(a->b),
-               std::make_shared<backend_state>(a->initial), false);
+               backend_state::create(a->b.id, a->b.address, a->initial), false);
     st.changed = true;
     return {};
   }
@@ -403,7 +402,7 @@ inline result<void> backend_registry::apply_one(apply_state& st, const change_se
     b.weight = w->weight;
     if (auto v = validate(b); !v) return v;
     if (w->weight != (*m)->weight()) {
-      **m = member(std::make_shared<const backend>(std::move(b)), (*m)->shared_state(),
+      **m = member(std::make_shared<const backend>(std::move(b)), (*m)->state_handle(),
                    (*m)->draining());
       st.changed = true;
     }
@@ -420,7 +419,7 @@ inline result<void> backend_registry::apply_one(apply_state& st, const change_se
                             "); remove and add it instead");
     }
     if (u->b != (*m)->config()) {
-      **m = member(std::make_shared<const backend>(u->b), (*m)->shared_state(), (*m)->draining());
+      **m = member(std::make_shared<const backend>(u->b), (*m)->state_handle(), (*m)->draining());
       st.changed = true;
     }
     return {};
@@ -429,7 +428,7 @@ inline result<void> backend_registry::apply_one(apply_state& st, const change_se
     auto m = find_member(ms, d->id);
     if (!m) return unexpected<error>(m.error());
     if (d->draining != (*m)->draining()) {
-      **m = member((*m)->config_, (*m)->shared_state(), d->draining);
+      **m = member((*m)->config_, (*m)->state_handle(), d->draining);
       st.changed = true;
     }
     return {};

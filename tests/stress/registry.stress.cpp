@@ -137,7 +137,7 @@ void run_writer(backend_registry& reg, int w, writer_record& rec) {
 
 // A reader's holds on backends: shared state plus how many requests it began on each.
 struct reader_record {
-  std::unordered_map<backend_state*, std::pair<std::shared_ptr<backend_state>, std::uint64_t>>
+  std::unordered_map<backend_state*, std::pair<state_ref, std::uint64_t>>
       began;
   std::uint64_t snapshots_seen = 0;
   bool ok = true;
@@ -162,7 +162,7 @@ void run_reader(const backend_registry& reg, int r, const std::atomic<bool>& sto
       const member& m = ms[rng() % ms.size()];
       m.state().begin_request();
       auto& slot = rec.began[&m.state()];
-      if (!slot.first) slot.first = m.shared_state();
+      if (!slot.first) slot.first = m.state_handle();
       ++slot.second;
       held.push_back(m);
     }
@@ -231,7 +231,7 @@ TEST_CASE("registry under concurrent writers and readers") {
   }
 
   // Live counters, including those of backends removed while readers held them.
-  std::unordered_map<backend_state*, std::pair<std::shared_ptr<backend_state>, std::uint64_t>>
+  std::unordered_map<backend_state*, std::pair<state_ref, std::uint64_t>>
       total;
   for (const auto& r : rrec) {
     CHECK(r.ok);

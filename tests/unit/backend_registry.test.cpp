@@ -178,7 +178,7 @@ TEST_CASE("a batch applies in order, all or nothing, as one version") {
     CHECK(s->find("b")->state().current_health() == health::unhealthy);
   }
   SUBCASE("failure in the middle") {
-    auto a_state = r.current()->find("a")->shared_state();
+    auto a_state = r.current()->find("a")->state_handle();
     auto res = r.apply(change_set()
                            .set_health("a", health::unhealthy)
                            .add(make("b", "10.0.0.2:80"))
@@ -194,10 +194,10 @@ TEST_CASE("a batch applies in order, all or nothing, as one version") {
     CHECK(a_state->current_health() == health::healthy);
   }
   SUBCASE("an add of an id the same batch removed is a fresh backend") {
-    auto old_state = r.current()->find("a")->shared_state();
+    auto old_state = r.current()->find("a")->state_handle();
     REQUIRE(r.apply(change_set().remove("a").add(make("a", "10.0.0.3:80"))));
     CHECK(r.current()->find("a")->address().to_string() == "10.0.0.3:80");
-    CHECK(r.current()->find("a")->shared_state() != old_state);
+    CHECK(r.current()->find("a")->state_handle() != old_state);
   }
 }
 
@@ -208,9 +208,10 @@ TEST_CASE("the state of a removed backend outlives it and counts leases correctl
   held.state().begin_request();
   REQUIRE(r.remove("a"));
   CHECK(r.current()->empty());
-  // Nothing else holds the backend now; the copy is all that keeps it alive.
-  CHECK(held.shared_state().use_count() == 1);
+  // Nothing else holds the backend now; the copy is all that keeps it alive (ASan would
+  // report a use after free below otherwise).
   CHECK(held.id() == "a");
+  CHECK(held.state().id() == "a");
   held.state().end_request(lbkit::outcome::failure);
   CHECK(held.state().active() == 0);
   CHECK(held.state().requests() == 1);
@@ -291,4 +292,17 @@ TEST_CASE("two registries given the same membership in different orders agree") 
   for (std::size_t i = 0; i < sx->size(); ++i) {
     CHECK(sx->members()[i].config() == sy->members()[i].config());
   }
+}
+
+TEST_CASE("a request in flight keeps the state alive after every owner is gone") {
+  backend_registry r;
+  REQUIRE(r.add(make("a", "10.0.0.7:81")));
+  lbkit::backend_state* s = &r.current()->find("a")->state();
+  s->begin_request();  // as a lease does
+  REQUIRE(r.remove("a"));
+  // No snapshot or member holds "a" any more: only the request does.
+  CHECK(s->active() == 1);
+  CHECK(s->id() == "a");
+  CHECK(s->address().to_string() == "10.0.0.7:81");
+  s->end_request(lbkit::outcome::success);  // frees the state; LeakSanitizer checks it is freed
 }
