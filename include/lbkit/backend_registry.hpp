@@ -29,6 +29,7 @@
 #include "lbkit/backend_state.hpp"
 #include "lbkit/detail/config.hpp"
 #include "lbkit/detail/mutex.hpp"
+#include "lbkit/detail/publication.hpp"
 #include "lbkit/detail/text.hpp"
 #include "lbkit/result.hpp"
 
@@ -177,30 +178,8 @@ struct registry_core {
   std::vector<subscriber> subscribers LBKIT_GUARDED_BY(mu);
   std::uint64_t next_subscriber LBKIT_GUARDED_BY(mu) = 1;
 
-  // The slot readers load from. Its lock is held only to copy or swap one shared_ptr (a
-  // reference-count increment), never while a writer builds or validates, so a reader waits
-  // at most for another thread's pointer copy. std::atomic<std::shared_ptr> would do the same
-  // with a lock bit, but libstdc++ 12's load() releases that bit with relaxed ordering, a data
-  // race that ThreadSanitizer reports (tests/stress caught it).
-  mutable mutex publish_mu;
-  std::shared_ptr<const snapshot> published LBKIT_GUARDED_BY(publish_mu);
-
-  // Read by every reader without any lock: the pick path checks only this.
-  std::atomic<std::uint64_t> version{0};
-
-  std::shared_ptr<const snapshot> load() const LBKIT_EXCLUDES(publish_mu) {
-    lock_guard lock(publish_mu);
-    return published;
-  }
-  // Publishes `next` and hands back the previous snapshot, to be released outside the lock.
-  std::shared_ptr<const snapshot> publish(std::shared_ptr<const snapshot> next)
-      LBKIT_EXCLUDES(publish_mu) {
-    {
-      lock_guard lock(publish_mu);
-      published.swap(next);
-    }
-    return next;
-  }
+  // What readers see, without ever taking `mu`.
+  publication<snapshot> published;
 };
 
 // Which registry core, if any, this thread is notifying subscribers of.
@@ -261,7 +240,7 @@ class backend_registry {
     auto empty = std::shared_ptr<const snapshot>(new snapshot(0, {}));
     detail::lock_guard lock(core_->mu);
     core_->current = empty;
-    core_->publish(std::move(empty));
+    core_->published.publish(std::move(empty), 0);
   }
   backend_registry(const backend_registry&) = delete;
   backend_registry& operator=(const backend_registry&) = delete;
@@ -271,11 +250,11 @@ class backend_registry {
   // The newest published snapshot: a reference-count increment under a lock that is held
   // only for such copies, never while a writer works. Fine for control-plane code and for a
   // cache refresh; on a pick path use a snapshot_cache.
-  std::shared_ptr<const snapshot> current() const noexcept { return core_->load(); }
+  std::shared_ptr<const snapshot> current() const noexcept { return core_->published.load().first; }
 
   // The newest published version. Complexity: one atomic load. A snapshot loaded after
   // reading version v has a version of at least v.
-  std::uint64_t version() const noexcept { return core_->version.load(std::memory_order_acquire); }
+  std::uint64_t version() const noexcept { return core_->published.version(); }
 
   // ---- writers -------------------------------------------------------------------------
 
@@ -342,6 +321,7 @@ class backend_registry {
 
   static result<void> apply_one(apply_state& st, const change_set::op& op);
 
+  friend class snapshot_cache;
   std::shared_ptr<detail::registry_core> core_;
 };
 
@@ -351,24 +331,21 @@ class backend_registry {
 class snapshot_cache {
  public:
   explicit snapshot_cache(const backend_registry& registry)
-      : registry_(&registry), snapshot_(registry.current()) {}
+      : follower_(registry.core_->published) {}
 
   // The newest snapshot. Complexity: one atomic load while the version is unchanged; after a
-  // change, one shared_ptr load, and the release of the old snapshot (which frees it if this
-  // was its last holder).
+  // change, a locked shared_ptr copy, and the release of the old snapshot (which frees it if
+  // this was its last holder).
   const snapshot& get() noexcept {
-    if (registry_->version() != snapshot_->version()) [[unlikely]] {
-      snapshot_ = registry_->current();
-    }
-    return *snapshot_;
+    follower_.refresh();
+    return follower_.get();
   }
 
   // The snapshot last returned by get(), without checking for a newer one.
-  const std::shared_ptr<const snapshot>& cached() const noexcept { return snapshot_; }
+  const std::shared_ptr<const snapshot>& cached() const noexcept { return follower_.shared(); }
 
  private:
-  const backend_registry* registry_;
-  std::shared_ptr<const snapshot> snapshot_;
+  detail::follower<snapshot> follower_;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -466,10 +443,7 @@ inline result<void> backend_registry::apply(const change_set& changes) {
   const std::uint64_t v = core_->current->version() + 1;
   auto next = std::shared_ptr<const snapshot>(new snapshot(v, std::move(members)));
   core_->current = next;
-  // Snapshot first, version second: a reader that sees version v then loads a snapshot of
-  // at least version v. The previous snapshot is released here, outside the publish lock.
-  core_->publish(next);
-  core_->version.store(v, std::memory_order_release);
+  core_->published.publish(next, v);  // releases the previous snapshot outside its lock
   for (const auto& s : core_->subscribers) notify_one(s.fn, *next);
   return {};
 }
