@@ -63,7 +63,7 @@ class member {
 // An immutable, versioned view of the backend set, members sorted by id (so two registries
 // with the same membership present it identically, whatever order it was built in).
 // Thread safety: thread-safe (immutable after publication).
-class snapshot {
+class snapshot : public std::enable_shared_from_this<snapshot> {
  public:
   // 0 for the empty set a registry starts with; +1 for every published change.
   std::uint64_t version() const noexcept { return version_; }

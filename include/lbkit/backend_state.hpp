@@ -149,7 +149,7 @@ class backend_state {
     do {
       // The average moves by a signed eighth of the difference; written with unsigned
       // arithmetic in two branches so it cannot overflow.
-      next = old == 0         ? sample
+      next = old == 0        ? sample
              : sample >= old ? old + (sample - old) / 8
                              : old - (old - sample) / 8;
     } while (!counters_.latency_ns.compare_exchange_weak(old, next, std::memory_order_relaxed));

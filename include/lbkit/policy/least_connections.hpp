@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: MIT
+// least_connections: the eligible backend with the fewest requests in flight per weight.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "lbkit/detail/least_loaded.hpp"
+#include "lbkit/selection_policy.hpp"
+
+namespace lbkit {
+
+// Picks the backend that minimises (requests in flight + 1) / weight, counting the leases
+// the balancer hands out (nginx least_conn, HAProxy leastconn). Exact for sets of up to
+// `scan_limit` eligible backends, by a full scan from a random start (ties go to the first
+// found, so idle backends share the load). Above that it examines `scan_limit` random
+// backends per pick instead of all of them — O(n) per pick would not scale to thousands of
+// backends; for large sets power_of_two_choices is usually the better choice anyway.
+// Thread safety: the state is thread-safe; pickers own their generators.
+// Complexity: build O(n); pick O(min(n, scan_limit)).
+class least_connections {
+ public:
+  struct local {};
+
+  explicit least_connections(std::uint32_t scan_limit = 64) noexcept
+      : scan_limit_(std::max<std::uint32_t>(scan_limit, 2)) {}
+
+  class state {
+   public:
+    std::uint32_t pick(const pick_context&, pick_rng& rng, local&) const noexcept {
+      return engine_.pick(rng);
+    }
+
+   private:
+    friend class least_connections;
+    detail::least_loaded engine_;
+  };
+
+  state build(const candidate_set& c) const {
+    state s;
+    s.engine_ = detail::least_loaded(c, scan_limit_);
+    return s;
+  }
+
+ private:
+  std::uint32_t scan_limit_;
+};
+
+}  // namespace lbkit

@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: MIT
+// The selection_policy concept and the vocabulary a policy works with: the candidates of one
+// registry version (candidate_set), what the caller keys a pick on (pick_context), and the
+// per-thread random generator every picker owns (pick_rng).
+//
+// A policy is a value (DESIGN.md property 4). Once per version, the balancer hands it the
+// candidates and it builds an immutable `state` (a schedule, a hash table, a list of
+// indices); on the pick path, each thread asks that state for a member index. Health,
+// draining and the panic threshold are the balancer's business (property 5): it tells the
+// policy which candidates are eligible through their effective weights.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "lbkit/backend_registry.hpp"
+#include "lbkit/endpoint.hpp"
+#include "lbkit/hash.hpp"
+
+namespace lbkit {
+
+// What a pick may be keyed on: a 64-bit hash, or nothing. Hash policies use it; the others
+// ignore it. Build one with the named constructors so that every caller keys the same way.
+// Thread safety: thread-compatible (a value type).
+struct pick_context {
+  std::uint64_t hash = 0;
+  bool has_hash = false;
+
+  // A 64-bit key (a user id, a shard number): mixed with hash_u64 so that sequential keys
+  // spread.
+  static constexpr pick_context for_key(std::uint64_t key) noexcept {
+    return {hash_u64(key), true};
+  }
+  // Bytes: a header value, a cookie, a URL path.
+  static constexpr pick_context for_bytes(std::string_view bytes) noexcept {
+    return {hash_bytes(bytes), true};
+  }
+  // A client address, without its port: every connection of one client maps alike (ip_hash).
+  static pick_context for_client(const ip_address& client) noexcept {
+    return {hash_value(client), true};
+  }
+  // A full endpoint (address and port), e.g. one side of a flow.
+  static pick_context for_endpoint(const endpoint& e) noexcept { return {hash_value(e), true}; }
+  // An already-mixed 64-bit hash, used as it is.
+  static constexpr pick_context for_hash(std::uint64_t h) noexcept { return {h, true}; }
+};
+
+// What a policy's pick returns when it has nothing to offer (the balancer then answers with
+// an empty lease).
+inline constexpr std::uint32_t no_pick = UINT32_MAX;
+
+// A fast per-thread random generator: SplitMix64 (Steele, Lea and Flood, "Fast splittable
+// pseudorandom number generators", OOPSLA 2014). Not for cryptography.
+// Thread safety: not thread-safe; every picker owns one.
+class pick_rng {
+ public:
+  explicit constexpr pick_rng(std::uint64_t seed = 0) noexcept : s_(seed) {}
+
+  constexpr std::uint64_t next() noexcept {
+    std::uint64_t z = (s_ += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  }
+
+  // A number in [0, n), by Lemire's multiply-shift ("Fast random integer generation in an
+  // interval", ACM TOMACS 2019) without the rejection step: the bias is below n / 2^64.
+  constexpr std::uint32_t below(std::uint32_t n) noexcept {
+    return static_cast<std::uint32_t>(((next() >> 32) * n) >> 32);
+  }
+
+ private:
+  std::uint64_t s_;
+};
+
+// The candidates of one registry version, as the balancer presents them to a policy's build.
+// Thread safety: thread-compatible; valid only during the build call.
+class candidate_set {
+ public:
+  candidate_set(std::span<const member> members, std::span<const std::uint32_t> weights,
+                std::uint64_t seed) noexcept
+      : members_(members), weights_(weights), seed_(seed) {
+    for (auto w : weights) eligible_ += w != 0;
+  }
+
+  // Every member of the snapshot, sorted by id. Hash policies build their tables over these
+  // (with member.weight()) so that a backend's health never moves another backend's keys.
+  std::span<const member> members() const noexcept { return members_; }
+  std::size_t size() const noexcept { return members_.size(); }
+
+  // Each member's effective weight for new picks: its configured weight, or 0 when it must
+  // not get new picks now (unhealthy outside panic mode, draining, weight 0).
+  std::span<const std::uint32_t> weights() const noexcept { return weights_; }
+  bool eligible(std::size_t i) const noexcept { return weights_[i] != 0; }
+  // How many members are eligible; the balancer never asks for a pick when this is 0.
+  std::size_t eligible_count() const noexcept { return eligible_; }
+
+  // A seed for anything random in the state (start offsets): fixed per balancer, so tests can
+  // make it reproducible.
+  std::uint64_t seed() const noexcept { return seed_; }
+
+ private:
+  std::span<const member> members_;
+  std::span<const std::uint32_t> weights_;
+  std::uint64_t seed_;
+  std::size_t eligible_ = 0;
+};
+
+// A selection policy: a value that builds per-version state and picks from it.
+// Requirements, for a policy type P:
+//   1. P is copy-constructible (a balancer keeps its own copy as configuration).
+//   2. P::state is the immutable per-version state, built by `p.build(candidates)`; the
+//      balancer builds it once per registry version, off the pick path, and shares it with
+//      every thread. Its mutable parts, if any, must be thread-safe (atomics).
+//   3. P::local is default-constructible per-thread scratch (a cursor); each picker owns one
+//      and resets it to P::local{} whenever it moves to a new state.
+//   4. `state.pick(context, rng, local)` is noexcept and returns the index of an eligible
+//      member of the candidate set the state was built from, or no_pick. It is called only
+//      when at least one candidate is eligible. It must not lock, allocate or throw.
+template <class P>
+concept selection_policy = std::copy_constructible<P> &&
+    std::default_initializable<typename P::local> &&
+    requires(const P& policy, const candidate_set& candidates, const typename P::state& state,
+             const pick_context& context, pick_rng& rng, typename P::local& local) {
+  { policy.build(candidates) } -> std::same_as<typename P::state>;
+  { state.pick(context, rng, local) }
+  noexcept->std::same_as<std::uint32_t>;
+};
+
+}  // namespace lbkit
