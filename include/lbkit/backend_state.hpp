@@ -51,7 +51,8 @@ inline constexpr std::size_t cache_line = 64;
 // registry does this); owned through state_ref.
 // Thread safety: thread-safe; every member may be called from any thread at any time. The
 // counters are independent relaxed atomics: each one is exact, but a reader that loads two of
-// them may see one update and not the other (for example `requests` bumped before `active`).
+// them may see one update and not the other (requests() sums several, so while requests end
+// concurrently it may be off by the ones in transit; it is exact once they have ended).
 class backend_state {
  public:
   // A new state owned by the returned reference.
@@ -66,26 +67,30 @@ class backend_state {
   // ---- data plane --------------------------------------------------------------------
 
   // A request was sent to this backend; it keeps the state alive until end_request.
-  // Complexity: two relaxed atomic increments on one cache line.
+  // Complexity: one relaxed atomic increment.
   void begin_request() noexcept {
     counters_.refs.fetch_add(request_unit, std::memory_order_relaxed);
-    counters_.requests.fetch_add(1, std::memory_order_relaxed);
   }
 
   // A request begun with begin_request() ended: exactly one end_request per begin_request,
   // and the state must not be touched after it (it may have been the last holder).
   // `latency` feeds the latency estimate when the outcome is success or failure and it is
-  // positive. Complexity: a few relaxed atomic operations; a CAS loop for the estimate.
+  // positive. Complexity: two relaxed atomic increments; a CAS loop for the estimate.
   void end_request(outcome o, std::chrono::nanoseconds latency = {}) noexcept {
-    if (o != outcome::none) {
-      if (o == outcome::success) {
-        counters_.successes.fetch_add(1, std::memory_order_relaxed);
+    if (o == outcome::success) {
+      counters_.successes.fetch_add(1, std::memory_order_relaxed);
+      // Most successes follow successes: skip the store (and the line's ownership) then.
+      if (counters_.consecutive_failures.load(std::memory_order_relaxed) != 0) {
         counters_.consecutive_failures.store(0, std::memory_order_relaxed);
-      } else {
-        counters_.failures.fetch_add(1, std::memory_order_relaxed);
-        counters_.consecutive_failures.fetch_add(1, std::memory_order_relaxed);
       }
-      if (latency.count() > 0) record_latency(static_cast<std::uint64_t>(latency.count()));
+    } else if (o == outcome::failure) {
+      counters_.failures.fetch_add(1, std::memory_order_relaxed);
+      counters_.consecutive_failures.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      counters_.unreported.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (o != outcome::none && latency.count() > 0) {
+      record_latency(static_cast<std::uint64_t>(latency.count()));
     }
     release(request_unit);  // last: this may free *this
   }
@@ -96,9 +101,11 @@ class backend_state {
   std::int64_t active() const noexcept {
     return static_cast<std::int64_t>(counters_.refs.load(std::memory_order_relaxed) >> 32);
   }
-  // Requests begun since the backend was added.
+  // Requests begun since the backend was added: those ended plus those in flight (so that
+  // a pick costs one atomic increment, not two).
   std::uint64_t requests() const noexcept {
-    return counters_.requests.load(std::memory_order_relaxed);
+    return successes() + failures() + counters_.unreported.load(std::memory_order_relaxed) +
+           static_cast<std::uint64_t>(active());
   }
   std::uint64_t successes() const noexcept {
     return counters_.successes.load(std::memory_order_relaxed);
@@ -164,7 +171,7 @@ class backend_state {
   // from any other backend's counters.
   struct alignas(cache_line) counters {
     std::atomic<std::uint64_t> refs{0};
-    std::atomic<std::uint64_t> requests{0};
+    std::atomic<std::uint64_t> unreported{0};  // ended with outcome::none
     std::atomic<std::uint64_t> successes{0};
     std::atomic<std::uint64_t> failures{0};
     std::atomic<std::uint64_t> consecutive_failures{0};

@@ -1,0 +1,194 @@
+// SPDX-License-Identifier: MIT
+// Selection policies and the balancer: pick cost at N = 10 .. 10 000 on 1 and 2 threads, state
+// build cost, and picks while the registry changes — each read against baselines measured in
+// the same run (shared/PITFALLS.md: read ratios, not nanoseconds, on a shared 2-core machine).
+//
+//   baseline_fetch_add    one relaxed fetch_add on a shared counter (the RR target's unit)
+//   baseline_hash_load    hash_u64 + one load from a 65 537-entry table (hash policies' unit)
+//   state_pick<P>/N       the policy alone, picking from a fixed state
+//   state_pick_lease<P>/N the same plus begin/end on the chosen backend, as a lease does
+//   balancer_pick<P>/N    picker.pick() and lease release: version check, policy, lease
+//   build<P>/N            building the per-version state (counters: bytes per backend)
+//   pick_during_updates   balancer_pick<round_robin>/100 while another thread changes the
+//                         registry every millisecond
+#include <benchmark/benchmark.h>
+
+#include <lbkit/lbkit.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+template <class T>
+inline void sink(T v) {
+  asm volatile("" ::"r"(v) : "memory");
+}
+
+// A registry of n backends with weights 1..100 (fixed seed), built once per n and shared.
+lbkit::backend_registry& registry_of(std::size_t n) {
+  static std::mutex mu;
+  static std::vector<std::pair<std::size_t, std::unique_ptr<lbkit::backend_registry>>> made;
+  std::lock_guard lock(mu);
+  for (auto& [k, r] : made) {
+    if (k == n) return *r;
+  }
+  auto r = std::make_unique<lbkit::backend_registry>();
+  std::mt19937_64 rng(n);
+  lbkit::change_set cs;
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto ip = lbkit::ip_address::v4({10, static_cast<std::uint8_t>(i >> 16),
+                                           static_cast<std::uint8_t>(i >> 8),
+                                           static_cast<std::uint8_t>(i)});
+    cs.add(lbkit::backend("backend-" + std::to_string(i), lbkit::endpoint(ip, 80),
+                          static_cast<std::uint32_t>(rng() % 100 + 1)));
+  }
+  if (!r->apply(cs)) std::abort();
+  made.emplace_back(n, std::move(r));
+  return *made.back().second;
+}
+
+// The weights a balancer would give a fully healthy set: the configured ones.
+std::vector<std::uint32_t> weights_of(const lbkit::snapshot& s) {
+  std::vector<std::uint32_t> w;
+  for (const auto& m : s.members()) w.push_back(m.weight());
+  return w;
+}
+
+std::atomic<std::uint64_t> g_counter{0};
+
+void baseline_fetch_add(benchmark::State& state) {
+  for (auto _ : state) sink(g_counter.fetch_add(1, std::memory_order_relaxed));
+}
+BENCHMARK(baseline_fetch_add)->Threads(1)->Threads(2);
+
+void baseline_hash_load(benchmark::State& state) {
+  static const std::vector<std::uint32_t> table = [] {
+    std::vector<std::uint32_t> t(65537);
+    for (std::size_t i = 0; i < t.size(); ++i) t[i] = static_cast<std::uint32_t>(i % 1000);
+    return t;
+  }();
+  std::uint64_t key = static_cast<std::uint64_t>(state.thread_index()) << 40;
+  for (auto _ : state) {
+    const std::uint64_t h = lbkit::hash_u64(key++);
+    sink(table[static_cast<std::size_t>(((h >> 32) * table.size()) >> 32)]);
+  }
+}
+BENCHMARK(baseline_hash_load)->Threads(1)->Threads(2);
+
+template <class P>
+void state_pick(benchmark::State& state) {
+  auto snap = registry_of(static_cast<std::size_t>(state.range(0))).current();
+  const auto w = weights_of(*snap);
+  const auto st = P{}.build(lbkit::candidate_set(snap->members(), w, 12345));
+  lbkit::pick_rng rng(99 + static_cast<std::uint64_t>(state.thread_index()));
+  typename P::local local{};
+  std::uint64_t key = static_cast<std::uint64_t>(state.thread_index()) << 40;
+  for (auto _ : state) sink(st.pick(lbkit::pick_context::for_key(key++), rng, local));
+}
+
+template <class P>
+void state_pick_lease(benchmark::State& state) {
+  auto snap = registry_of(static_cast<std::size_t>(state.range(0))).current();
+  const auto w = weights_of(*snap);
+  const auto st = P{}.build(lbkit::candidate_set(snap->members(), w, 12345));
+  lbkit::pick_rng rng(99 + static_cast<std::uint64_t>(state.thread_index()));
+  typename P::local local{};
+  std::uint64_t key = static_cast<std::uint64_t>(state.thread_index()) << 40;
+  const auto ms = snap->members();
+  for (auto _ : state) {
+    auto i = st.pick(lbkit::pick_context::for_key(key++), rng, local);
+    lbkit::backend_state& s = ms[i].state();
+    s.begin_request();
+    s.end_request(lbkit::outcome::none);
+  }
+}
+
+template <class P>
+void balancer_pick(benchmark::State& state) {
+  static std::mutex mu;
+  static std::map<std::int64_t, std::unique_ptr<lbkit::balancer<P>>> lbs;
+  lbkit::balancer<P>* lb;
+  {
+    std::lock_guard lock(mu);
+    auto& slot = lbs[state.range(0)];
+    if (!slot) {
+      slot = std::make_unique<lbkit::balancer<P>>(registry_of(static_cast<std::size_t>(state.range(0))),
+                                                  P{}, lbkit::balancer_options{.seed = 12345});
+    }
+    lb = slot.get();
+  }
+  auto picker = lb->make_picker();
+  std::uint64_t key = static_cast<std::uint64_t>(state.thread_index()) << 40;
+  for (auto _ : state) {
+    auto l = picker.pick(lbkit::pick_context::for_key(key++));
+    sink(&l.backend());
+  }
+}
+
+template <class P>
+void build(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  auto snap = registry_of(n).current();
+  const auto w = weights_of(*snap);
+  for (auto _ : state) {
+    auto st = P{}.build(lbkit::candidate_set(snap->members(), w, 12345));
+    benchmark::DoNotOptimize(&st);
+  }
+}
+
+#define LBKIT_POLICY_BENCH(P)                                                                 \
+  BENCHMARK_TEMPLATE(state_pick, P)->RangeMultiplier(10)->Range(10, 10000)->Threads(1)->Threads(2); \
+  BENCHMARK_TEMPLATE(state_pick_lease, P)->RangeMultiplier(10)->Range(10, 10000);          \
+  BENCHMARK_TEMPLATE(balancer_pick, P)->RangeMultiplier(10)->Range(10, 10000)->Threads(1)->Threads(2); \
+  BENCHMARK_TEMPLATE(build, P)->Arg(100)->Arg(1000)->Arg(10000)->Unit(benchmark::kMicrosecond)
+
+LBKIT_POLICY_BENCH(lbkit::round_robin);
+LBKIT_POLICY_BENCH(lbkit::weighted_round_robin);
+LBKIT_POLICY_BENCH(lbkit::weighted_random);
+LBKIT_POLICY_BENCH(lbkit::least_connections);
+LBKIT_POLICY_BENCH(lbkit::power_of_two_choices);
+
+// Picks on this thread while another changes the registry 1 000 times a second.
+void pick_during_updates(benchmark::State& state) {
+  lbkit::backend_registry r;
+  lbkit::change_set cs;
+  for (int i = 0; i < 100; ++i) {
+    cs.add(lbkit::backend("b" + std::to_string(i), *lbkit::endpoint::parse("10.0.0.1:80"), 1));
+  }
+  if (!r.apply(cs)) std::abort();
+  lbkit::balancer<lbkit::round_robin> lb(r, {}, {.seed = 1});
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> changes{0};
+  std::thread writer([&] {
+    auto next = std::chrono::steady_clock::now();
+    std::uint32_t w = 1;
+    while (!stop.load(std::memory_order_relaxed)) {
+      next += std::chrono::milliseconds(1);
+      std::this_thread::sleep_until(next);
+      w = w % 10 + 1;
+      if (!r.set_weight("b0", w)) std::abort();
+      changes.fetch_add(1, std::memory_order_relaxed);
+    }
+  });
+  auto picker = lb.make_picker();
+  for (auto _ : state) {
+    auto l = picker.pick();
+    sink(&l.backend());
+  }
+  stop = true;
+  writer.join();
+  state.counters["registry_changes"] = static_cast<double>(changes.load());
+}
+BENCHMARK(pick_during_updates)->UseRealTime();
+
+}  // namespace
