@@ -16,3 +16,8 @@
 #include "lbkit/result.hpp"
 #include "lbkit/selection_policy.hpp"
 #include "lbkit/version.hpp"
+#include "lbkit/policy/modulo_hash.hpp"
+#include "lbkit/policy/ring_hash.hpp"
+#include "lbkit/policy/maglev.hpp"
+#include "lbkit/policy/jump_hash.hpp"
+#include "lbkit/policy/rendezvous_hash.hpp"

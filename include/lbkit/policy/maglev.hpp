@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: MIT
+// maglev: consistent hashing by a lookup table, O(1) per pick (Google's Maglev).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "lbkit/detail/hash_common.hpp"
+#include "lbkit/selection_policy.hpp"
+
+namespace lbkit {
+
+// Maglev hashing (D. E. Eisenbud et al., "Maglev: A Fast and Reliable Software Network Load
+// Balancer", NSDI 2016, §3.4). Each member fills slots of a prime-sized table in the order of
+// its own permutation (offset + j * skip mod M, both from hashes of its id), members taking
+// turns in proportion to their weights (the weighted turn-taking is Envoy's, written here
+// anew); a pick is one hash and one table load. Tables built from the same membership are
+// identical everywhere. When one of N members leaves, about 1/N of keys move plus a small
+// extra share (the paper measures a few percent of the table at M >= 100 N); slot counts
+// differ from the exact weight shares by at most one slot.
+//
+// A key whose member is ineligible (unhealthy, draining) takes the fallback sequence of
+// detail::hash_eligibility: rehashes into the same table until an eligible member comes up.
+// A pick without a key is random.
+// Thread safety: the state is thread-safe (immutable).
+// Complexity: build O(M log M) expected (M = table size); pick O(1): one hash, one load.
+// Memory: 2 bytes per slot below 65 536 members (128 KiB at the default M), else 4.
+class maglev {
+ public:
+  struct local {};
+
+  // `table_size` is clamped to at most 2^24, then rounded up to a prime and to at least the
+  // member count. It should be at least 100 times the member count for the balance and
+  // disruption figures above.
+  explicit maglev(std::uint32_t table_size = 65537) noexcept
+      : table_size_(std::min<std::uint32_t>(table_size, 1u << 24)) {}
+
+  class state {
+   public:
+    std::uint32_t pick(const pick_context& ctx, pick_rng& rng, local&) const noexcept {
+      if (!ctx.has_hash) [[unlikely]]
+        return elig_.random(rng);
+      std::uint32_t m = lookup(ctx.hash);
+      if (elig_.all_eligible() || elig_.eligible(m)) [[likely]]
+        return m;
+      for (std::uint32_t k = 1; k <= detail::fallback_attempts; ++k) {
+        m = lookup(detail::hash_eligibility::rehash(ctx.hash, k));
+        if (elig_.eligible(m)) return m;
+      }
+      return elig_.last_resort(ctx.hash);
+    }
+
+    // The member index that owns slot `s` (for tests and diagnostics).
+    std::uint32_t slot(std::uint32_t s) const noexcept {
+      return narrow_.empty() ? wide_[s] : narrow_[s];
+    }
+    std::uint32_t size() const noexcept { return size_; }
+    std::uint32_t lookup(std::uint64_t h) const noexcept { return slot(detail::reduce(h, size_)); }
+
+   private:
+    friend class maglev;
+    std::vector<std::uint16_t> narrow_;
+    std::vector<std::uint32_t> wide_;
+    std::uint32_t size_ = 0;
+    detail::hash_eligibility elig_;
+  };
+
+  state build(const candidate_set& c) const {
+    state s;
+    s.elig_ = detail::hash_eligibility(c);
+    struct entry {
+      std::uint32_t member;
+      std::uint64_t weight;
+      std::uint64_t credit = 0;
+      std::uint32_t pos;  // current position in the member's permutation
+      std::uint32_t skip;
+    };
+    std::vector<entry> es;
+    std::uint64_t max_w = 0;
+    for (std::uint32_t i = 0; i < c.size(); ++i) {
+      const std::uint32_t w = c.members()[i].weight();
+      if (w == 0) continue;
+      es.push_back({i, w, 0, 0, 0});
+      max_w = std::max<std::uint64_t>(max_w, w);
+    }
+    if (es.empty()) return s;
+    const std::uint32_t m =
+        next_prime(std::max<std::uint32_t>(table_size_, static_cast<std::uint32_t>(es.size())));
+    s.size_ = m;
+    for (auto& e : es) {
+      const auto& id = c.members()[e.member].id();
+      e.pos = static_cast<std::uint32_t>(hash_bytes(id, 0x6d61676c6576ULL) % m);  // offset
+      e.skip = static_cast<std::uint32_t>(hash_bytes(id, 0x736b6970ULL) % (m - 1) + 1);
+    }
+    std::vector<std::uint32_t> table(m, UINT32_MAX);
+    std::uint32_t filled = 0;
+    // Each round every member earns its weight in credit; a member with max_w of credit takes
+    // its next preferred free slot. The heaviest member fills one slot per round, a member of
+    // half that weight one every other round, and so on.
+    while (filled < m) {
+      for (auto& e : es) {
+        e.credit += e.weight;
+        if (e.credit < max_w) continue;
+        e.credit -= max_w;
+        while (table[e.pos] != UINT32_MAX) {
+          e.pos += e.skip;
+          if (e.pos >= m) e.pos -= m;
+        }
+        table[e.pos] = e.member;
+        if (++filled == m) break;
+      }
+    }
+    if (c.size() < 65536) {
+      s.narrow_.assign(table.begin(), table.end());
+    } else {
+      s.wide_ = std::move(table);
+    }
+    return s;
+  }
+
+  static constexpr std::uint32_t next_prime(std::uint32_t n) noexcept {
+    if (n <= 2) return 2;
+    for (std::uint32_t p = n | 1;; p += 2) {
+      bool prime = true;
+      for (std::uint32_t d = 3; d <= p / d; d += 2) {
+        if (p % d == 0) {
+          prime = false;
+          break;
+        }
+      }
+      if (prime) return p;
+    }
+  }
+
+ private:
+  std::uint32_t table_size_;
+};
+
+}  // namespace lbkit

@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: MIT
+// modulo_hash: the key's hash modulo the number of members (nginx ip_hash, HAProxy
+// balance source with map-based hashing).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "lbkit/detail/hash_common.hpp"
+#include "lbkit/selection_policy.hpp"
+
+namespace lbkit {
+
+// Sticks each key to one member while the membership is unchanged, in proportion to weight:
+// every member owns `weight` slots of a table in id order, and a key takes the slot
+// hash * slots / 2^64 (multiply-shift, not a division). Fast and exactly weighted, but not
+// consistent: adding or removing a member moves most keys. Health changes do not, because
+// the table covers every member and an ineligible member's keys take the rehash sequence of
+// detail::hash_eligibility. A pick without a key is random.
+// Slots are capped at `max_slots` (weights scaled down proportionally, at least one each).
+// Thread safety: the state is thread-safe (immutable).
+// Complexity: build O(slots); pick O(1).
+class modulo_hash {
+ public:
+  struct local {};
+
+  explicit modulo_hash(std::uint32_t max_slots = 1u << 16) noexcept
+      : max_slots_(max_slots == 0 ? 1 : max_slots) {}
+
+  class state {
+   public:
+    std::uint32_t pick(const pick_context& ctx, pick_rng& rng, local&) const noexcept {
+      if (!ctx.has_hash) [[unlikely]]
+        return elig_.random(rng);
+      std::uint32_t m = slots_[detail::reduce(ctx.hash, n())];
+      if (elig_.eligible(m)) [[likely]]
+        return m;
+      for (std::uint32_t k = 1; k <= detail::fallback_attempts; ++k) {
+        m = slots_[detail::reduce(detail::hash_eligibility::rehash(ctx.hash, k), n())];
+        if (elig_.eligible(m)) return m;
+      }
+      return elig_.last_resort(ctx.hash);
+    }
+
+   private:
+    friend class modulo_hash;
+    std::uint32_t n() const noexcept { return static_cast<std::uint32_t>(slots_.size()); }
+    std::vector<std::uint32_t> slots_;
+    detail::hash_eligibility elig_;
+  };
+
+  state build(const candidate_set& c) const {
+    state s;
+    s.elig_ = detail::hash_eligibility(c);
+    std::uint64_t total = 0;
+    for (const auto& m : c.members()) total += m.weight();
+    for (std::uint32_t i = 0; i < c.size(); ++i) {
+      std::uint64_t w = c.members()[i].weight();
+      if (w == 0) continue;
+      if (total > max_slots_) w = std::max<std::uint64_t>(1, w * max_slots_ / total);
+      s.slots_.insert(s.slots_.end(), w, i);
+    }
+    return s;
+  }
+
+ private:
+  std::uint32_t max_slots_;
+};
+
+}  // namespace lbkit
