@@ -2,8 +2,7 @@
 // balancer: per-version plans, eligibility and panic decisions, leases, and a user policy.
 #include <doctest/doctest.h>
 
-#include <lbkit/balancer.hpp>
-#include <lbkit/policy/round_robin.hpp>
+#include <lbkit/lbkit.hpp>
 
 #include <atomic>
 #include <string>
@@ -198,4 +197,18 @@ TEST_CASE("pickers of one balancer draw different random streams") {
   // Independent uniform streams agree on 64 * 1/64 = 1 pick on average; identical streams on
   // all 64. 16 is far above the former (P(Binomial(64, 1/64) >= 16) < 1e-12).
   CHECK(same < 16);
+}
+
+TEST_CASE_TEMPLATE("every policy is default-constructible from {} and usable by default", P,
+                   round_robin, weighted_round_robin, weighted_random, least_connections,
+                   power_of_two_choices, modulo_hash, ring_hash, maglev, jump_hash,
+                   rendezvous_hash) {
+  // balancer's `Policy policy = {}` default argument needs copy-list-initialisation.
+  static_assert(selection_policy<P>);
+  P copy_list_initialised = {};
+  (void)copy_list_initialised;
+  backend_registry r;
+  REQUIRE(r.add(make("a")));
+  balancer<P> b(r);
+  CHECK(b.make_picker().pick(pick_context::for_key(1)).id() == "a");
 }

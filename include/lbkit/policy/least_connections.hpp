@@ -23,7 +23,8 @@ class least_connections {
  public:
   struct local {};
 
-  explicit least_connections(std::uint32_t scan_limit = 16) noexcept
+  least_connections() noexcept : least_connections(16) {}
+  explicit least_connections(std::uint32_t scan_limit) noexcept
       : scan_limit_(std::max<std::uint32_t>(scan_limit, 2)) {}
 
   class state {

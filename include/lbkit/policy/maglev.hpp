@@ -33,7 +33,8 @@ class maglev {
   // `table_size` is clamped to at most 2^24, then rounded up to a prime and to at least the
   // member count. It should be at least 100 times the member count for the balance and
   // disruption figures above.
-  explicit maglev(std::uint32_t table_size = 65537) noexcept
+  maglev() noexcept : maglev(65537) {}
+  explicit maglev(std::uint32_t table_size) noexcept
       : table_size_(std::min<std::uint32_t>(table_size, 1u << 24)) {}
 
   class state {

@@ -24,7 +24,8 @@ class modulo_hash {
  public:
   struct local {};
 
-  explicit modulo_hash(std::uint32_t max_slots = 1u << 16) noexcept
+  modulo_hash() noexcept : modulo_hash(1u << 16) {}
+  explicit modulo_hash(std::uint32_t max_slots) noexcept
       : max_slots_(max_slots == 0 ? 1 : max_slots) {}
 
   class state {

@@ -23,7 +23,8 @@ class power_of_two_choices {
  public:
   struct local {};
 
-  explicit power_of_two_choices(std::uint32_t choices = 2) noexcept
+  power_of_two_choices() noexcept : power_of_two_choices(2) {}
+  explicit power_of_two_choices(std::uint32_t choices) noexcept
       : choices_(std::max<std::uint32_t>(choices, 2)) {}
 
   class state {

@@ -36,8 +36,8 @@ class ring_hash {
  public:
   struct local {};
 
-  explicit ring_hash(std::uint32_t nodes_per_weight = 1024,
-                     std::uint32_t max_nodes = 1u << 22) noexcept
+  ring_hash() noexcept : ring_hash(1024) {}
+  explicit ring_hash(std::uint32_t nodes_per_weight, std::uint32_t max_nodes = 1u << 22) noexcept
       : nodes_per_weight_(std::max<std::uint32_t>(nodes_per_weight, 1)),
         max_nodes_(std::max<std::uint32_t>(max_nodes, 1)) {}
 

@@ -36,7 +36,8 @@ class weighted_round_robin {
  public:
   using local = detail::sequence::local;
 
-  explicit weighted_round_robin(std::uint32_t max_table = 1u << 20) noexcept
+  weighted_round_robin() noexcept : weighted_round_robin(1u << 20) {}
+  explicit weighted_round_robin(std::uint32_t max_table) noexcept
       : max_table_(std::max<std::uint32_t>(max_table, 1)) {}
 
   class state {
