@@ -16,7 +16,9 @@
 #include <lbkit/lbkit.hpp>
 
 #include <atomic>
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <map>
@@ -25,6 +27,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -157,6 +160,84 @@ LBKIT_POLICY_BENCH(lbkit::weighted_round_robin);
 LBKIT_POLICY_BENCH(lbkit::weighted_random);
 LBKIT_POLICY_BENCH(lbkit::least_connections);
 LBKIT_POLICY_BENCH(lbkit::power_of_two_choices);
+LBKIT_POLICY_BENCH(lbkit::modulo_hash);
+LBKIT_POLICY_BENCH(lbkit::ring_hash);
+LBKIT_POLICY_BENCH(lbkit::maglev);
+LBKIT_POLICY_BENCH(lbkit::jump_hash);
+BENCHMARK_TEMPLATE(state_pick, lbkit::rendezvous_hash)->Arg(10)->Arg(100)->Arg(1000)->Threads(1)->Threads(2);
+BENCHMARK_TEMPLATE(balancer_pick, lbkit::rendezvous_hash)->Arg(10)->Arg(100)->Arg(1000);
+
+// Balance and memory of a Maglev table (M = 65537) over N equal members, exactly from the
+// table's slot counts, and the time to build it.
+void maglev_table(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  lbkit::backend_registry r;
+  lbkit::change_set cs;
+  for (std::size_t i = 0; i < n; ++i) {
+    cs.add(lbkit::backend("backend-" + std::to_string(i), *lbkit::endpoint::parse("10.0.0.1:80"), 1));
+  }
+  if (!r.apply(cs)) std::abort();
+  auto snap = r.current();
+  const auto w = weights_of(*snap);
+  lbkit::maglev::state st;
+  for (auto _ : state) {
+    st = lbkit::maglev{}.build(lbkit::candidate_set(snap->members(), w, 1));
+    benchmark::DoNotOptimize(&st);
+  }
+  std::vector<double> count(n);
+  for (std::uint32_t s = 0; s < st.size(); ++s) ++count[st.slot(s)];
+  double mean = static_cast<double>(st.size()) / static_cast<double>(n), max = 0, var = 0;
+  for (double c : count) max = std::max(max, c), var += (c - mean) * (c - mean);
+  state.counters["max_over_mean"] = max / mean;
+  state.counters["rel_stddev"] = std::sqrt(var / static_cast<double>(n)) / mean;
+  state.counters["table_KiB"] = static_cast<double>(st.size()) * (n < 65536 ? 2 : 4) / 1024.0;
+}
+BENCHMARK(maglev_table)->Arg(100)->Arg(500)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
+
+// Disruption: the percentage of 1M keys (100k for rendezvous) that change backend when k of 500 equal members leave,
+// against the optimal k/500; and the share of moved keys that belonged to survivors.
+template <class P>
+void disruption(benchmark::State& state) {
+  const int leave = static_cast<int>(state.range(0));
+  // Rendezvous costs O(n) per pick: 100k keys keep its run short; the others use 1M.
+  constexpr int n = 500, keys = std::is_same_v<P, lbkit::rendezvous_hash> ? 100'000 : 1'000'000;
+  double moved_pct = 0, from_survivors_pct = 0;
+  for (auto _ : state) {
+    lbkit::backend_registry r;
+    lbkit::change_set cs;
+    for (int i = 0; i < n; ++i) {
+      cs.add(lbkit::backend("backend-" + std::to_string(i), *lbkit::endpoint::parse("10.0.0.1:80"), 1));
+    }
+    if (!r.apply(cs)) std::abort();
+    lbkit::balancer<P> lb(r, P{}, {.seed = 1});
+    auto picker = lb.make_picker();
+    std::vector<lbkit::backend_state*> before(keys);
+    for (int k = 0; k < keys; ++k) before[k] = &picker.pick(lbkit::pick_context::for_key(k)).backend();
+    std::vector<lbkit::backend_state*> gone;
+    lbkit::change_set rm;
+    for (int j = 0; j < leave; ++j) {
+      const std::string id = "backend-" + std::to_string(j * 97 % n);
+      gone.push_back(&r.current()->find(id)->state());
+      rm.remove(id);
+    }
+    auto held = r.current();  // keeps the leaving states alive for the comparison
+    if (!r.apply(rm)) std::abort();
+    int moved = 0, from_survivors = 0;
+    for (int k = 0; k < keys; ++k) {
+      if (&picker.pick(lbkit::pick_context::for_key(k)).backend() == before[k]) continue;
+      ++moved;
+      from_survivors += std::find(gone.begin(), gone.end(), before[k]) == gone.end();
+    }
+    moved_pct = 100.0 * moved / keys;
+    from_survivors_pct = 100.0 * from_survivors / keys;
+  }
+  state.counters["moved_pct"] = moved_pct;
+  state.counters["optimal_pct"] = 100.0 * leave / n;
+  state.counters["moved_from_survivors_pct"] = from_survivors_pct;
+}
+BENCHMARK_TEMPLATE(disruption, lbkit::maglev)->DenseRange(1, 3)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(disruption, lbkit::ring_hash)->DenseRange(1, 3)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(disruption, lbkit::rendezvous_hash)->Arg(1)->Iterations(1)->Unit(benchmark::kMillisecond);
 
 // Picks on this thread while another changes the registry 1 000 times a second.
 void pick_during_updates(benchmark::State& state) {
