@@ -1,18 +1,16 @@
 // SPDX-License-Identifier: MIT
-// lbkit demo: worker threads pick backends from a live registry while a control thread
-// changes it (re-weight, drain, mark unhealthy, add, remove). Each worker follows the
-// registry through its own snapshot_cache (one atomic load per pick) and begins and ends
-// requests on the backends' shared live state; the control thread prints, after every
-// phase, where each phase's requests went.
-//
-// The pick here is a plain weighted random choice written in a few lines, enough to show
-// the registry at work; lbkit's selection policies (round robin, least request, Maglev, ...)
-// plug into the same snapshots.
+// lbkit demo: worker threads pick backends through a balancer while a control thread changes
+// the registry under them (re-weight, drain, mark unhealthy, add, remove). Each worker owns a
+// picker, which follows the registry with one atomic load per pick; every pick is a lease
+// that counts the request on the backend's live state and reports its outcome. After every
+// phase the control thread prints where that phase's requests went. A last part shows
+// consistent hashing: clients stick to backends, and when one backend fails only its own
+// clients move.
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,23 +18,6 @@
 #include <lbkit/lbkit.hpp>
 
 namespace {
-
-// Weighted random over members that may take new traffic. Allocation-free: two passes over
-// the snapshot (fine for a demo's five backends; the policies do this in O(1)).
-const lbkit::member* pick(const lbkit::snapshot& s, std::mt19937_64& rng) {
-  std::uint64_t total = 0;
-  for (const auto& m : s.members()) {
-    if (!m.draining() && m.state().current_health() == lbkit::health::healthy) total += m.weight();
-  }
-  if (total == 0) return nullptr;
-  std::uint64_t r = rng() % total;
-  for (const auto& m : s.members()) {
-    if (m.draining() || m.state().current_health() != lbkit::health::healthy) continue;
-    if (r < m.weight()) return &m;
-    r -= m.weight();
-  }
-  return nullptr;
-}
 
 lbkit::backend make(const char* id, const char* addr, std::uint32_t weight) {
   auto ep = lbkit::endpoint::parse(addr);
@@ -72,6 +53,8 @@ int main() {
   auto bad = lbkit::endpoint::parse("[fe80::1%eth0]:80");
   std::printf("refused: %s\n\n", bad.error().message.c_str());
 
+  // Smooth weighted round robin; any policy in <lbkit/policy/> plugs in the same way.
+  lbkit::balancer<lbkit::weighted_round_robin> balancer(registry);
   constexpr int workers = 2;
   constexpr int picks_per_phase = 200'000;
   std::atomic<int> phase{0};
@@ -80,22 +63,20 @@ int main() {
 
   std::vector<std::thread> threads;
   for (int w = 0; w < workers; ++w) {
-    threads.emplace_back([&, w] {
-      std::mt19937_64 rng(42 + static_cast<unsigned>(w));
-      lbkit::snapshot_cache cache(registry);
+    threads.emplace_back([&] {
+      auto picker = balancer.make_picker();
       int my_phase = 0;
       while (true) {
         while (phase.load(std::memory_order_acquire) == my_phase) std::this_thread::yield();
         my_phase = phase.load(std::memory_order_acquire);
         if (my_phase < 0) return;
         for (int i = 0; i < picks_per_phase / workers; ++i) {
-          const lbkit::member* m = pick(cache.get(), rng);
-          if (m == nullptr) {
+          lbkit::lease l = picker.pick();
+          if (!l) {
             no_backend.fetch_add(1, std::memory_order_relaxed);
             continue;
           }
-          m->state().begin_request();
-          m->state().end_request(lbkit::outcome::success, std::chrono::microseconds(1));
+          l.report(lbkit::outcome::success, std::chrono::microseconds(1));
         }
         done_in_phase.fetch_add(1, std::memory_order_acq_rel);
       }
@@ -136,7 +117,31 @@ int main() {
 
   phase.store(-1, std::memory_order_release);
   for (auto& t : threads) t.join();
-  std::printf("picks with no backend available: %llu\n",
+  std::printf("picks with no backend available: %llu\n\n",
               static_cast<unsigned long long>(no_backend.load()));
+
+  // Consistent hashing: each client address sticks to one backend; when a backend fails,
+  // only its clients move, and they come back when it recovers.
+  lbkit::balancer<lbkit::maglev> sticky(registry);
+  auto picker = sticky.make_picker();
+  auto owners = [&] {
+    std::vector<std::string> out;
+    for (int c = 1; c <= 8; ++c) {
+      const auto client = lbkit::ip_address::v4({198, 51, 100, static_cast<std::uint8_t>(c)});
+      out.push_back(picker.pick(lbkit::pick_context::for_client(client)).id());
+    }
+    return out;
+  };
+  const auto first = owners();
+  const std::string failing = first[0];
+  check(registry.set_health(failing, lbkit::health::unhealthy));
+  const auto during = owners();
+  check(registry.set_health(failing, lbkit::health::healthy));
+  const auto after = owners();
+  std::printf("maglev, clients 198.51.100.1-8 (%s fails, then recovers):\n", failing.c_str());
+  for (std::size_t c = 0; c < first.size(); ++c) {
+    std::printf("  198.51.100.%zu  %-6s -> %-6s -> %-6s%s\n", c + 1, first[c].c_str(),
+                during[c].c_str(), after[c].c_str(), first[c] == during[c] ? "" : "  (moved)");
+  }
   return 0;
 }
