@@ -103,7 +103,9 @@ struct balancer_options {
   // healthy. Below it the balancer spreads new picks over every enabled member, healthy or
   // not, rather than crush the few healthy ones (Envoy's panic mode). 0 disables panic mode.
   double panic_threshold = 50.0;
-  // In panic, pick nothing (pick_error::no_healthy_backends) instead of spreading.
+  // In panic, pick nothing at all (pick_error::no_healthy_backends), not even the healthy
+  // members, instead of spreading: a cluster this degraded fails fast (Envoy's
+  // fail_traffic_on_panic).
   bool fail_on_panic = false;
   // Seed of the policies' random start offsets and of the pickers' generators; 0 draws one
   // from std::random_device. Fix it for reproducible tests.
@@ -192,12 +194,13 @@ class balancer {
     // Panic when the healthy share of enabled members is below the threshold.
     const bool panic = enabled > 0 && static_cast<double>(healthy) * 100.0 <
                                           options_.panic_threshold * static_cast<double>(enabled);
-    const bool spread = panic && !options_.fail_on_panic;
+    // In panic: every enabled member, or (fail_on_panic) none at all, as Envoy's
+    // fail_traffic_on_panic. Otherwise the healthy enabled members.
     std::size_t eligible = 0;
-    for (std::size_t i = 0; i < ms.size(); ++i) {
+    for (std::size_t i = 0; i < ms.size() && !(panic && options_.fail_on_panic); ++i) {
       const auto& m = ms[i];
       if (m.draining() || m.weight() == 0) continue;
-      if (spread || m.state().current_health() == health::healthy) {
+      if (panic || m.state().current_health() == health::healthy) {
         weights[i] = m.weight();
         ++eligible;
       }
@@ -206,7 +209,10 @@ class balancer {
                                    : ms.empty()   ? pick_error::no_backends
                                    : enabled == 0 ? pick_error::no_available_backends
                                                   : pick_error::no_healthy_backends;
-    auto state = policy_.build(candidate_set(ms, weights, options_.seed));
+    // A seed per build: cursors restart somewhere new after every change, so that frequent
+    // changes under light traffic do not send every first pick to the same backend.
+    const std::uint64_t build_seed = hash_u64(plan_version_ + 1, options_.seed);
+    auto state = policy_.build(candidate_set(ms, weights, build_seed));
     auto p = std::make_shared<const plan>(plan{s.version(), s.shared_from_this(), std::move(states),
                                                std::move(weights), eligible, panic, unavailable,
                                                std::move(state)});

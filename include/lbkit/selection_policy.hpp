@@ -67,7 +67,8 @@ class pick_rng {
   }
 
   // A number in [0, n), by Lemire's multiply-shift ("Fast random integer generation in an
-  // interval", ACM TOMACS 2019) without the rejection step: the bias is below n / 2^64.
+  // interval", ACM TOMACS 2019) on 32 random bits, without the rejection step: each value's
+  // probability is off by less than 1 / 2^32 (relative error n / 2^32: 2.3e-6 at n = 10 000).
   constexpr std::uint32_t below(std::uint32_t n) noexcept {
     return static_cast<std::uint32_t>(((next() >> 32) * n) >> 32);
   }
@@ -98,8 +99,9 @@ class candidate_set {
   // How many members are eligible; the balancer never asks for a pick when this is 0.
   std::size_t eligible_count() const noexcept { return eligible_; }
 
-  // A seed for anything random in the state (start offsets): fixed per balancer, so tests can
-  // make it reproducible.
+  // A seed for anything random in the state (start offsets): different for every build, and
+  // derived from balancer_options::seed so that tests can make it reproducible. Hash tables
+  // must not depend on it (independent balancers must agree).
   std::uint64_t seed() const noexcept { return seed_; }
 
  private:

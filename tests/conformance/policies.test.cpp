@@ -24,8 +24,13 @@
 #include <lbkit/backend_registry.hpp>
 #include <lbkit/backend_state.hpp>
 #include <lbkit/balancer.hpp>
+#include <lbkit/policy/jump_hash.hpp>
 #include <lbkit/policy/least_connections.hpp>
+#include <lbkit/policy/maglev.hpp>
+#include <lbkit/policy/modulo_hash.hpp>
 #include <lbkit/policy/power_of_two_choices.hpp>
+#include <lbkit/policy/rendezvous_hash.hpp>
+#include <lbkit/policy/ring_hash.hpp>
 #include <lbkit/policy/round_robin.hpp>
 #include <lbkit/policy/weighted_random.hpp>
 #include <lbkit/policy/weighted_round_robin.hpp>
@@ -33,12 +38,19 @@
 
 // The policies the suite runs over, one per line. doctest 2.4.9 names each instance after its
 // type (doctest::toString<T>() reads __PRETTY_FUNCTION__), so no TYPE_TO_STRING is needed.
+// clang-format off
 #define LBKIT_CONFORMANCE_POLICIES \
   lbkit::round_robin,              \
   lbkit::weighted_round_robin,     \
   lbkit::weighted_random,          \
   lbkit::least_connections,        \
-  lbkit::power_of_two_choices
+  lbkit::power_of_two_choices,     \
+  lbkit::modulo_hash,              \
+  lbkit::ring_hash,                \
+  lbkit::maglev,                   \
+  lbkit::jump_hash,                \
+  lbkit::rendezvous_hash
+// clang-format on
 
 using lbkit::backend_registry;
 using lbkit::health;
@@ -49,6 +61,22 @@ using lbkit::pick_error;
 namespace {
 
 constexpr std::uint64_t seed = 0x5eed'1234;
+
+// The policy as the suite configures it. The suite checks behaviour, not balance (the unit
+// tests do that with the defaults), so the table-building hash policies get small tables:
+// the churn case rebuilds 2 000 times.
+template <class Policy>
+Policy make_policy() {
+  return Policy{};
+}
+template <>
+lbkit::ring_hash make_policy<lbkit::ring_hash>() {
+  return lbkit::ring_hash(16, 1u << 14);
+}
+template <>
+lbkit::maglev make_policy<lbkit::maglev>() {
+  return lbkit::maglev(1009);
+}
 
 // Policies whose share of picks follows the configured weights whatever the load, so that a
 // backend with 10^6 times the weight of another gets nearly all picks.
@@ -84,7 +112,8 @@ void add_all(backend_registry& r, const std::vector<std::uint32_t>& weights,
              const std::vector<health>& healths = {}) {
   lbkit::change_set cs;
   for (std::size_t i = 0; i < weights.size(); ++i) {
-    cs.add(make(static_cast<int>(i), weights[i]), i < healths.size() ? healths[i] : health::healthy);
+    cs.add(make(static_cast<int>(i), weights[i]),
+           i < healths.size() ? healths[i] : health::healthy);
   }
   REQUIRE(r.apply(cs));
 }
@@ -148,11 +177,12 @@ static_assert(!lbkit::selection_policy<not_noexcept_policy>);
 TEST_CASE_TEMPLATE("conformance: the type models selection_policy", Policy,
                    LBKIT_CONFORMANCE_POLICIES) {
   static_assert(lbkit::selection_policy<Policy>);
-  static_assert(std::is_nothrow_invocable_r_v<
-                std::uint32_t, decltype(&Policy::state::pick), const typename Policy::state&,
-                const lbkit::pick_context&, lbkit::pick_rng&, typename Policy::local&>);
+  static_assert(
+      std::is_nothrow_invocable_r_v<std::uint32_t, decltype(&Policy::state::pick),
+                                    const typename Policy::state&, const lbkit::pick_context&,
+                                    lbkit::pick_rng&, typename Policy::local&>);
   backend_registry r;
-  lbkit::balancer<Policy> lb(r, Policy{}, {.seed = seed});
+  lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.seed = seed});
   const auto plan = lb.current_plan();
   REQUIRE(plan != nullptr);
   CHECK(plan->version == 0);
@@ -162,7 +192,7 @@ TEST_CASE_TEMPLATE("conformance: the type models selection_policy", Policy,
 TEST_CASE_TEMPLATE("conformance: an empty registry gives no_backends", Policy,
                    LBKIT_CONFORMANCE_POLICIES) {
   backend_registry r;
-  lbkit::balancer<Policy> lb(r, Policy{}, {.seed = seed});
+  lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.seed = seed});
   auto picker = lb.make_picker();
   const lease l = picker.pick(lbkit::pick_context::for_key(1));
   CHECK_FALSE(l);
@@ -182,7 +212,7 @@ TEST_CASE_TEMPLATE("conformance: with one backend every pick returns it", Policy
                    LBKIT_CONFORMANCE_POLICIES) {
   backend_registry r;
   REQUIRE(r.add(make(7)));
-  lbkit::balancer<Policy> lb(r, Policy{}, {.seed = seed});
+  lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.seed = seed});
   auto picker = lb.make_picker();
   const auto& state = state_of(r, 7);
   std::size_t wrong = 0;
@@ -203,21 +233,21 @@ TEST_CASE_TEMPLATE("conformance: drained and weight-0 backends get no picks", Po
   SUBCASE("all drained: no_available_backends") {
     add_all(r, {1, 2, 3});
     for (int i = 0; i < 3; ++i) REQUIRE(r.drain(id_of(i)));
-    lbkit::balancer<Policy> lb(r, Policy{}, {.seed = seed});
+    lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.seed = seed});
     auto picker = lb.make_picker();
     CHECK(pick_many(picker, 100, 0).all_empty_because(pick_error::no_available_backends, 100));
     CHECK(lb.current_plan()->unavailable == pick_error::no_available_backends);
   }
   SUBCASE("all weight 0: no_available_backends") {
     add_all(r, {0, 0, 0});
-    lbkit::balancer<Policy> lb(r, Policy{}, {.seed = seed});
+    lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.seed = seed});
     auto picker = lb.make_picker();
     CHECK(pick_many(picker, 100, 0).all_empty_because(pick_error::no_available_backends, 100));
   }
   SUBCASE("a drained and a weight-0 backend among others are never picked") {
     add_all(r, {1, 1, 1, 0, 1});
     REQUIRE(r.drain(id_of(1)));
-    lbkit::balancer<Policy> lb(r, Policy{}, {.seed = seed});
+    lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.seed = seed});
     auto picker = lb.make_picker();
     const tally t = pick_many(picker, 1200, 0);
     CHECK(t.empties() == 0);
@@ -242,7 +272,7 @@ TEST_CASE_TEMPLATE("conformance: unhealthy backends and the panic threshold", Po
   backend_registry r;
   SUBCASE("1 of 4 unhealthy (75% healthy >= 50%): it is never picked") {
     add_all(r, {1, 1, 1, 1}, {up, down, up, up});
-    lbkit::balancer<Policy> lb(r, Policy{}, {.seed = seed});
+    lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.seed = seed});
     CHECK_FALSE(lb.current_plan()->panic);
     CHECK(lb.current_plan()->eligible == 3);
     auto picker = lb.make_picker();
@@ -255,7 +285,7 @@ TEST_CASE_TEMPLATE("conformance: unhealthy backends and the panic threshold", Po
   }
   SUBCASE("3 of 4 unhealthy (25% < 50%): panic spreads over all four") {
     add_all(r, {1, 1, 1, 1}, {down, down, up, down});
-    lbkit::balancer<Policy> lb(r, Policy{}, {.seed = seed});
+    lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.seed = seed});
     CHECK(lb.current_plan()->panic);
     CHECK(lb.current_plan()->eligible == 4);
     auto picker = lb.make_picker();
@@ -265,21 +295,21 @@ TEST_CASE_TEMPLATE("conformance: unhealthy backends and the panic threshold", Po
   }
   SUBCASE("all unhealthy with fail_on_panic: no_healthy_backends") {
     add_all(r, {1, 1, 1, 1}, {down, down, down, down});
-    lbkit::balancer<Policy> lb(r, Policy{}, {.fail_on_panic = true, .seed = seed});
+    lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.fail_on_panic = true, .seed = seed});
     CHECK(lb.current_plan()->panic);
     auto picker = lb.make_picker();
     CHECK(pick_many(picker, 100, 0).all_empty_because(pick_error::no_healthy_backends, 100));
   }
   SUBCASE("all unhealthy with panic_threshold 0: no_healthy_backends") {
     add_all(r, {1, 1, 1, 1}, {down, down, down, down});
-    lbkit::balancer<Policy> lb(r, Policy{}, {.panic_threshold = 0, .seed = seed});
+    lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.panic_threshold = 0, .seed = seed});
     CHECK_FALSE(lb.current_plan()->panic);
     auto picker = lb.make_picker();
     CHECK(pick_many(picker, 100, 0).all_empty_because(pick_error::no_healthy_backends, 100));
   }
   SUBCASE("2 of 4 healthy is exactly the threshold: no panic, the unhealthy get nothing") {
     add_all(r, {1, 1, 1, 1}, {down, up, down, up});
-    lbkit::balancer<Policy> lb(r, Policy{}, {.panic_threshold = 50, .seed = seed});
+    lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.panic_threshold = 50, .seed = seed});
     CHECK_FALSE(lb.current_plan()->panic);
     CHECK(lb.current_plan()->eligible == 2);
     auto picker = lb.make_picker();
@@ -303,7 +333,7 @@ TEST_CASE_TEMPLATE("conformance: weights up to max_weight", Policy, LBKIT_CONFOR
   backend_registry r;
   SUBCASE("all at max_weight: every pick valid, every backend picked") {
     add_all(r, std::vector<std::uint32_t>(6, heavy));
-    lbkit::balancer<Policy> lb(r, Policy{}, {.seed = seed});
+    lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.seed = seed});
     auto picker = lb.make_picker();
     const tally t = pick_many(picker, 1200, 0);
     CHECK(t.empties() == 0);
@@ -312,7 +342,7 @@ TEST_CASE_TEMPLATE("conformance: weights up to max_weight", Policy, LBKIT_CONFOR
   }
   SUBCASE("1 and max_weight mixed: every pick valid; the heavy ones dominate when weighted") {
     add_all(r, {heavy, 1, heavy, 1});
-    lbkit::balancer<Policy> lb(r, Policy{}, {.seed = seed});
+    lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.seed = seed});
     auto picker = lb.make_picker();
     constexpr std::size_t n = 10'000;
     const tally t = pick_many(picker, n, 0);
@@ -344,7 +374,7 @@ TEST_CASE_TEMPLATE("conformance: a lease counts its request until it ends, exact
                    LBKIT_CONFORMANCE_POLICIES) {
   backend_registry r;
   REQUIRE(r.add(make(0)));
-  lbkit::balancer<Policy> lb(r, Policy{}, {.seed = seed});
+  lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.seed = seed});
   auto picker = lb.make_picker();
   const auto& s = state_of(r, 0);
 
@@ -415,7 +445,7 @@ TEST_CASE_TEMPLATE("conformance: a lease outlives its backend's removal", Policy
                    LBKIT_CONFORMANCE_POLICIES) {
   backend_registry r;
   add_all(r, {1, 1, 1});
-  lbkit::balancer<Policy> lb(r, Policy{}, {.seed = seed});
+  lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.seed = seed});
   auto picker = lb.make_picker();
   lease l = picker.pick(lbkit::pick_context::for_key(1));
   REQUIRE(l);
@@ -453,7 +483,7 @@ TEST_CASE_TEMPLATE("conformance: membership changes are followed on the next pic
                    LBKIT_CONFORMANCE_POLICIES) {
   backend_registry r;
   add_all(r, {1, 1, 1});
-  lbkit::balancer<Policy> lb(r, Policy{}, {.seed = seed});
+  lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.seed = seed});
   auto picker = lb.make_picker();
   CHECK(pick_many(picker, 300, 0).of(id_of(3)) == 0);
 
@@ -498,7 +528,7 @@ TEST_CASE_TEMPLATE("conformance: concurrent picks while the membership churns", 
     return true;
   };
   for (int i = 0; i < 6; ++i) REQUIRE(add(i, 1, health::healthy));
-  lbkit::balancer<Policy> lb(r, Policy{}, {.seed = seed});
+  lbkit::balancer<Policy> lb(r, make_policy<Policy>(), {.seed = seed});
   auto survivor = lb.make_picker();  // made before the churn, used after it
   REQUIRE(survivor.pick(lbkit::pick_context::for_key(0)));
 
@@ -624,7 +654,8 @@ TEST_CASE_TEMPLATE("conformance: concurrent picks while the membership churns", 
     CHECK(t.all_empty_because(plan->unavailable, 500));
   } else {
     CHECK(t.empties() == 0);
-    for (const auto& [picked, count] : t.by_id) {
+    for (const auto& entry : t.by_id) {
+      const std::string& picked = entry.first;  // not a structured binding: CAPTURE is a lambda
       CAPTURE(picked);
       const auto* m = plan->members->find(picked);
       REQUIRE(m != nullptr);

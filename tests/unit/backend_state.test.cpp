@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 // backend_state: live counters, the latency estimate and their behaviour under concurrency.
 #include <chrono>
-#include <utility>
 #include <cstdint>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <doctest/doctest.h>

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
 // balancer: per-version plans, eligibility and panic decisions, leases, and a user policy.
+#include <atomic>
+#include <set>
+#include <string>
+#include <vector>
+
 #include <doctest/doctest.h>
 
 #include <lbkit/lbkit.hpp>
-
-#include <atomic>
-#include <string>
-#include <vector>
 
 using namespace lbkit;
 
@@ -97,7 +98,8 @@ TEST_CASE("eligibility: health, draining, weight 0, and the panic threshold") {
 
 TEST_CASE("panic can be disabled or turned into failure") {
   backend_registry r;
-  REQUIRE(r.apply(change_set().add(make("a"), health::unhealthy).add(make("b"), health::unhealthy)));
+  REQUIRE(
+      r.apply(change_set().add(make("a"), health::unhealthy).add(make("b"), health::unhealthy)));
   SUBCASE("threshold 0: never panic") {
     balancer<round_robin> lb(r, {}, {.panic_threshold = 0});
     CHECK(!lb.current_plan()->panic);
@@ -106,6 +108,13 @@ TEST_CASE("panic can be disabled or turned into failure") {
   SUBCASE("fail_on_panic") {
     balancer<round_robin> lb(r, {}, {.fail_on_panic = true});
     CHECK(lb.current_plan()->panic);
+    CHECK(lb.make_picker().pick().error() == pick_error::no_healthy_backends);
+  }
+  SUBCASE("fail_on_panic fails the healthy members too") {
+    REQUIRE(r.apply(change_set().add(make("c"), health::unhealthy).add(make("d"))));
+    balancer<round_robin> lb(r, {}, {.fail_on_panic = true});  // 1 of 4 healthy: panic
+    CHECK(lb.current_plan()->panic);
+    CHECK(lb.current_plan()->eligible == 0);
     CHECK(lb.make_picker().pick().error() == pick_error::no_healthy_backends);
   }
   SUBCASE("threshold 100: panic unless every enabled member is healthy") {
@@ -211,4 +220,22 @@ TEST_CASE_TEMPLATE("every policy is default-constructible from {} and usable by 
   REQUIRE(r.add(make("a")));
   balancer<P> b(r);
   CHECK(b.make_picker().pick(pick_context::for_key(1)).id() == "a");
+}
+
+TEST_CASE("round robin starts somewhere new after every change") {
+  // A fixed start would send the first pick after every change to the same backend: with
+  // frequent changes and light traffic, one backend would get everything.
+  backend_registry r;
+  change_set cs;
+  for (int i = 0; i < 10; ++i) cs.add(make("n" + std::to_string(i)));
+  REQUIRE(r.apply(cs));
+  balancer<round_robin> lb(r, {}, {.seed = 11});
+  auto picker = lb.make_picker();
+  std::set<std::string> firsts;
+  for (int k = 0; k < 100; ++k) {
+    firsts.insert(picker.pick().id());
+    REQUIRE(r.set_weight("n9", k % 2 ? 1 : 2));
+  }
+  // Uniform starts over 10 backends in 100 draws: P(at most 5 distinct) < 1e-15.
+  CHECK(firsts.size() > 5);
 }

@@ -1,6 +1,12 @@
 // SPDX-License-Identifier: MIT
 // Consistent-hashing properties: agreement between independent balancers, disruption when a
 // member leaves, stability under health changes, and balance — for every hash policy.
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
 #include <doctest/doctest.h>
 
 #include <lbkit/balancer.hpp>
@@ -9,12 +15,6 @@
 #include <lbkit/policy/modulo_hash.hpp>
 #include <lbkit/policy/rendezvous_hash.hpp>
 #include <lbkit/policy/ring_hash.hpp>
-
-#include <algorithm>
-#include <cmath>
-#include <map>
-#include <string>
-#include <vector>
 
 using namespace lbkit;
 
@@ -40,8 +40,10 @@ std::vector<std::string> owners(typename balancer<P>::picker& p) {
   int empty = 0;
   for (int k = 0; k < keys; ++k) {
     auto l = p.pick(pick_context::for_key(static_cast<std::uint64_t>(k)));
-    if (!l) ++empty;
-    else out[static_cast<std::size_t>(k)] = l.id();
+    if (!l)
+      ++empty;
+    else
+      out[static_cast<std::size_t>(k)] = l.id();
   }
   CHECK(empty == 0);
   return out;

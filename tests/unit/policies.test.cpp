@@ -35,8 +35,8 @@ std::string id_of(std::size_t i) {
 }
 
 lbkit::backend make(std::size_t i, std::uint32_t weight = 1) {
-  return lbkit::backend(id_of(i),
-                        *lbkit::endpoint::parse("10.0.0.1:" + std::to_string(10000 + i)), weight);
+  return lbkit::backend(id_of(i), *lbkit::endpoint::parse("10.0.0.1:" + std::to_string(10000 + i)),
+                        weight);
 }
 
 // Adds backends b000.. with these weights, in one published version.
@@ -105,9 +105,8 @@ std::size_t longest_run(const std::vector<std::uint32_t>& cycle, bool (*match)(s
 
 TEST_CASE("pick_rng::below(n) is always below n, 1 and UINT32_MAX included") {
   lbkit::pick_rng rng(0x5eed);
-  const std::uint32_t ns[] = {1,    2,           3,           7,          10,         1000,
-                              4096, 1'000'003u,  1u << 31,    (1u << 31) + 1, UINT32_MAX - 1,
-                              UINT32_MAX};
+  const std::uint32_t ns[] = {
+      1, 2, 3, 7, 10, 1000, 4096, 1'000'003u, 1u << 31, (1u << 31) + 1, UINT32_MAX - 1, UINT32_MAX};
   for (const std::uint32_t n : ns) {
     CAPTURE(n);
     std::size_t out_of_range = 0;
@@ -228,6 +227,7 @@ TEST_CASE("weighted_round_robin: the cycle holds each eligible member weight/gcd
     std::vector<std::uint32_t> weights;
     std::vector<std::size_t> expected;  // slots per member in one cycle
   };
+  // clang-format off
   const example examples[] = {
       {{5, 1, 1}, {5, 1, 1}},
       {{10, 20, 30}, {1, 2, 3}},
@@ -235,6 +235,7 @@ TEST_CASE("weighted_round_robin: the cycle holds each eligible member weight/gcd
       {{7, 7, 7, 7}, {1, 1, 1, 1}},
       {{3, 5, 7}, {3, 5, 7}},
   };
+  // clang-format on
   for (const auto& ex : examples) {
     CAPTURE(ex.weights.size());
     CAPTURE(ex.weights[0]);
@@ -367,9 +368,11 @@ namespace {
 // Each member's count of N independent picks is Binomial(N, p_i): mean N p_i, standard
 // deviation sd_i = sqrt(N p_i (1 - p_i)). |count - N p_i| > 5 sd_i has probability below
 // 6e-7 per member by the normal approximation (N p_i >= 10^5 here, so it is accurate): a
-// correct alias table passes, and with a fixed seed it passes every run.
-void check_within_5_sd(const std::vector<std::uint64_t>& counts,
-                       const std::vector<double>& weights, std::uint64_t n) {
+// correct alias table passes, and with a fixed seed it passes every run. What it can catch
+// is bounded the same way: a probability off by d shows once N d is well beyond 5 sd, i.e.
+// d >~ 2.5e-3 for N = 10^6 (2.5% of p = 0.1); smaller errors need a larger N.
+void check_within_5_sd(const std::vector<std::uint64_t>& counts, const std::vector<double>& weights,
+                       std::uint64_t n) {
   const double total = std::accumulate(weights.begin(), weights.end(), 0.0);
   for (std::size_t i = 0; i < counts.size(); ++i) {
     CAPTURE(i);
@@ -385,7 +388,6 @@ void check_within_5_sd(const std::vector<std::uint64_t>& counts,
 
 TEST_CASE("weighted_random: weights 1,2,3,4 over a million picks, each count within 5 sd") {
   // p = 0.1 .. 0.4, N = 10^6: sd = 300, 400, 458, 490 picks around 100k, 200k, 300k, 400k.
-  // A table off by one part in 10^3 of a probability (1000 picks) would already be 2 sd out.
   constexpr std::uint64_t n = 1'000'000;
   backend_registry r;
   add_weighted(r, {1, 2, 3, 4});
@@ -465,12 +467,26 @@ TEST_CASE("least_connections: held leases follow weights 1,2,3 exactly (D'Hondt)
   balancer<lbkit::least_connections> lb(r, lbkit::least_connections{}, {.seed = 42});
   auto picker = lb.make_picker();
   std::vector<lease> held;
-  for (int k = 0; k < 60; ++k) held.push_back(picker.pick());
+  // After 3 picks the seats are the 3 largest quotients, 3/1, 2/1 and 3/2 (the 4th, 1, is
+  // smaller): 0/1/2. Counting load as a_i / w_i instead (no "+ 1") would give 1/1/1.
+  for (int k = 0; k < 3; ++k) held.push_back(picker.pick());
+  CHECK(in_flight(r) == std::vector<std::int64_t>{0, 1, 2});
+  for (int k = 3; k < 60; ++k) held.push_back(picker.pick());
   CHECK(std::all_of(held.begin(), held.end(), [](const lease& l) { return bool(l); }));
   CHECK(in_flight(r) == std::vector<std::int64_t>{10, 20, 30});
   held.clear();
   CHECK(in_flight(r) == std::vector<std::int64_t>{0, 0, 0});
   CHECK(requests(r) == std::vector<std::uint64_t>{10, 20, 30});
+}
+
+TEST_CASE("least_connections: among idle backends the heavier one wins") {
+  // Load is (active + 1) / weight, so with nothing in flight 1/3 < 1/1 and every pick
+  // (each released at once) goes to the weight-3 backend, as nginx's least_conn does.
+  backend_registry r;
+  add_weighted(r, {1, 3});
+  balancer<lbkit::least_connections> lb(r, lbkit::least_connections{}, {.seed = 44});
+  auto picker = lb.make_picker();
+  CHECK(histogram(pick_indices(r, picker, 200), 2) == std::vector<std::size_t>{0, 200});
 }
 
 TEST_CASE("least_connections: above scan_limit it samples, and still spreads held picks") {
@@ -535,7 +551,8 @@ TEST_CASE("power_of_two_choices: held picks stay within mean + 5, one random cho
 }
 
 TEST_CASE("power_of_two_choices: the less loaded of two backends always wins") {
-  // n = 2: with one lease held on A (load 2 against 1), every next pick must be B.
+  // n = 2: with one lease held on A (load 2 against 1), every next pick must be B. (With
+  // n <= choices the engine compares all candidates; the next case covers sampling.)
   backend_registry r;
   add_equal(r, 2);
   balancer<lbkit::power_of_two_choices> lb(r, lbkit::power_of_two_choices{}, {.seed = 52});

@@ -22,14 +22,15 @@ namespace lbkit {
 // unit of time, which gives the exact proportions; the phases, spread by the golden ratio
 // over the members, keep equal-weight backends from falling due together, which is what
 // makes plain EDF bursty (with weights 1000,1,...,1 it sends the 999 light backends one
-// after another). Each backend's pick count stays within one pick of weight_i * t at every
-// point t of the cycle. The order differs from nginx's smooth WRR (for weights 5,1,1 this
-// gives a b a a a c a where nginx gives a a b a c a a); both are smooth.
+// after another; here the heavy backend never comes more than twice in a row). The order
+// differs from nginx's smooth WRR (for weights 5,1,1 this gives a b a a a c a where nginx
+// gives a a b a c a a); both interleave.
 //
 // Picks walk the table through detail::sequence, from a random offset, in batches per thread.
 // A cycle longer than `max_table` slots (huge, co-prime weights) is scaled down to fit: each
-// weight becomes max(1, floor(weight * max_table / sum)), so shares are then exact to within
-// one slot in max_table.
+// weight becomes max(1, floor(weight * max_table / sum)), so each share then differs from the
+// configured one by at most (n + 1) / (max_table - n) for n eligible backends — keep
+// max_table far above n (the default, 2^20, is).
 // Thread safety: the state is thread-safe; `local` is per picker.
 // Complexity: build O(W log n) time and O(W) memory for a cycle of W slots; pick O(1).
 class weighted_round_robin {
