@@ -19,6 +19,10 @@ namespace lbkit::detail {
 
 class hash_eligibility {
  public:
+  // Rehashes tried before the last resort. With half the members down, 16 attempts all miss
+  // with probability 2^-16.
+  static constexpr std::uint32_t attempts = 16;
+
   hash_eligibility() = default;
   explicit hash_eligibility(const candidate_set& c) : eligible_(c.size()) {
     for (std::uint32_t i = 0; i < c.size(); ++i) {
@@ -29,6 +33,23 @@ class hash_eligibility {
 
   bool eligible(std::uint32_t member) const noexcept { return eligible_[member] != 0; }
   bool all_eligible() const noexcept { return list_.size() == eligible_.size(); }
+
+  // The pick every table-based hash policy makes: `lookup(h)` maps a hash to a member; a
+  // key whose member is ineligible follows the rehash sequence, then the last resort; a
+  // request without a key gets a random eligible member.
+  template <class Lookup>
+  std::uint32_t pick(const pick_context& ctx, pick_rng& rng, const Lookup& lookup) const noexcept {
+    if (!ctx.has_hash) [[unlikely]]
+      return random(rng);
+    std::uint32_t m = lookup(ctx.hash);
+    if (eligible(m)) [[likely]]
+      return m;
+    for (std::uint32_t k = 1; k <= attempts; ++k) {
+      m = lookup(rehash(ctx.hash, k));
+      if (eligible(m)) return m;
+    }
+    return last_resort(ctx.hash);
+  }
 
   // A request without a key: any eligible member, at random.
   std::uint32_t random(pick_rng& rng) const noexcept {
@@ -50,10 +71,6 @@ class hash_eligibility {
   std::vector<std::uint8_t> eligible_;  // by member index
   std::vector<std::uint32_t> list_;     // eligible member indices
 };
-
-// How many rehashes a policy tries before the last resort. With half the members down, 16
-// attempts miss with probability 2^-16.
-inline constexpr std::uint32_t fallback_attempts = 16;
 
 // Lemire's multiply-shift: a 64-bit hash to [0, n) without a division.
 constexpr std::uint32_t reduce(std::uint64_t h, std::uint32_t n) noexcept {

@@ -30,17 +30,9 @@ class jump_hash {
   class state {
    public:
     std::uint32_t pick(const pick_context& ctx, pick_rng& rng, local&) const noexcept {
-      if (!ctx.has_hash) [[unlikely]]
-        return elig_.random(rng);
-      std::uint32_t m = buckets_[jump(ctx.hash, static_cast<std::int64_t>(buckets_.size()))];
-      if (elig_.eligible(m)) [[likely]]
-        return m;
-      for (std::uint32_t k = 1; k <= detail::fallback_attempts; ++k) {
-        m = buckets_[jump(detail::hash_eligibility::rehash(ctx.hash, k),
-                          static_cast<std::int64_t>(buckets_.size()))];
-        if (elig_.eligible(m)) return m;
-      }
-      return elig_.last_resort(ctx.hash);
+      return elig_.pick(ctx, rng, [this](std::uint64_t h) {
+        return buckets_[jump(h, static_cast<std::int64_t>(buckets_.size()))];
+      });
     }
 
     // The paper's function, verbatim in behaviour: the bucket in [0, n) of `key`.

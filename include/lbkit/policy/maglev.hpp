@@ -40,16 +40,7 @@ class maglev {
   class state {
    public:
     std::uint32_t pick(const pick_context& ctx, pick_rng& rng, local&) const noexcept {
-      if (!ctx.has_hash) [[unlikely]]
-        return elig_.random(rng);
-      std::uint32_t m = lookup(ctx.hash);
-      if (elig_.all_eligible() || elig_.eligible(m)) [[likely]]
-        return m;
-      for (std::uint32_t k = 1; k <= detail::fallback_attempts; ++k) {
-        m = lookup(detail::hash_eligibility::rehash(ctx.hash, k));
-        if (elig_.eligible(m)) return m;
-      }
-      return elig_.last_resort(ctx.hash);
+      return elig_.pick(ctx, rng, [this](std::uint64_t h) { return lookup(h); });
     }
 
     // The member index that owns slot `s` (for tests and diagnostics).

@@ -31,16 +31,8 @@ class modulo_hash {
   class state {
    public:
     std::uint32_t pick(const pick_context& ctx, pick_rng& rng, local&) const noexcept {
-      if (!ctx.has_hash) [[unlikely]]
-        return elig_.random(rng);
-      std::uint32_t m = slots_[detail::reduce(ctx.hash, n())];
-      if (elig_.eligible(m)) [[likely]]
-        return m;
-      for (std::uint32_t k = 1; k <= detail::fallback_attempts; ++k) {
-        m = slots_[detail::reduce(detail::hash_eligibility::rehash(ctx.hash, k), n())];
-        if (elig_.eligible(m)) return m;
-      }
-      return elig_.last_resort(ctx.hash);
+      return elig_.pick(ctx, rng,
+                        [this](std::uint64_t h) { return slots_[detail::reduce(h, n())]; });
     }
 
    private:
