@@ -11,12 +11,8 @@
 //   build<P>/N            building the per-version state (counters: bytes per backend)
 //   pick_during_updates   balancer_pick<round_robin>/100 while another thread changes the
 //                         registry every millisecond
-#include <benchmark/benchmark.h>
-
-#include <lbkit/lbkit.hpp>
-
-#include <atomic>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -29,6 +25,10 @@
 #include <thread>
 #include <type_traits>
 #include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include <lbkit/lbkit.hpp>
 
 namespace {
 
@@ -49,9 +49,9 @@ lbkit::backend_registry& registry_of(std::size_t n) {
   std::mt19937_64 rng(n);
   lbkit::change_set cs;
   for (std::size_t i = 0; i < n; ++i) {
-    const auto ip = lbkit::ip_address::v4({10, static_cast<std::uint8_t>(i >> 16),
-                                           static_cast<std::uint8_t>(i >> 8),
-                                           static_cast<std::uint8_t>(i)});
+    const auto ip =
+        lbkit::ip_address::v4({10, static_cast<std::uint8_t>(i >> 16),
+                               static_cast<std::uint8_t>(i >> 8), static_cast<std::uint8_t>(i)});
     cs.add(lbkit::backend("backend-" + std::to_string(i), lbkit::endpoint(ip, 80),
                           static_cast<std::uint32_t>(rng() % 100 + 1)));
   }
@@ -88,19 +88,10 @@ void baseline_hash_load(benchmark::State& state) {
 }
 BENCHMARK(baseline_hash_load)->Threads(1)->Threads(2);
 
-template <class P>
-void state_pick(benchmark::State& state) {
-  auto snap = registry_of(static_cast<std::size_t>(state.range(0))).current();
-  const auto w = weights_of(*snap);
-  const auto st = P{}.build(lbkit::candidate_set(snap->members(), w, 12345));
-  lbkit::pick_rng rng(99 + static_cast<std::uint64_t>(state.thread_index()));
-  typename P::local local{};
-  std::uint64_t key = static_cast<std::uint64_t>(state.thread_index()) << 40;
-  for (auto _ : state) sink(st.pick(lbkit::pick_context::for_key(key++), rng, local));
-}
-
-template <class P>
-void state_pick_lease(benchmark::State& state) {
+// Picks from a fixed state of policy P over the benchmark's N backends; with `lease`, also
+// begins and ends a request on the chosen backend, as a lease does.
+template <class P, bool lease>
+void fixed_state_pick(benchmark::State& state) {
   auto snap = registry_of(static_cast<std::size_t>(state.range(0))).current();
   const auto w = weights_of(*snap);
   const auto st = P{}.build(lbkit::candidate_set(snap->members(), w, 12345));
@@ -109,11 +100,23 @@ void state_pick_lease(benchmark::State& state) {
   std::uint64_t key = static_cast<std::uint64_t>(state.thread_index()) << 40;
   const auto ms = snap->members();
   for (auto _ : state) {
-    auto i = st.pick(lbkit::pick_context::for_key(key++), rng, local);
-    lbkit::backend_state& s = ms[i].state();
-    s.begin_request();
-    s.end_request(lbkit::outcome::none);
+    const auto i = st.pick(lbkit::pick_context::for_key(key++), rng, local);
+    if constexpr (lease) {
+      lbkit::backend_state& s = ms[i].state();
+      s.begin_request();
+      s.end_request(lbkit::outcome::none);
+    } else {
+      sink(i);
+    }
   }
+}
+template <class P>
+void state_pick(benchmark::State& state) {
+  fixed_state_pick<P, false>(state);
+}
+template <class P>
+void state_pick_lease(benchmark::State& state) {
+  fixed_state_pick<P, true>(state);
 }
 
 template <class P>
@@ -125,8 +128,9 @@ void balancer_pick(benchmark::State& state) {
     std::lock_guard lock(mu);
     auto& slot = lbs[state.range(0)];
     if (!slot) {
-      slot = std::make_unique<lbkit::balancer<P>>(registry_of(static_cast<std::size_t>(state.range(0))),
-                                                  P{}, lbkit::balancer_options{.seed = 12345});
+      slot = std::make_unique<lbkit::balancer<P>>(
+          registry_of(static_cast<std::size_t>(state.range(0))), P{},
+          lbkit::balancer_options{.seed = 12345});
     }
     lb = slot.get();
   }
@@ -149,10 +153,18 @@ void build(benchmark::State& state) {
   }
 }
 
-#define LBKIT_POLICY_BENCH(P)                                                                 \
-  BENCHMARK_TEMPLATE(state_pick, P)->RangeMultiplier(10)->Range(10, 10000)->Threads(1)->Threads(2); \
-  BENCHMARK_TEMPLATE(state_pick_lease, P)->RangeMultiplier(10)->Range(10, 10000);          \
-  BENCHMARK_TEMPLATE(balancer_pick, P)->RangeMultiplier(10)->Range(10, 10000)->Threads(1)->Threads(2); \
+#define LBKIT_POLICY_BENCH(P)                                                     \
+  BENCHMARK_TEMPLATE(state_pick, P)                                               \
+      ->RangeMultiplier(10)                                                       \
+      ->Range(10, 10000)                                                          \
+      ->Threads(1)                                                                \
+      ->Threads(2);                                                               \
+  BENCHMARK_TEMPLATE(state_pick_lease, P)->RangeMultiplier(10)->Range(10, 10000); \
+  BENCHMARK_TEMPLATE(balancer_pick, P)                                            \
+      ->RangeMultiplier(10)                                                       \
+      ->Range(10, 10000)                                                          \
+      ->Threads(1)                                                                \
+      ->Threads(2);                                                               \
   BENCHMARK_TEMPLATE(build, P)->Arg(100)->Arg(1000)->Arg(10000)->Unit(benchmark::kMicrosecond)
 
 LBKIT_POLICY_BENCH(lbkit::round_robin);
@@ -164,7 +176,12 @@ LBKIT_POLICY_BENCH(lbkit::modulo_hash);
 LBKIT_POLICY_BENCH(lbkit::ring_hash);
 LBKIT_POLICY_BENCH(lbkit::maglev);
 LBKIT_POLICY_BENCH(lbkit::jump_hash);
-BENCHMARK_TEMPLATE(state_pick, lbkit::rendezvous_hash)->Arg(10)->Arg(100)->Arg(1000)->Threads(1)->Threads(2);
+BENCHMARK_TEMPLATE(state_pick, lbkit::rendezvous_hash)
+    ->Arg(10)
+    ->Arg(100)
+    ->Arg(1000)
+    ->Threads(1)
+    ->Threads(2);
 BENCHMARK_TEMPLATE(balancer_pick, lbkit::rendezvous_hash)->Arg(10)->Arg(100)->Arg(1000);
 
 // Balance and memory of a Maglev table (M = 65537) over N equal members, exactly from the
@@ -174,7 +191,8 @@ void maglev_table(benchmark::State& state) {
   lbkit::backend_registry r;
   lbkit::change_set cs;
   for (std::size_t i = 0; i < n; ++i) {
-    cs.add(lbkit::backend("backend-" + std::to_string(i), *lbkit::endpoint::parse("10.0.0.1:80"), 1));
+    cs.add(
+        lbkit::backend("backend-" + std::to_string(i), *lbkit::endpoint::parse("10.0.0.1:80"), 1));
   }
   if (!r.apply(cs)) std::abort();
   auto snap = r.current();
@@ -194,8 +212,9 @@ void maglev_table(benchmark::State& state) {
 }
 BENCHMARK(maglev_table)->Arg(100)->Arg(500)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
 
-// Disruption: the percentage of 1M keys (100k for rendezvous) that change backend when k of 500 equal members leave,
-// against the optimal k/500; and the share of moved keys that belonged to survivors.
+// Disruption: the percentage of 1M keys (100k for rendezvous) that change backend when k of 500
+// equal members leave, against the optimal k/500; and the share of moved keys that belonged to
+// survivors.
 template <class P>
 void disruption(benchmark::State& state) {
   const int leave = static_cast<int>(state.range(0));
@@ -206,13 +225,15 @@ void disruption(benchmark::State& state) {
     lbkit::backend_registry r;
     lbkit::change_set cs;
     for (int i = 0; i < n; ++i) {
-      cs.add(lbkit::backend("backend-" + std::to_string(i), *lbkit::endpoint::parse("10.0.0.1:80"), 1));
+      cs.add(lbkit::backend("backend-" + std::to_string(i), *lbkit::endpoint::parse("10.0.0.1:80"),
+                            1));
     }
     if (!r.apply(cs)) std::abort();
     lbkit::balancer<P> lb(r, P{}, {.seed = 1});
     auto picker = lb.make_picker();
     std::vector<lbkit::backend_state*> before(keys);
-    for (int k = 0; k < keys; ++k) before[k] = &picker.pick(lbkit::pick_context::for_key(k)).backend();
+    for (int k = 0; k < keys; ++k)
+      before[k] = &picker.pick(lbkit::pick_context::for_key(k)).backend();
     std::vector<lbkit::backend_state*> gone;
     lbkit::change_set rm;
     for (int j = 0; j < leave; ++j) {
@@ -235,9 +256,18 @@ void disruption(benchmark::State& state) {
   state.counters["optimal_pct"] = 100.0 * leave / n;
   state.counters["moved_from_survivors_pct"] = from_survivors_pct;
 }
-BENCHMARK_TEMPLATE(disruption, lbkit::maglev)->DenseRange(1, 3)->Iterations(1)->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(disruption, lbkit::ring_hash)->DenseRange(1, 3)->Iterations(1)->Unit(benchmark::kMillisecond);
-BENCHMARK_TEMPLATE(disruption, lbkit::rendezvous_hash)->Arg(1)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(disruption, lbkit::maglev)
+    ->DenseRange(1, 3)
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(disruption, lbkit::ring_hash)
+    ->DenseRange(1, 3)
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(disruption, lbkit::rendezvous_hash)
+    ->Arg(1)
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
 
 // Picks on this thread while another changes the registry 1 000 times a second.
 void pick_during_updates(benchmark::State& state) {
