@@ -177,6 +177,10 @@ struct registry_core {
   std::shared_ptr<const snapshot> current LBKIT_GUARDED_BY(mu);
   std::vector<subscriber> subscribers LBKIT_GUARDED_BY(mu);
   std::uint64_t next_subscriber LBKIT_GUARDED_BY(mu) = 1;
+  std::uint32_t next_shard LBKIT_GUARDED_BY(mu) = 0;
+
+  // Requests in flight over every backend this registry created.
+  const std::shared_ptr<in_flight_total> in_flight = std::make_shared<in_flight_total>();
 
   // What readers see, without ever taking `mu`.
   publication<snapshot> published;
@@ -256,6 +260,10 @@ class backend_registry {
   // reading version v has a version of at least v.
   std::uint64_t version() const noexcept { return core_->published.version(); }
 
+  // Requests in flight on all backends, including removed ones whose requests have not
+  // ended. Complexity: 8 relaxed loads.
+  std::int64_t in_flight() const noexcept { return core_->in_flight->sum(); }
+
   // ---- writers -------------------------------------------------------------------------
 
   // Validates every change against the set as the earlier changes of the batch leave it;
@@ -319,7 +327,7 @@ class backend_registry {
     return &*it;
   }
 
-  static result<void> apply_one(apply_state& st, const change_set::op& op);
+  result<void> apply_one(apply_state& st, const change_set::op& op) LBKIT_REQUIRES(core_->mu);
 
   friend class snapshot_cache;
   std::shared_ptr<detail::registry_core> core_;
@@ -361,7 +369,9 @@ inline result<void> backend_registry::apply_one(apply_state& st, const change_se
       return make_error(errc::already_exists, "backend " + quote(a->b.id) + " already exists");
     }
     ms.emplace(it, std::make_shared<const backend>(a->b),
-               backend_state::create(a->b.id, a->b.address, a->initial), false);
+               backend_state::create(a->b.id, a->b.address, a->initial, core_->in_flight,
+                                     core_->next_shard++),
+               false);
     st.changed = true;
     return {};
   }

@@ -11,14 +11,19 @@
 // them frees the state. No extra atomic operation is spent on the pick path for this.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 
+#include "lbkit/detail/clock.hpp"
 #include "lbkit/endpoint.hpp"
 
 namespace lbkit {
@@ -47,6 +52,36 @@ enum class outcome : std::uint8_t {
 // std::hardware_destructive_interference_size is used in a header, so lbkit fixes it.
 inline constexpr std::size_t cache_line = 64;
 
+namespace detail {
+
+// Requests in flight over a whole registry (what bounded-load hashing divides by the member
+// count), kept in shards on lines of their own: a backend counts on the shard of its creation
+// number, so threads working on different backends seldom share a line.
+// Thread safety: thread-safe.
+class in_flight_total {
+ public:
+  static constexpr std::uint32_t shards = 8;
+
+  void add(std::uint32_t shard, std::int64_t n) noexcept {
+    shards_[shard % shards].n.fetch_add(n, std::memory_order_relaxed);
+  }
+  // Every shard is the exact count of its backends at some instant of the read, so the sum
+  // is never negative and is exact once the requests in transit have ended.
+  std::int64_t sum() const noexcept {
+    std::int64_t t = 0;
+    for (const auto& s : shards_) t += s.n.load(std::memory_order_relaxed);
+    return t;
+  }
+
+ private:
+  struct alignas(cache_line) shard {
+    std::atomic<std::int64_t> n{0};
+  };
+  shard shards_[shards];
+};
+
+}  // namespace detail
+
 // Live counters, health and identity of one backend. Created by backend_state::create (the
 // registry does this); owned through state_ref.
 // Thread safety: thread-safe; every member may be called from any thread at any time. The
@@ -56,7 +91,11 @@ inline constexpr std::size_t cache_line = 64;
 class backend_state {
  public:
   // A new state owned by the returned reference.
-  static state_ref create(std::string id, endpoint address, health initial = health::healthy);
+  // `total`, if given, also counts this backend's requests in flight (the registry passes
+  // its own, one per registry), on shard `shard`.
+  static state_ref create(std::string id, endpoint address, health initial = health::healthy,
+                          std::shared_ptr<detail::in_flight_total> total = {},
+                          std::uint32_t shard = 0);
 
   backend_state(const backend_state&) = delete;
   backend_state& operator=(const backend_state&) = delete;
@@ -67,15 +106,16 @@ class backend_state {
   // ---- data plane --------------------------------------------------------------------
 
   // A request was sent to this backend; it keeps the state alive until end_request.
-  // Complexity: one relaxed atomic increment.
+  // Complexity: two relaxed atomic increments (this backend's line, its registry's shard).
   void begin_request() noexcept {
     counters_.refs.fetch_add(request_unit, std::memory_order_relaxed);
+    if (total_) total_->add(shard_, 1);
   }
 
   // A request begun with begin_request() ended: exactly one end_request per begin_request,
   // and the state must not be touched after it (it may have been the last holder).
   // `latency` feeds the latency estimate when the outcome is success or failure and it is
-  // positive. Complexity: two relaxed atomic increments; a CAS loop for the estimate.
+  // positive. Complexity: three relaxed atomic increments; a CAS loop for the estimate.
   void end_request(outcome o, std::chrono::nanoseconds latency = {}) noexcept {
     if (o == outcome::success) {
       counters_.successes.fetch_add(1, std::memory_order_relaxed);
@@ -90,8 +130,9 @@ class backend_state {
       counters_.unreported.fetch_add(1, std::memory_order_relaxed);
     }
     if (o != outcome::none && latency.count() > 0) {
-      record_latency(static_cast<std::uint64_t>(latency.count()));
+      observe_latency(latency, detail::coarse_now_ns());
     }
+    if (total_) total_->add(shard_, -1);
     release(request_unit);  // last: this may free *this
   }
 
@@ -117,13 +158,66 @@ class backend_state {
   std::uint64_t consecutive_failures() const noexcept {
     return counters_.consecutive_failures.load(std::memory_order_relaxed);
   }
-  // Exponentially weighted moving average of reported latencies (weight 1/8 for the newest
-  // sample, as TCP's smoothed RTT in RFC 6298); zero until the first sample.
+  // Requests in flight on every backend of this backend's registry (this backend's own
+  // when it belongs to none). Complexity: 8 relaxed loads.
+  std::int64_t registry_in_flight() const noexcept { return total_ ? total_->sum() : active(); }
+
+  // ---- latency: peak EWMA --------------------------------------------------------------
+  // The latency estimate is a peak-sensitive, time-decayed moving average, Finagle's
+  // PeakEwma (M. Eriksen, "Finagle: load balancing", and Linkerd's balancer, which adopted
+  // it): a sample above the estimate replaces it at once, so a backend that turns slow is
+  // seen slow on its first slow answer; a sample below it blends in with weight
+  // 1 - exp(-dt / decay), dt being the time since the previous sample, so the estimate's
+  // memory is `decay` long whatever the request rate; and while no sample arrives the
+  // estimate decays toward zero with the same time constant, so a backend left alone is
+  // tried again. Zero means no history.
+
+  // The estimate as its last sample left it, without the decay since (for stats pages).
   std::chrono::nanoseconds latency_estimate() const noexcept {
-    return std::chrono::nanoseconds(counters_.latency_ns.load(std::memory_order_relaxed));
+    return std::chrono::nanoseconds(
+        static_cast<std::int64_t>(cost_of(counters_.latency.load(std::memory_order_relaxed))));
+  }
+  // The estimate in nanoseconds at `now_ns` on the detail::coarse_now_ns() clock, which must
+  // not be earlier than the last sample's time.
+  double latency_at(std::int64_t now_ns) const noexcept {
+    const std::uint64_t word = counters_.latency.load(std::memory_order_relaxed);
+    const double cost = cost_of(word);
+    return cost == 0 ? 0 : cost * decay_factor(word, now_ns);
+  }
+  // Feeds one sample taken at `now_ns` (end_request does this with the current time; a
+  // caller that timestamps requests itself may call it directly). Non-positive samples are
+  // ignored; samples above max_latency count as max_latency. Complexity: a CAS loop on this
+  // backend's counter line.
+  void observe_latency(std::chrono::nanoseconds sample, std::int64_t now_ns) noexcept {
+    if (sample.count() <= 0) return;
+    const double rtt = static_cast<double>(std::min(sample, max_latency).count());
+    std::uint64_t old = counters_.latency.load(std::memory_order_relaxed);
+    std::uint64_t next;
+    do {
+      const double cost = cost_of(old);
+      const double w = cost == 0 ? 0 : decay_factor(old, now_ns);
+      // Finagle compares with the undecayed estimate: a peak replaces it, anything else
+      // blends in by the time elapsed.
+      next = pack(rtt > cost ? rtt : cost * w + rtt * (1 - w), now_ns);
+    } while (!counters_.latency.compare_exchange_weak(old, next, std::memory_order_relaxed));
+  }
+  // Longer samples are clipped to this (about 13 days).
+  static constexpr std::chrono::nanoseconds max_latency{std::int64_t{1} << 50};
+  // The decay time constant of the estimate; 10 s unless set (Finagle's and Linkerd's
+  // default). least_response_time sets its own on every build.
+  std::chrono::nanoseconds latency_decay() const noexcept {
+    return std::chrono::nanoseconds(decay_ns_.load(std::memory_order_relaxed));
+  }
+  void set_latency_decay(std::chrono::nanoseconds decay) noexcept {
+    decay_ns_.store(std::max<std::int64_t>(decay.count(), 1'000'000), std::memory_order_relaxed);
   }
 
   health current_health() const noexcept { return health_.load(std::memory_order_acquire); }
+  // When the backend last became healthy (or was added healthy), on the
+  // detail::coarse_now_ns() clock; slow start ramps from there.
+  std::int64_t healthy_since() const noexcept {
+    return healthy_since_.load(std::memory_order_relaxed);
+  }
 
   // Health is written only by backend_registry::set_health (and its batches), which also
   // publishes a new version so that policies rebuild their per-version state.
@@ -136,8 +230,14 @@ class backend_state {
   static constexpr std::uint64_t request_unit = std::uint64_t{1} << 32;
   static constexpr std::uint64_t owner_unit = 1;
 
-  backend_state(std::string id, endpoint address, health initial) noexcept
-      : health_(initial), id_(std::move(id)), address_(address) {}
+  backend_state(std::string id, endpoint address, health initial,
+                std::shared_ptr<detail::in_flight_total> total, std::uint32_t shard) noexcept
+      : health_(initial),
+        healthy_since_(detail::coarse_now_ns()),
+        id_(std::move(id)),
+        address_(address),
+        total_(std::move(total)),
+        shard_(shard) {}
   ~backend_state() = default;
 
   void retain() noexcept { counters_.refs.fetch_add(owner_unit, std::memory_order_relaxed); }
@@ -147,25 +247,42 @@ class backend_state {
   }
 
   health exchange_health(health h) noexcept {
-    return health_.exchange(h, std::memory_order_acq_rel);
+    const health old = health_.exchange(h, std::memory_order_acq_rel);
+    if (old != health::healthy && h == health::healthy) {
+      healthy_since_.store(detail::coarse_now_ns(), std::memory_order_relaxed);
+    }
+    return old;
   }
 
-  void record_latency(std::uint64_t sample) noexcept {
-    std::uint64_t old = counters_.latency_ns.load(std::memory_order_relaxed);
-    std::uint64_t next;
-    do {
-      // The average moves by a signed eighth of the difference; written with unsigned
-      // arithmetic in two branches so it cannot overflow.
-      next = old == 0        ? sample
-             : sample >= old ? old + (sample - old) / 8
-                             : old - (old - sample) / 8;
-    } while (!counters_.latency_ns.compare_exchange_weak(old, next, std::memory_order_relaxed));
+  // The estimate's word: the float estimate in nanoseconds (high half) and the time of the
+  // last sample in units of 2^20 ns, about 1 ms (low half; it wraps after 52 days, and a
+  // gap longer than that decays by the remainder only — harmless for an estimate).
+  static constexpr int stamp_shift = 20;
+  static std::uint64_t pack(double cost, std::int64_t now_ns) noexcept {
+    const auto bits = std::bit_cast<std::uint32_t>(static_cast<float>(cost));
+    return std::uint64_t{bits} << 32 | static_cast<std::uint32_t>(now_ns >> stamp_shift);
+  }
+  static double cost_of(std::uint64_t word) noexcept {
+    return std::bit_cast<float>(static_cast<std::uint32_t>(word >> 32));
+  }
+  double decay_factor(std::uint64_t word, std::int64_t now_ns) const noexcept {
+    const std::uint32_t elapsed =
+        static_cast<std::uint32_t>(now_ns >> stamp_shift) - static_cast<std::uint32_t>(word);
+    // A sample stamped a moment after `now_ns` by another thread wraps to a huge gap: treat
+    // anything beyond half the range as no time at all.
+    if (elapsed == 0 || elapsed > (1u << 31)) return 1;
+    const double dt = std::ldexp(static_cast<double>(elapsed), stamp_shift);
+    return std::exp(-dt / static_cast<double>(decay_ns_.load(std::memory_order_relaxed)));
   }
 
   // Read on every pick, written a few times a second: kept off the counters' line.
   alignas(cache_line) std::atomic<health> health_;
+  std::atomic<std::int64_t> healthy_since_;
+  std::atomic<std::int64_t> decay_ns_{10'000'000'000};
   const std::string id_;
   const endpoint address_;
+  const std::shared_ptr<detail::in_flight_total> total_;
+  const std::uint32_t shard_;
 
   // Written on every request by many threads: one line of their own, away from health_ and
   // from any other backend's counters.
@@ -175,7 +292,7 @@ class backend_state {
     std::atomic<std::uint64_t> successes{0};
     std::atomic<std::uint64_t> failures{0};
     std::atomic<std::uint64_t> consecutive_failures{0};
-    std::atomic<std::uint64_t> latency_ns{0};
+    std::atomic<std::uint64_t> latency{0};  // see pack()
   } counters_;
 };
 
@@ -209,8 +326,10 @@ class state_ref {
   backend_state* p_ = nullptr;
 };
 
-inline state_ref backend_state::create(std::string id, endpoint address, health initial) {
-  auto* s = new backend_state(std::move(id), address, initial);
+inline state_ref backend_state::create(std::string id, endpoint address, health initial,
+                                       std::shared_ptr<detail::in_flight_total> total,
+                                       std::uint32_t shard) {
+  auto* s = new backend_state(std::move(id), address, initial, std::move(total), shard);
   s->retain();
   return state_ref(s);
 }

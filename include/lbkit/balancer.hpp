@@ -13,8 +13,10 @@
 // and may free the previous plan.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -24,7 +26,9 @@
 
 #include "lbkit/backend_registry.hpp"
 #include "lbkit/backend_state.hpp"
+#include "lbkit/detail/clock.hpp"
 #include "lbkit/detail/publication.hpp"
+#include "lbkit/result.hpp"
 #include "lbkit/selection_policy.hpp"
 
 namespace lbkit {
@@ -97,6 +101,19 @@ class [[nodiscard]] lease {
   pick_error why_ = pick_error::no_backends;
 };
 
+// Slow start: a backend that was added or became healthy after the balancer was made gets
+// a growing share of its weight over `window`, so that a cold cache or a JIT warm-up is not
+// hit with full load at once. Its effective weight at time t after it became healthy is
+//     weight × max(min_weight_percent / 100, (t / window) ^ (1 / aggression)),
+// Envoy's formula (slow_start_config): aggression 1 is a linear ramp; above 1 the weight
+// rises early and flattens, below 1 it stays low and rises late.
+// Applies to every policy that is not keyed (not to hash policies: a ramp would move keys).
+struct slow_start_options {
+  std::chrono::milliseconds window{0};  // 0 disables slow start
+  double aggression = 1.0;              // > 0
+  double min_weight_percent = 10.0;     // in (0, 100]
+};
+
 // How a balancer chooses which members are eligible.
 struct balancer_options {
   // Panic threshold, in percent of enabled members (not draining, weight > 0) that are
@@ -110,7 +127,27 @@ struct balancer_options {
   // Seed of the policies' random start offsets and of the pickers' generators; 0 draws one
   // from std::random_device. Fix it for reproducible tests.
   std::uint64_t seed = 0;
+  slow_start_options slow_start{};
 };
+
+// Checks options a user configured; the balancer itself clamps out-of-range values to the
+// nearest valid one (a negative window to 0, a non-positive aggression to 1, the percents
+// to their ranges), so check first to report them.
+inline result<void> validate(const balancer_options& o) {
+  if (!(o.panic_threshold >= 0 && o.panic_threshold <= 100)) {
+    return make_error(errc::invalid_argument, "panic_threshold must be in [0, 100]");
+  }
+  if (o.slow_start.window.count() < 0) {
+    return make_error(errc::invalid_argument, "slow_start.window must not be negative");
+  }
+  if (!(o.slow_start.aggression > 0 && std::isfinite(o.slow_start.aggression))) {
+    return make_error(errc::invalid_argument, "slow_start.aggression must be a positive number");
+  }
+  if (!(o.slow_start.min_weight_percent > 0 && o.slow_start.min_weight_percent <= 100)) {
+    return make_error(errc::invalid_argument, "slow_start.min_weight_percent must be in (0, 100]");
+  }
+  return {};
+}
 
 // Binds a registry to a policy. Thread safety: thread-safe; pickers are per thread.
 // The registry must outlive the balancer, and the balancer every picker made from it.
@@ -127,10 +164,14 @@ class balancer {
     bool panic;                               // below the panic threshold
     pick_error unavailable;                   // why nothing is eligible, if nothing is
     typename Policy::state policy_state;
+    // Slow start: when each member began its ramp (0: not ramping), empty when none is; and
+    // when the last ramp ends.
+    std::vector<std::int64_t> ramp_start;
+    std::int64_t ramp_end = 0;
   };
 
   balancer(backend_registry& registry, Policy policy = {}, balancer_options options = {})
-      : policy_(std::move(policy)), options_(options) {
+      : policy_(std::move(policy)), options_(sanitize(options)) {
     if (options_.seed == 0) {
       std::random_device rd;
       options_.seed = (std::uint64_t{rd()} << 32 | rd()) | 1;
@@ -145,17 +186,25 @@ class balancer {
   class picker {
    public:
     explicit picker(const balancer& b)
-        : follower_(b.plans_), rng_(b.options_.seed ^ hash_u64(b.pickers_made_.fetch_add(1) + 1)) {}
+        : owner_(&b),
+          follower_(b.plans_),
+          rng_(b.options_.seed ^ hash_u64(b.pickers_made_.fetch_add(1) + 1)) {}
 
     // Picks a backend for `context`. Complexity: one atomic load to follow the registry, the
     // policy's pick, and two relaxed increments on the chosen backend's counters.
     lease pick(const pick_context& context = {}) noexcept {
-      if (follower_.refresh()) [[unlikely]]
+      if (follower_.refresh()) [[unlikely]] {
         local_ = typename Policy::local{};
+        ramping_ = !follower_.get().ramp_start.empty();
+      }
       const plan& p = follower_.get();
       if (p.eligible == 0) [[unlikely]]
         return lease(p.unavailable);
-      const std::uint32_t i = p.policy_state.pick(context, rng_, local_);
+      std::uint32_t i = p.policy_state.pick(context, rng_, local_);
+      if constexpr (!keyed_policy<Policy>) {
+        if (ramping_) [[unlikely]]
+          i = ramp(p, context, i);
+      }
       if (i >= p.states.size() || p.weights[i] == 0) [[unlikely]] {
         return lease(pick_error::no_healthy_backends);
       }
@@ -167,9 +216,32 @@ class balancer {
     const plan& current() const noexcept { return follower_.get(); }
 
    private:
+    // Slow start by rejection: a pick of a ramping member stands with probability equal to
+    // its ramp factor, else the policy picks again, so member i is chosen in proportion to
+    // weight_i × factor_i (whatever the policy's own notion of proportion is), up to
+    // `ramp_attempts` tries — after which the last pick stands, which bounds the cost and
+    // matters only when nearly every member is ramping, when their ratios hardly differ.
+    static constexpr int ramp_attempts = 8;
+    std::uint32_t ramp(const plan& p, const pick_context& context, std::uint32_t i) noexcept {
+      const std::int64_t now = detail::coarse_now_ns();
+      if (now >= p.ramp_end) {
+        ramping_ = false;  // every ramp of this plan is over
+        return i;
+      }
+      for (int attempt = 1; attempt < ramp_attempts && i < p.ramp_start.size(); ++attempt) {
+        if (p.ramp_start[i] == 0) break;
+        const double f = owner_->ramp_factor(p.ramp_start[i], now);
+        if (f >= 1 || static_cast<double>(rng_.next() >> 11) * 0x1p-53 < f) break;
+        i = p.policy_state.pick(context, rng_, local_);
+      }
+      return i;
+    }
+
+    const balancer* owner_;
     detail::follower<plan> follower_;
     pick_rng rng_;
     typename Policy::local local_{};
+    bool ramping_ = !follower_.get().ramp_start.empty();
   };
 
   picker make_picker() const { return picker(*this); }
@@ -179,6 +251,26 @@ class balancer {
   const balancer_options& options() const noexcept { return options_; }
 
  private:
+  static balancer_options sanitize(balancer_options o) {
+    if (!(o.panic_threshold >= 0)) o.panic_threshold = 0;  // also NaN
+    o.panic_threshold = std::min(o.panic_threshold, 100.0);
+    auto& ss = o.slow_start;
+    ss.window = std::max(ss.window, std::chrono::milliseconds(0));
+    if (!(ss.aggression > 0 && std::isfinite(ss.aggression))) ss.aggression = 1;
+    if (!(ss.min_weight_percent > 0)) ss.min_weight_percent = 100;  // also NaN: no ramp
+    ss.min_weight_percent = std::min(ss.min_weight_percent, 100.0);
+    return o;
+  }
+
+  // The slow-start share of its weight a member gets `now`, having become healthy at `since`.
+  double ramp_factor(std::int64_t since, std::int64_t now) const noexcept {
+    const auto& ss = options_.slow_start;
+    const double window = static_cast<double>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(ss.window).count());
+    const double t = std::clamp(static_cast<double>(now - since) / window, 0.0, 1.0);
+    return std::max(ss.min_weight_percent / 100, std::pow(t, 1 / ss.aggression));
+  }
+
   void rebuild(const snapshot& s) {
     const auto ms = s.members();
     std::vector<backend_state*> states;
@@ -212,17 +304,42 @@ class balancer {
     // A seed per build: cursors restart somewhere new after every change, so that frequent
     // changes under light traffic do not send every first pick to the same backend.
     const std::uint64_t build_seed = hash_u64(plan_version_ + 1, options_.seed);
-    auto state = policy_.build(candidate_set(ms, weights, build_seed));
-    auto p = std::make_shared<const plan>(plan{s.version(), s.shared_from_this(), std::move(states),
-                                               std::move(weights), eligible, panic, unavailable,
-                                               std::move(state)});
-    plans_.publish(std::move(p), ++plan_version_);
+    // Slow start for members that became healthy (or were added) after the balancer was
+    // made and less than a window ago.
+    std::vector<std::int64_t> ramp_start;
+    std::int64_t ramp_end = 0;
+    if constexpr (!keyed_policy<Policy>) {
+      const auto window =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(options_.slow_start.window).count();
+      const std::int64_t now = detail::coarse_now_ns();
+      for (std::size_t i = 0; i < ms.size() && window > 0; ++i) {
+        const std::int64_t since = ms[i].state().healthy_since();
+        if (weights[i] == 0 || since <= created_at_ || now - since >= window) continue;
+        if (ramp_start.empty()) ramp_start.resize(ms.size(), 0);
+        ramp_start[i] = since;
+        ramp_end = std::max(ramp_end, since + window);
+      }
+    }
+    const candidate_set candidates(ms, weights, build_seed);
+    auto state = [&] {
+      if constexpr (incremental_policy<Policy>) {
+        if (last_) return policy_.build(candidates, last_->policy_state);
+      }
+      return policy_.build(candidates);
+    }();
+    last_ = std::make_shared<const plan>(plan{s.version(), s.shared_from_this(), std::move(states),
+                                              std::move(weights), eligible, panic, unavailable,
+                                              std::move(state), std::move(ramp_start), ramp_end});
+    plans_.publish(last_, ++plan_version_);
   }
 
   Policy policy_;
   balancer_options options_;
+  const std::int64_t created_at_ = detail::coarse_now_ns();
   detail::publication<plan> plans_;
-  std::uint64_t plan_version_ = 0;  // only rebuild() touches it, serialised by the registry
+  // Only rebuild() touches these, serialised by the registry.
+  std::uint64_t plan_version_ = 0;
+  std::shared_ptr<const plan> last_;
   mutable std::atomic<std::uint64_t> pickers_made_{0};
   subscription subscription_;  // last: unsubscribed first on destruction
 };

@@ -132,4 +132,22 @@ concept selection_policy = std::copy_constructible<P> &&
   noexcept->std::same_as<std::uint32_t>;
 };
 
+// Optional, for a policy whose state depends on the order of changes (AnchorHash): it also
+// builds from the state of the previous version, `policy.build(candidates, previous)`. The
+// balancer calls that form for every version after its first. `previous` was built from the
+// previous snapshot, whose member indices may differ: the state must keep whatever it needs
+// (ids) to carry its mapping over.
+template <class P>
+concept incremental_policy = selection_policy<P> &&
+    requires(const P& policy, const candidate_set& candidates,
+             const typename P::state& previous) {
+  { policy.build(candidates, previous) } -> std::same_as<typename P::state>;
+};
+
+// Optional: a policy that maps keys to backends declares `static constexpr bool keyed = true`.
+// The balancer then never overrides its choice (slow start does not apply: it would move
+// keys).
+template <class P>
+inline constexpr bool keyed_policy = requires { requires P::keyed; };
+
 }  // namespace lbkit

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // backend_state: live counters, the latency estimate and their behaviour under concurrency.
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <thread>
 #include <utility>
@@ -58,28 +59,54 @@ TEST_CASE("begin and end count requests, outcomes and consecutive failures") {
   CHECK(s.requests() == 5);
 }
 
-TEST_CASE("the latency estimate is an EWMA with weight 1/8 for the newest sample") {
+TEST_CASE("the latency estimate is a peak EWMA that decays with time") {
   auto ref = make_state();
   backend_state& s = *ref;
-  s.begin_request();
-  s.end_request(outcome::success, 800ns);  // the first sample is taken as it is
+  // Times on multiples of the stamp unit (2^20 ns), so that elapsed times are exact.
+  constexpr std::int64_t unit = std::int64_t{1} << 20;
+  const std::int64_t t0 = 1000 * unit;
+  const double tau = static_cast<double>(std::chrono::nanoseconds(10s).count());
+  CHECK(s.latency_decay() == 10s);  // the default, as Finagle's and Linkerd's
+
+  s.observe_latency(800ns, t0);  // the first sample is taken as it is
   CHECK(s.latency_estimate() == 800ns);
+  CHECK(s.latency_at(t0) == 800.0);
+  s.observe_latency(1600ns, t0);  // a peak replaces the estimate at once
+  CHECK(s.latency_estimate() == 1600ns);
+
+  // A lower sample dt later blends in with weight 1 - exp(-dt / tau).
+  const std::int64_t dt = 4096 * unit;  // ~4.3 s
+  const double w = std::exp(-static_cast<double>(dt) / tau);
+  s.observe_latency(100ns, t0 + dt);
+  const double expected = 1600 * w + 100 * (1 - w);
+  CHECK(s.latency_at(t0 + dt) == doctest::Approx(expected).epsilon(1e-6));  // float storage
+  // A lower sample at the same instant moves nothing: the estimate's memory is time, not
+  // a count of samples.
+  s.observe_latency(100ns, t0 + dt);
+  CHECK(s.latency_at(t0 + dt) == doctest::Approx(expected).epsilon(1e-6));
+
+  // Without samples the estimate decays toward zero: e^-1 after one decay time...
+  const std::int64_t one_tau = 9537 * unit;  // 10.000 s, to within one unit
+  CHECK(s.latency_at(t0 + dt + one_tau) ==
+        doctest::Approx(expected * std::exp(-static_cast<double>(one_tau) / tau)).epsilon(1e-6));
+  // ...while latency_estimate() shows it as the last sample left it.
+  CHECK(s.latency_estimate().count() == static_cast<std::int64_t>(static_cast<float>(expected)));
+  // A decay set shorter makes both the blend and the decay faster; it is clamped to 1 ms.
+  s.set_latency_decay(0ns);
+  CHECK(s.latency_decay() == 1ms);
+  CHECK(s.latency_at(t0 + dt + 100 * unit) < 1e-30);
+
+  // No outcome, or no latency: no sample.
+  s.set_latency_decay(10s);
+  const auto before = s.latency_estimate();
   s.begin_request();
-  s.end_request(outcome::success, 1600ns);  // 800 + (1600 - 800) / 8
-  CHECK(s.latency_estimate() == 900ns);
+  s.end_request(outcome::none, 1s);
   s.begin_request();
-  s.end_request(outcome::failure, 100ns);  // 900 - (900 - 100) / 8
-  CHECK(s.latency_estimate() == 800ns);
-  s.begin_request();
-  s.end_request(outcome::none, 1s);  // no outcome: no sample
-  s.begin_request();
-  s.end_request(outcome::success, 0ns);  // no latency: no sample
-  CHECK(s.latency_estimate() == 800ns);
-  // Extreme samples neither overflow nor wrap.
-  s.begin_request();
-  s.end_request(outcome::success, std::chrono::nanoseconds(INT64_MAX));
-  CHECK(s.latency_estimate() > 800ns);
-  CHECK(s.latency_estimate() <= std::chrono::nanoseconds(INT64_MAX));
+  s.end_request(outcome::success, 0ns);
+  CHECK(s.latency_estimate() == before);
+  // Extreme samples are clipped, never overflow.
+  s.observe_latency(std::chrono::nanoseconds(INT64_MAX), t0 + dt);
+  CHECK(s.latency_estimate() == backend_state::max_latency);
 }
 
 TEST_CASE("hot counters sit on their own cache lines") {

@@ -25,6 +25,7 @@ namespace lbkit {
 // Complexity: build O(n); pick O(ln n).
 class jump_hash {
  public:
+  static constexpr bool keyed = true;
   struct local {};
 
   class state {

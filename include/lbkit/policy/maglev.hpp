@@ -28,6 +28,7 @@ namespace lbkit {
 // Memory: 2 bytes per slot below 65 536 members (128 KiB at the default M), else 4.
 class maglev {
  public:
+  static constexpr bool keyed = true;
   struct local {};
 
   // `table_size` is clamped to at most 2^24, then rounded up to a prime and to at least the

@@ -22,6 +22,7 @@ namespace lbkit {
 // Complexity: build O(slots); pick O(1).
 class modulo_hash {
  public:
+  static constexpr bool keyed = true;
   struct local {};
 
   modulo_hash() noexcept : modulo_hash(1u << 16) {}

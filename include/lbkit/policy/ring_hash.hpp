@@ -36,6 +36,7 @@ namespace lbkit {
 // budget of 2^20 nodes) plus a 256 KiB index.
 class ring_hash {
  public:
+  static constexpr bool keyed = true;
   struct local {};
 
   ring_hash() noexcept : ring_hash(1024) {}
@@ -59,6 +60,8 @@ class ring_hash {
     }
 
     std::size_t nodes() const noexcept { return hashes_.size(); }
+    // The member that owns hash `h`, whatever its eligibility. Not for an empty ring.
+    std::uint32_t lookup(std::uint64_t h) const noexcept { return members_[first_at_or_after(h)]; }
 
    private:
     friend class ring_hash;
