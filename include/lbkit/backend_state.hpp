@@ -214,7 +214,7 @@ class backend_state {
 
   health current_health() const noexcept { return health_.load(std::memory_order_acquire); }
   // When the backend last became healthy (or was added healthy), on the
-  // detail::coarse_now_ns() clock; slow start ramps from there.
+  // detail::precise_now_ns() clock; slow start ramps from there.
   std::int64_t healthy_since() const noexcept {
     return healthy_since_.load(std::memory_order_relaxed);
   }
@@ -233,7 +233,7 @@ class backend_state {
   backend_state(std::string id, endpoint address, health initial,
                 std::shared_ptr<detail::in_flight_total> total, std::uint32_t shard) noexcept
       : health_(initial),
-        healthy_since_(detail::coarse_now_ns()),
+        healthy_since_(detail::precise_now_ns()),
         id_(std::move(id)),
         address_(address),
         total_(std::move(total)),
@@ -249,7 +249,7 @@ class backend_state {
   health exchange_health(health h) noexcept {
     const health old = health_.exchange(h, std::memory_order_acq_rel);
     if (old != health::healthy && h == health::healthy) {
-      healthy_since_.store(detail::coarse_now_ns(), std::memory_order_relaxed);
+      healthy_since_.store(detail::precise_now_ns(), std::memory_order_relaxed);
     }
     return old;
   }

@@ -311,7 +311,7 @@ class balancer {
     if constexpr (!keyed_policy<Policy>) {
       const auto window =
           std::chrono::duration_cast<std::chrono::nanoseconds>(options_.slow_start.window).count();
-      const std::int64_t now = detail::coarse_now_ns();
+      const std::int64_t now = detail::precise_now_ns();
       for (std::size_t i = 0; i < ms.size() && window > 0; ++i) {
         const std::int64_t since = ms[i].state().healthy_since();
         if (weights[i] == 0 || since <= created_at_ || now - since >= window) continue;
@@ -335,7 +335,7 @@ class balancer {
 
   Policy policy_;
   balancer_options options_;
-  const std::int64_t created_at_ = detail::coarse_now_ns();
+  const std::int64_t created_at_ = detail::precise_now_ns();
   detail::publication<plan> plans_;
   // Only rebuild() touches these, serialised by the registry.
   std::uint64_t plan_version_ = 0;

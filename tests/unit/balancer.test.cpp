@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: MIT
 // balancer: per-version plans, eligibility and panic decisions, leases, and a user policy.
 #include <atomic>
+#include <chrono>
+#include <cmath>
+#include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -238,4 +242,132 @@ TEST_CASE("round robin starts somewhere new after every change") {
   }
   // Uniform starts over 10 backends in 100 draws: P(at most 5 distinct) < 1e-15.
   CHECK(firsts.size() > 5);
+}
+
+// ---- slow start ---------------------------------------------------------------------------
+
+namespace {
+
+// Shares of picks per backend id over `n` picks.
+template <class P>
+std::map<std::string, double> shares(balancer<P>& lb, int n) {
+  auto picker = lb.make_picker();
+  std::map<std::string, double> out;
+  for (int i = 0; i < n; ++i) {
+    auto l = picker.pick(pick_context::for_key(static_cast<std::uint64_t>(i)));
+    REQUIRE(l);
+    out[l.id()] += 1.0 / n;
+  }
+  return out;
+}
+
+// A window far longer than any test run: a ramping member stays at its minimum share
+// throughout (after at most a few seconds of a 1 h window, (t / window) < 0.002, well below
+// the 10% and 50% floors used here).
+constexpr slow_start_options hour_ramp(double min_percent) {
+  return {std::chrono::hours(1), 1.0, min_percent};
+}
+
+}  // namespace
+
+TEST_CASE("slow start: a backend added later gets min_weight_percent of its weight") {
+  backend_registry r;
+  REQUIRE(r.add(make("a")));
+  balancer<weighted_random> lb(r, {}, {.seed = 41, .slow_start = hour_ramp(10)});
+  REQUIRE(r.add(make("b")));  // added after the balancer was made: ramps
+  REQUIRE(lb.current_plan()->ramp_start.size() == 2);
+  CHECK(lb.current_plan()->ramp_start[0] == 0);  // "a" was there first: no ramp
+  CHECK(lb.current_plan()->ramp_start[1] != 0);
+
+  // Rejection: each try picks b with probability 1/2 and keeps it with probability f = 0.1;
+  // after 7 rejected tries the 8th pick stands. So
+  //   P(b) = sum_{k<7} 0.45^k * 0.05 + 0.45^7 * 0.5 = 0.0924   (ideal f / (1 + f) = 0.0909).
+  const double q = 0.45, expected = 0.05 * (1 - std::pow(q, 7)) / (1 - q) + std::pow(q, 7) * 0.5;
+  // 200 000 picks: sd = sqrt(p (1 - p) / n) = 0.00065; 5 sd = 0.0032.
+  const auto s = shares(lb, 200'000);
+  CHECK(std::abs(s.at("b") - expected) < 0.0032);
+}
+
+TEST_CASE("slow start: min_weight_percent sets the floor, for round robin too") {
+  backend_registry r;
+  REQUIRE(r.add(make("a")));
+  balancer<round_robin> lb(r, {}, {.seed = 42, .slow_start = hour_ramp(50)});
+  REQUIRE(r.add(make("b")));
+  // Round robin with rejection alternates turns: from a turn of b, b stands with
+  // probability f, else the next turn (a) is taken. The chain's stationary share of b is
+  // f / (1 + f) = 1/3 at f = 0.5; 200 000 picks: sd ~ 0.0011, 5 sd = 0.0053.
+  const auto s = shares(lb, 200'000);
+  CHECK(std::abs(s.at("b") - 1.0 / 3) < 0.0053);
+}
+
+TEST_CASE("slow start: not for members present at creation, nor when disabled, nor when keyed") {
+  backend_registry r;
+  REQUIRE(r.add(make("a")));
+  REQUIRE(r.add(make("b")));
+  {
+    balancer<weighted_random> lb(r, {}, {.seed = 43, .slow_start = hour_ramp(10)});
+    CHECK(lb.current_plan()->ramp_start.empty());
+  }
+  {
+    balancer<weighted_random> off(r, {}, {.seed = 44});  // window 0: disabled
+    balancer<maglev> keyed(r, {}, {.seed = 45, .slow_start = hour_ramp(10)});
+    maglev plain_policy;
+    balancer<maglev> plain(r, plain_policy, {.seed = 46});
+    REQUIRE(r.add(make("c")));
+    CHECK(off.current_plan()->ramp_start.empty());
+    // A hash policy never ramps: a ramp would move keys. Its picks match a balancer without
+    // slow start, key for key.
+    CHECK(keyed.current_plan()->ramp_start.empty());
+    auto pk = keyed.make_picker(), pp = plain.make_picker();
+    for (std::uint64_t k = 0; k < 10'000; ++k) {
+      const auto ctx = pick_context::for_key(k);
+      CHECK(pk.pick(ctx).id() == pp.pick(ctx).id());
+    }
+  }
+}
+
+TEST_CASE("slow start: a backend that becomes healthy again ramps again, and ramps end") {
+  backend_registry r;
+  REQUIRE(r.add(make("a")));
+  REQUIRE(r.add(make("b")));
+  const auto window = std::chrono::milliseconds(20);
+  balancer<weighted_random> lb(r, {}, {.seed = 47, .slow_start = {window, 1.0, 10}});
+  REQUIRE(r.set_health("b", health::unhealthy));
+  CHECK(lb.current_plan()->ramp_start.empty());
+  REQUIRE(r.set_health("b", health::healthy));
+  const auto plan = lb.current_plan();
+  REQUIRE(plan->ramp_start.size() == 2);
+  CHECK(plan->ramp_start[1] == r.current()->find("b")->state().healthy_since());
+  CHECK(plan->ramp_end == plan->ramp_start[1] + std::chrono::nanoseconds(window).count());
+
+  // Once the clock is past the ramp, picks are even again. A bounded wait on the clock
+  // itself, not a sleep: at most 2 s, normally 20-24 ms.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (detail::coarse_now_ns() < plan->ramp_end && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  REQUIRE(detail::coarse_now_ns() >= plan->ramp_end);
+  // 100 000 picks, p = 1/2: sd = 0.0016, 5 sd = 0.008.
+  const auto s = shares(lb, 100'000);
+  CHECK(std::abs(s.at("b") - 0.5) < 0.008);
+}
+
+TEST_CASE("balancer options are validated, and clamped when not") {
+  CHECK(validate(balancer_options{}));
+  CHECK_FALSE(validate(balancer_options{.panic_threshold = 101}));
+  CHECK_FALSE(validate(balancer_options{.panic_threshold = std::nan("")}));
+  CHECK_FALSE(validate(balancer_options{.slow_start = {std::chrono::milliseconds(-1), 1, 10}}));
+  CHECK_FALSE(validate(balancer_options{.slow_start = {std::chrono::seconds(1), 0, 10}}));
+  CHECK_FALSE(validate(balancer_options{.slow_start = {std::chrono::seconds(1), 1, 0}}));
+  const auto e = validate(balancer_options{.slow_start = {std::chrono::seconds(1), -2, 10}});
+  REQUIRE_FALSE(e);
+  CHECK(e.error().message.find("aggression") != std::string::npos);
+
+  backend_registry r;
+  balancer<round_robin> lb(
+      r, {}, {.panic_threshold = 400, .slow_start = {std::chrono::milliseconds(-5), -1, 1000}});
+  CHECK(lb.options().panic_threshold == 100);
+  CHECK(lb.options().slow_start.window.count() == 0);
+  CHECK(lb.options().slow_start.aggression == 1);
+  CHECK(lb.options().slow_start.min_weight_percent == 100);
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The clock of the data plane: a coarse monotonic clock for what decays over seconds (latency
-// estimates, slow-start ramps), cheap enough to read on every pick.
+// estimates, slow-start ramps), cheap enough to read on every pick, and the same clock at
+// full resolution for the rare events it is compared with.
 #pragma once
 
 #include <chrono>
@@ -22,6 +23,14 @@ inline std::int64_t coarse_now_ns() noexcept {
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
 #endif
+}
+
+// The same clock at full resolution (CLOCK_MONOTONIC, which CLOCK_MONOTONIC_COARSE follows a
+// tick behind), for rare events that must be ordered finely: when a backend became healthy.
+inline std::int64_t precise_now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 }  // namespace lbkit::detail
