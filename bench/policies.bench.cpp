@@ -11,6 +11,7 @@
 //   build<P>/N            building the per-version state (counters: bytes per backend)
 //   pick_during_updates   balancer_pick<round_robin>/100 while another thread changes the
 //                         registry every millisecond
+//   balancer_pick_ramping balancer_pick<weighted_random>/100 while one backend slow-starts
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -103,8 +104,8 @@ void fixed_state_pick(benchmark::State& state) {
     const auto i = st.pick(lbkit::pick_context::for_key(key++), rng, local);
     if constexpr (lease) {
       lbkit::backend_state& s = ms[i].state();
-      s.begin_request();
-      s.end_request(lbkit::outcome::none);
+      s.begin_request(lbkit::total_counting_policy<P>);
+      s.end_request(lbkit::outcome::none, {}, lbkit::total_counting_policy<P>);
     } else {
       sink(i);
     }
@@ -176,6 +177,12 @@ LBKIT_POLICY_BENCH(lbkit::modulo_hash);
 LBKIT_POLICY_BENCH(lbkit::ring_hash);
 LBKIT_POLICY_BENCH(lbkit::maglev);
 LBKIT_POLICY_BENCH(lbkit::jump_hash);
+LBKIT_POLICY_BENCH(lbkit::least_response_time);
+LBKIT_POLICY_BENCH(lbkit::anchor_hash);
+using bounded_maglev = lbkit::bounded_load<lbkit::maglev>;
+using bounded_ring = lbkit::bounded_load<lbkit::ring_hash>;
+LBKIT_POLICY_BENCH(bounded_maglev);
+LBKIT_POLICY_BENCH(bounded_ring);
 BENCHMARK_TEMPLATE(state_pick, lbkit::rendezvous_hash)
     ->Arg(10)
     ->Arg(100)
@@ -264,10 +271,41 @@ BENCHMARK_TEMPLATE(disruption, lbkit::ring_hash)
     ->DenseRange(1, 3)
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(disruption, lbkit::anchor_hash)
+    ->DenseRange(1, 3)
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(disruption, lbkit::rendezvous_hash)
     ->Arg(1)
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
+
+// The cost of slow start while a ramp is under way: balancer_pick<weighted_random>/100 with
+// one of 101 backends ramping (a 1 h window, so it ramps throughout), to read against
+// balancer_pick<weighted_random>/100.
+void balancer_pick_ramping(benchmark::State& state) {
+  static lbkit::backend_registry r;
+  static std::unique_ptr<lbkit::balancer<lbkit::weighted_random>> lb;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    lbkit::change_set cs;
+    for (int i = 0; i < 100; ++i) {
+      cs.add(lbkit::backend("b" + std::to_string(i), *lbkit::endpoint::parse("10.0.0.1:80"), 1));
+    }
+    if (!r.apply(cs)) std::abort();
+    lb = std::make_unique<lbkit::balancer<lbkit::weighted_random>>(
+        r, lbkit::weighted_random{},
+        lbkit::balancer_options{.seed = 1, .slow_start = {std::chrono::hours(1), 1.0, 10.0}});
+    if (!r.add(lbkit::backend("new", *lbkit::endpoint::parse("10.0.0.2:80"), 1))) std::abort();
+  });
+  auto picker = lb->make_picker();
+  for (auto _ : state) {
+    auto l = picker.pick();
+    sink(&l.backend());
+  }
+  state.counters["ramping"] = static_cast<double>(!lb->current_plan()->ramp_start.empty());
+}
+BENCHMARK(balancer_pick_ramping)->Threads(1)->Threads(2);
 
 // Picks on this thread while another changes the registry 1 000 times a second.
 void pick_during_updates(benchmark::State& state) {

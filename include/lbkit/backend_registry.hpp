@@ -179,7 +179,7 @@ struct registry_core {
   std::uint64_t next_subscriber LBKIT_GUARDED_BY(mu) = 1;
   std::uint32_t next_shard LBKIT_GUARDED_BY(mu) = 0;
 
-  // Requests in flight over every backend this registry created.
+  // Requests in flight begun with in_total on any backend this registry created.
   const std::shared_ptr<in_flight_total> in_flight = std::make_shared<in_flight_total>();
 
   // What readers see, without ever taking `mu`.
@@ -259,10 +259,6 @@ class backend_registry {
   // The newest published version. Complexity: one atomic load. A snapshot loaded after
   // reading version v has a version of at least v.
   std::uint64_t version() const noexcept { return core_->published.version(); }
-
-  // Requests in flight on all backends, including removed ones whose requests have not
-  // ended. Complexity: 8 relaxed loads.
-  std::int64_t in_flight() const noexcept { return core_->in_flight->sum(); }
 
   // ---- writers -------------------------------------------------------------------------
 

@@ -54,8 +54,8 @@ inline constexpr std::size_t cache_line = 64;
 
 namespace detail {
 
-// Requests in flight over a whole registry (what bounded-load hashing divides by the member
-// count), kept in shards on lines of their own: a backend counts on the shard of its creation
+// Requests in flight over a whole registry, as far as they were begun with in_total (what
+// bounded-load hashing divides by the member count), kept in shards on lines of their own: a backend counts on the shard of its creation
 // number, so threads working on different backends seldom share a line.
 // Thread safety: thread-safe.
 class in_flight_total {
@@ -91,8 +91,8 @@ class in_flight_total {
 class backend_state {
  public:
   // A new state owned by the returned reference.
-  // `total`, if given, also counts this backend's requests in flight (the registry passes
-  // its own, one per registry), on shard `shard`.
+  // `total`, if given, counts this backend's requests begun with in_total (the registry
+  // passes its own, one per registry), on shard `shard`.
   static state_ref create(std::string id, endpoint address, health initial = health::healthy,
                           std::shared_ptr<detail::in_flight_total> total = {},
                           std::uint32_t shard = 0);
@@ -106,17 +106,22 @@ class backend_state {
   // ---- data plane --------------------------------------------------------------------
 
   // A request was sent to this backend; it keeps the state alive until end_request.
-  // Complexity: two relaxed atomic increments (this backend's line, its registry's shard).
-  void begin_request() noexcept {
+  // `in_total`: also count it in the registry-wide total (total_in_flight()), which
+  // bounded-load hashing divides by; only balancers with such a policy pay for that.
+  // Complexity: one relaxed atomic increment; two with in_total.
+  void begin_request(bool in_total = false) noexcept {
     counters_.refs.fetch_add(request_unit, std::memory_order_relaxed);
-    if (total_) total_->add(shard_, 1);
+    if (in_total && total_) total_->add(shard_, 1);
   }
 
   // A request begun with begin_request() ended: exactly one end_request per begin_request,
   // and the state must not be touched after it (it may have been the last holder).
   // `latency` feeds the latency estimate when the outcome is success or failure and it is
-  // positive. Complexity: three relaxed atomic increments; a CAS loop for the estimate.
-  void end_request(outcome o, std::chrono::nanoseconds latency = {}) noexcept {
+  // positive; `in_total` must be what begin_request was given.
+  // Complexity: two relaxed atomic increments (three with in_total); a CAS loop for the
+  // estimate.
+  void end_request(outcome o, std::chrono::nanoseconds latency = {},
+                   bool in_total = false) noexcept {
     if (o == outcome::success) {
       counters_.successes.fetch_add(1, std::memory_order_relaxed);
       // Most successes follow successes: skip the store (and the line's ownership) then.
@@ -132,7 +137,7 @@ class backend_state {
     if (o != outcome::none && latency.count() > 0) {
       observe_latency(latency, detail::coarse_now_ns());
     }
-    if (total_) total_->add(shard_, -1);
+    if (in_total && total_) total_->add(shard_, -1);
     release(request_unit);  // last: this may free *this
   }
 
@@ -158,9 +163,9 @@ class backend_state {
   std::uint64_t consecutive_failures() const noexcept {
     return counters_.consecutive_failures.load(std::memory_order_relaxed);
   }
-  // Requests in flight on every backend of this backend's registry (this backend's own
-  // when it belongs to none). Complexity: 8 relaxed loads.
-  std::int64_t registry_in_flight() const noexcept { return total_ ? total_->sum() : active(); }
+  // Requests in flight that were begun with in_total on any backend of this backend's
+  // registry (0 for a state outside a registry). Complexity: 8 relaxed loads.
+  std::int64_t total_in_flight() const noexcept { return total_ ? total_->sum() : 0; }
 
   // ---- latency: peak EWMA --------------------------------------------------------------
   // The latency estimate is a peak-sensitive, time-decayed moving average, Finagle's

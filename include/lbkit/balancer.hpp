@@ -64,15 +64,19 @@ class [[nodiscard]] lease {
  public:
   lease() noexcept = default;
   explicit lease(pick_error why) noexcept : why_(why) {}
-  // Adopts a request already begun on `s` (balancers and custom pickers use this).
-  explicit lease(backend_state& s) noexcept : state_(&s), why_(pick_error::none) {}
+  // Adopts a request already begun on `s` with begin_request(in_total) (balancers and
+  // custom pickers use this).
+  explicit lease(backend_state& s, bool in_total = false) noexcept
+      : state_(&s), why_(pick_error::none), in_total_(in_total) {}
 
-  lease(lease&& o) noexcept : state_(std::exchange(o.state_, nullptr)), why_(o.why_) {}
+  lease(lease&& o) noexcept
+      : state_(std::exchange(o.state_, nullptr)), why_(o.why_), in_total_(o.in_total_) {}
   lease& operator=(lease&& o) noexcept {
     if (this != &o) {
       release();
       state_ = std::exchange(o.state_, nullptr);
       why_ = o.why_;
+      in_total_ = o.in_total_;
     }
     return *this;
   }
@@ -91,7 +95,7 @@ class [[nodiscard]] lease {
   // Ends the request with its outcome; latency feeds latency-aware policies. Later calls do
   // nothing.
   void report(outcome o, std::chrono::nanoseconds latency = {}) noexcept {
-    if (state_) std::exchange(state_, nullptr)->end_request(o, latency);
+    if (state_) std::exchange(state_, nullptr)->end_request(o, latency, in_total_);
   }
   // Ends the request without an outcome.
   void release() noexcept { report(outcome::none); }
@@ -99,6 +103,7 @@ class [[nodiscard]] lease {
  private:
   backend_state* state_ = nullptr;
   pick_error why_ = pick_error::no_backends;
+  bool in_total_ = false;
 };
 
 // Slow start: a backend that was added or became healthy after the balancer was made gets
@@ -208,8 +213,9 @@ class balancer {
       if (i >= p.states.size() || p.weights[i] == 0) [[unlikely]] {
         return lease(pick_error::no_healthy_backends);
       }
-      p.states[i]->begin_request();
-      return lease(*p.states[i]);
+      constexpr bool in_total = total_counting_policy<Policy>;
+      p.states[i]->begin_request(in_total);
+      return lease(*p.states[i], in_total);
     }
 
     // The plan the last pick used.

@@ -8,6 +8,7 @@
 #include "lbkit/balancer.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/hash.hpp"
+#include "lbkit/policy/anchor_hash.hpp"
 #include "lbkit/policy/bounded_load.hpp"
 #include "lbkit/policy/jump_hash.hpp"
 #include "lbkit/policy/least_connections.hpp"

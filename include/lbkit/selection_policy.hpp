@@ -150,4 +150,10 @@ concept incremental_policy = selection_policy<P> &&
 template <class P>
 inline constexpr bool keyed_policy = requires { requires P::keyed; };
 
+// Optional: a policy that reads backend_state::total_in_flight() declares
+// `static constexpr bool counts_total = true`; its balancer then counts every lease in the
+// registry's total (one more atomic increment per pick and per release).
+template <class P>
+inline constexpr bool total_counting_policy = requires { requires P::counts_total; };
+
 }  // namespace lbkit

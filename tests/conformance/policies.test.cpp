@@ -24,8 +24,11 @@
 #include <lbkit/backend_registry.hpp>
 #include <lbkit/backend_state.hpp>
 #include <lbkit/balancer.hpp>
+#include <lbkit/policy/anchor_hash.hpp>
+#include <lbkit/policy/bounded_load.hpp>
 #include <lbkit/policy/jump_hash.hpp>
 #include <lbkit/policy/least_connections.hpp>
+#include <lbkit/policy/least_response_time.hpp>
 #include <lbkit/policy/maglev.hpp>
 #include <lbkit/policy/modulo_hash.hpp>
 #include <lbkit/policy/power_of_two_choices.hpp>
@@ -35,6 +38,9 @@
 #include <lbkit/policy/weighted_random.hpp>
 #include <lbkit/policy/weighted_round_robin.hpp>
 #include <lbkit/selection_policy.hpp>
+
+using bounded_maglev = lbkit::bounded_load<lbkit::maglev>;
+using bounded_ring = lbkit::bounded_load<lbkit::ring_hash>;
 
 // The policies the suite runs over, one per line. doctest 2.4.9 names each instance after its
 // type (doctest::toString<T>() reads __PRETTY_FUNCTION__), so no TYPE_TO_STRING is needed.
@@ -49,7 +55,11 @@
   lbkit::ring_hash,                \
   lbkit::maglev,                   \
   lbkit::jump_hash,                \
-  lbkit::rendezvous_hash
+  lbkit::rendezvous_hash,          \
+  lbkit::anchor_hash,              \
+  lbkit::least_response_time,      \
+  bounded_maglev,                  \
+  bounded_ring
 // clang-format on
 
 using lbkit::backend_registry;
@@ -76,6 +86,14 @@ lbkit::ring_hash make_policy<lbkit::ring_hash>() {
 template <>
 lbkit::maglev make_policy<lbkit::maglev>() {
   return lbkit::maglev(1009);
+}
+template <>
+bounded_maglev make_policy<bounded_maglev>() {
+  return bounded_maglev(1.25, lbkit::maglev(1009));
+}
+template <>
+bounded_ring make_policy<bounded_ring>() {
+  return bounded_ring(1.25, lbkit::ring_hash(16, 1u << 14));
 }
 
 // Policies whose share of picks follows the configured weights whatever the load, so that a

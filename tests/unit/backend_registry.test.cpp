@@ -1,7 +1,13 @@
 // SPDX-License-Identifier: MIT
 // backend_registry: membership changes, validation, batches, snapshots, subscriptions and
-// the snapshot cache, on one thread (tests/stress covers concurrency).
+// the snapshot cache, on one thread (tests/stress covers concurrency), and the registry's count
+// of requests in flight, also from a few threads.
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -305,4 +311,143 @@ TEST_CASE("a request in flight keeps the state alive after every owner is gone")
   CHECK(s->id() == "a");
   CHECK(s->address().to_string() == "10.0.0.7:81");
   s->end_request(lbkit::outcome::success);  // frees the state; LeakSanitizer checks it is freed
+}
+
+TEST_CASE("the registry's total in flight counts in_total requests until they end") {
+  // The registry gives each backend it creates its one total; any member's
+  // backend_state::total_in_flight() reads it. Only requests begun with in_total count (as a
+  // bounded-load balancer begins them), removed backends' included, until they end.
+  backend_registry r;
+  // 10 backends: more than the 8 shards of the count, so some share one.
+  change_set cs;
+  for (int i = 0; i < 10; ++i) {
+    cs.add(make("n" + std::to_string(i), "10.0.0.1:" + std::to_string(8000 + i)));
+  }
+  REQUIRE(r.apply(cs));
+  auto state = [&r](int i) -> lbkit::backend_state& {
+    return r.current()->find("n" + std::to_string(i))->state();
+  };
+  auto total = [&] { return state(0).total_in_flight(); };
+  auto sum_active = [&r] {
+    std::int64_t t = 0;
+    for (const auto& m : r.current()->members()) t += m.state().active();
+    return t;
+  };
+  CHECK(total() == 0);
+
+  // i + 1 requests on backend i: 55 in all, and every member reads the same total.
+  std::int64_t expected = 0;
+  for (int i = 0; i < 10; ++i) {
+    for (int j = 0; j <= i; ++j) {
+      state(i).begin_request(true);
+      ++expected;
+      CHECK(total() == expected);
+    }
+  }
+  CHECK(total() == 55);
+  CHECK(sum_active() == 55);
+  for (int i = 0; i < 10; ++i) CHECK(state(i).total_in_flight() == 55);
+
+  state(0).end_request(lbkit::outcome::success, {}, true);
+  state(9).end_request(lbkit::outcome::failure, {}, true);
+  state(9).end_request(lbkit::outcome::none, {}, true);
+  CHECK(total() == 52);
+  CHECK(sum_active() == 52);
+
+  // Requests begun without in_total are in the backend's load, not in the total.
+  state(4).begin_request();
+  CHECK(state(4).active() == 5 + 1);
+  CHECK(total() == 52);
+  state(4).end_request(lbkit::outcome::success);
+  CHECK(total() == 52);
+
+  // Draining and health do not change what is in flight.
+  REQUIRE(r.drain("n5"));
+  REQUIRE(r.set_health("n6", health::unhealthy));
+  CHECK(total() == 52);
+
+  // A standalone state has no total; another registry's backends count in their own.
+  auto lone = lbkit::backend_state::create("lone", *lbkit::endpoint::parse("10.0.0.2:80"));
+  lone->begin_request(true);
+  CHECK(lone->total_in_flight() == 0);
+  backend_registry other;
+  REQUIRE(other.add(make("x")));
+  lbkit::backend_state& x = other.current()->find("x")->state();
+  x.begin_request(true);
+  CHECK(total() == 52);
+  CHECK(x.total_in_flight() == 1);
+  x.end_request(lbkit::outcome::none, {}, true);
+  lone->end_request(lbkit::outcome::none, {}, true);
+  CHECK(x.total_in_flight() == 0);
+
+  // Removing n3 with its 4 requests: they stay counted until they end, though no member has
+  // them any more; the last end frees the state (ASan checks both).
+  lbkit::backend_state* removed = &state(3);
+  REQUIRE(r.remove("n3"));
+  CHECK(r.current()->find("n3") == nullptr);
+  CHECK(total() == 52);
+  CHECK(sum_active() == 48);
+  for (int j = 0; j < 3; ++j) removed->end_request(lbkit::outcome::success, {}, true);
+  CHECK(total() == 49);
+  // A backend added again under the same id is a new one, with nothing in flight, counting
+  // in the same total.
+  REQUIRE(r.add(make("n3", "10.0.0.1:8003")));
+  CHECK(state(3).active() == 0);
+  state(3).begin_request(true);
+  CHECK(total() == 50);
+  CHECK(state(3).total_in_flight() == 50);
+  removed->end_request(lbkit::outcome::none, {}, true);  // the old n3's last request
+  CHECK(total() == 49);
+  CHECK(sum_active() == 49);
+
+  // Ending everything brings it to 0.
+  for (const auto& m : r.current()->members()) {
+    while (m.state().active() > 0) m.state().end_request(lbkit::outcome::none, {}, true);
+  }
+  CHECK(total() == 0);
+  CHECK(sum_active() == 0);
+
+  // A few threads, each beginning and ending requests on its own backend, at most 3 at a time
+  // each; a reader meanwhile sees a total within [0, 3 x threads] (every shard is exact at
+  // some instant of the read, and each thread's begin precedes its end), and 0 at the end.
+  constexpr int threads = 4, rounds = 20'000;
+  backend_registry mt;
+  change_set mcs;
+  for (int t = 0; t < threads; ++t) {
+    mcs.add(make("t" + std::to_string(t), "10.0.1.1:" + std::to_string(9000 + t)));
+  }
+  REQUIRE(mt.apply(mcs));
+  const auto snap = mt.current();  // keeps the states alive while the threads use them
+  const lbkit::backend_state& any = snap->members()[0].state();
+  std::atomic<bool> done{false};
+  std::int64_t lowest = 0, highest = 0;
+  std::thread reader([&] {
+    while (!done.load(std::memory_order_acquire)) {
+      const std::int64_t v = any.total_in_flight();
+      lowest = std::min(lowest, v);
+      highest = std::max(highest, v);
+    }
+  });
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&snap, t] {
+      lbkit::backend_state& s = snap->members()[static_cast<std::size_t>(t)].state();
+      for (int k = 0; k < rounds; ++k) {
+        const int held = 1 + k % 3;
+        for (int j = 0; j < held; ++j) s.begin_request(true);
+        for (int j = 0; j < held; ++j) s.end_request(lbkit::outcome::success, {}, true);
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  done.store(true, std::memory_order_release);
+  reader.join();
+  CHECK(lowest >= 0);
+  CHECK(highest <= 3 * threads);
+  CHECK(any.total_in_flight() == 0);
+  for (const auto& m : snap->members()) {
+    CHECK(m.state().active() == 0);
+    // 20 000 rounds = 3 x 6666 + 2: 6666 each of 1, 2 and 3 requests, then 1 and 2 once more.
+    CHECK(m.state().successes() == 6666 * 6 + 1 + 2);
+  }
 }

@@ -29,12 +29,15 @@ concept lookup_hash_policy = selection_policy<H> && keyed_policy<H> &&
 // "Consistent Hashing with Bounded Loads", SODA 2018; Vimeo's and HAProxy's
 // hash-balance-factor): no backend takes a new request while it already carries
 //     ceil(balance_factor × (in flight + 1) × weight / total weight)
-// requests, in flight counting every request of the registry. A key goes to its backend
-// under `Hash` while that backend has room; otherwise it follows its probe sequence — the
-// rehashes of detail::hash_eligibility, the same sequence an unhealthy backend's keys take —
-// to the first eligible backend with room. With c = balance_factor > 1 the capacities add up
-// to more than the load, so a backend with room always exists; the paper shows that keys
-// then move little (a key moves only when its backend fills up or the membership changes)
+// requests, in flight counting every request of the registry picked through a bounded-load
+// balancer (the balancer counts them for it; leases of other balancers over the same
+// registry are not in the total but are in each backend's load, which only tightens the
+// caps). A key goes where `Hash` sends it (its own backend, or Hash's fallback when that one
+// is unhealthy or draining) while that backend has room; otherwise it follows its probe
+// sequence — the rehashes of detail::hash_eligibility — to the first eligible backend with
+// room. So with room everywhere, bounded_load<Hash> picks exactly as Hash does.
+// With c = balance_factor > 1 the capacities add up to more than the load, so a backend
+// with room always exists; the paper shows that keys then move little (a key moves only when its backend fills up or the membership changes)
 // and that the expected number of probes is O(1/(c-1)^2) for linear probing on a ring. This
 // class probes by rehashing instead: full backends hold less than 1/c of the key space
 // (their capacities, at least their weight shares of c × load, add up to less than the
@@ -49,6 +52,7 @@ template <lookup_hash_policy Hash>
 class bounded_load {
  public:
   static constexpr bool keyed = true;
+  static constexpr bool counts_total = true;  // the balancer counts its picks in the total
   using local = typename Hash::local;
   static constexpr std::uint32_t max_probes = 32;
 
@@ -64,16 +68,22 @@ class bounded_load {
       if (!ctx.has_hash || members_.empty()) [[unlikely]]
         return inner_.pick(ctx, rng, l);
       // Capacity of member m: ceil(scale × weight_m), the request about to go counted in.
-      const double scale =
-          factor_ * static_cast<double>(any_->registry_in_flight() + 1) / total_weight_;
+      // Every capacity is at least 1, so an idle member needs no total (the common case at
+      // low concurrency skips reading it).
+      double scale = -1;
       std::uint32_t best = no_pick;
       double best_load = 0;
       for (std::uint32_t k = 0; k < max_probes; ++k) {
-        const std::uint32_t m =
-            inner_.lookup(k == 0 ? ctx.hash : detail::hash_eligibility::rehash(ctx.hash, k));
+        const std::uint32_t m = k == 0 ? inner_.pick(ctx, rng, l)
+                                       : inner_.lookup(detail::hash_eligibility::rehash(ctx.hash, k));
         const auto& c = members_[m];
         if (c.weight == 0) continue;
-        const auto active = static_cast<double>(c.state->active());
+        const std::int64_t active_count = c.state->active();
+        if (active_count == 0) return m;
+        if (scale < 0) {
+          scale = factor_ * static_cast<double>(any_->total_in_flight() + 1) / total_weight_;
+        }
+        const auto active = static_cast<double>(active_count);
         if (active < std::ceil(scale * c.weight)) return m;
         if (best == no_pick || (active + 1) / c.weight < best_load) {
           best = m;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -38,10 +39,10 @@ class least_response_time {
   struct local {};
 
   least_response_time() noexcept : least_response_time(std::chrono::seconds(10)) {}
-  // `decay` is clamped to at least 1 ms; `failure_penalty` to [0, 10^6].
+  // `decay` is clamped to at least 1 ms; `failure_penalty` to [0, 10^6] (NaN reads as 1).
   explicit least_response_time(std::chrono::nanoseconds decay, double failure_penalty = 1.0) noexcept
       : decay_(std::max<std::chrono::nanoseconds>(decay, std::chrono::milliseconds(1))),
-        failure_penalty_(std::clamp(failure_penalty, 0.0, 1e6)) {}
+        failure_penalty_(std::isnan(failure_penalty) ? 1.0 : std::clamp(failure_penalty, 0.0, 1e6)) {}
 
   class state {
    public:
@@ -71,15 +72,18 @@ class least_response_time {
       double weight;  // > 0
     };
 
-    // More than any measured cost: about 11 days of latency (Finagle uses 2^47 ns).
-    static constexpr double no_history_penalty = 1e15;
+    // Measured costs are capped here; a busy backend without history costs
+    // active × 2^1000 (~1e301 per request), above every measured cost and ordered by its
+    // requests in flight, as Finagle's penalty + pending is.
+    static constexpr double max_measured_cost = 1e300;
 
     double cost(const candidate& c, std::int64_t now) const noexcept {
       const double active = static_cast<double>(c.state->active());
       const double latency = c.state->latency_at(now);
-      if (latency == 0) return active == 0 ? 0 : no_history_penalty + active;
+      if (latency == 0) return std::ldexp(active, 1000);  // 0 while idle
       const double failures = static_cast<double>(c.state->consecutive_failures());
-      return latency * (active + 1) * (1 + failure_penalty_ * failures) / c.weight;
+      return std::min(latency * (active + 1) * (1 + failure_penalty_ * failures) / c.weight,
+                      max_measured_cost);
     }
 
     std::vector<candidate> cands_;
