@@ -160,7 +160,7 @@ void build(benchmark::State& state) {
       ->Range(10, 10000)                                                          \
       ->Threads(1)                                                                \
       ->Threads(2);                                                               \
-  BENCHMARK_TEMPLATE(state_pick_lease, P)->RangeMultiplier(10)->Range(10, 10000); \
+  BENCHMARK_TEMPLATE(state_pick_lease, P)->RangeMultiplier(10)->Range(10, 10000)->Threads(1)->Threads(2); \
   BENCHMARK_TEMPLATE(balancer_pick, P)                                            \
       ->RangeMultiplier(10)                                                       \
       ->Range(10, 10000)                                                          \
