@@ -154,18 +154,22 @@ void build(benchmark::State& state) {
   }
 }
 
-#define LBKIT_POLICY_BENCH(P)                                                     \
-  BENCHMARK_TEMPLATE(state_pick, P)                                               \
-      ->RangeMultiplier(10)                                                       \
-      ->Range(10, 10000)                                                          \
-      ->Threads(1)                                                                \
-      ->Threads(2);                                                               \
-  BENCHMARK_TEMPLATE(state_pick_lease, P)->RangeMultiplier(10)->Range(10, 10000)->Threads(1)->Threads(2); \
-  BENCHMARK_TEMPLATE(balancer_pick, P)                                            \
-      ->RangeMultiplier(10)                                                       \
-      ->Range(10, 10000)                                                          \
-      ->Threads(1)                                                                \
-      ->Threads(2);                                                               \
+#define LBKIT_POLICY_BENCH(P)             \
+  BENCHMARK_TEMPLATE(state_pick, P)       \
+      ->RangeMultiplier(10)               \
+      ->Range(10, 10000)                  \
+      ->Threads(1)                        \
+      ->Threads(2);                       \
+  BENCHMARK_TEMPLATE(state_pick_lease, P) \
+      ->RangeMultiplier(10)               \
+      ->Range(10, 10000)                  \
+      ->Threads(1)                        \
+      ->Threads(2);                       \
+  BENCHMARK_TEMPLATE(balancer_pick, P)    \
+      ->RangeMultiplier(10)               \
+      ->Range(10, 10000)                  \
+      ->Threads(1)                        \
+      ->Threads(2);                       \
   BENCHMARK_TEMPLATE(build, P)->Arg(100)->Arg(1000)->Arg(10000)->Unit(benchmark::kMicrosecond)
 
 LBKIT_POLICY_BENCH(lbkit::round_robin);

@@ -3,9 +3,10 @@
 // the registry under them (re-weight, drain, mark unhealthy, add, remove). Each worker owns a
 // picker, which follows the registry with one atomic load per pick; every pick is a lease
 // that counts the request on the backend's live state and reports its outcome. After every
-// phase the control thread prints where that phase's requests went. A last part shows
-// consistent hashing: clients stick to backends, and when one backend fails only its own
-// clients move.
+// phase the control thread prints where that phase's requests went. Then consistent hashing:
+// clients stick to backends, and when one backend fails only its own clients move. Last,
+// least response time: backends answer at different (simulated) speeds, and the faster ones
+// get more of the traffic.
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -142,6 +143,35 @@ int main() {
   for (std::size_t c = 0; c < first.size(); ++c) {
     std::printf("  198.51.100.%zu  %-6s -> %-6s -> %-6s%s\n", c + 1, first[c].c_str(),
                 during[c].c_str(), after[c].c_str(), first[c] == during[c] ? "" : "  (moved)");
+  }
+
+  // Least response time (peak EWMA x requests in flight, two random choices): each lease
+  // reports the latency its backend would have answered in. Keeping 8 requests in flight at
+  // a time, the policy sends most of them to the fast backends.
+  lbkit::backend_registry pool;
+  const std::map<std::string, std::chrono::microseconds> latency = {
+      {"api-1", std::chrono::microseconds(500)},
+      {"api-2", std::chrono::microseconds(1000)},
+      {"api-3", std::chrono::microseconds(5000)}};
+  for (const auto& [id, lat] : latency) check(pool.add(make(id.c_str(), "10.1.0.1:80", 1)));
+  lbkit::balancer<lbkit::least_response_time> fastest(pool);
+  auto lrt = fastest.make_picker();
+  std::map<std::string, int> picked;
+  std::vector<lbkit::lease> in_flight;
+  constexpr int requests = 100'000;
+  for (int i = 0; i < requests; ++i) {
+    if (in_flight.size() == 8) {  // the oldest request answers
+      auto& done = in_flight.front();
+      done.report(lbkit::outcome::success, latency.at(done.id()));
+      in_flight.erase(in_flight.begin());
+    }
+    in_flight.push_back(lrt.pick());
+    ++picked[in_flight.back().id()];
+  }
+  std::printf("\nleast_response_time, 8 requests in flight:\n");
+  for (const auto& [id, lat] : latency) {
+    std::printf("  %-6s answers in %5lld us  %5.1f%% of requests\n", id.c_str(),
+                static_cast<long long>(lat.count()), 100.0 * picked[id] / requests);
   }
   return 0;
 }

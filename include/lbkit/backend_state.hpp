@@ -55,9 +55,9 @@ inline constexpr std::size_t cache_line = 64;
 namespace detail {
 
 // Requests in flight over a whole registry, as far as they were begun with in_total (what
-// bounded-load hashing divides by the member count), kept in shards on lines of their own: a backend counts on the shard of its creation
-// number, so threads working on different backends seldom share a line.
-// Thread safety: thread-safe.
+// bounded-load hashing divides by the member count), kept in shards on lines of their own: a
+// backend counts on the shard of its creation number, so threads working on different backends
+// seldom share a line. Thread safety: thread-safe.
 class in_flight_total {
  public:
   static constexpr std::uint32_t shards = 8;

@@ -139,8 +139,7 @@ concept selection_policy = std::copy_constructible<P> &&
 // (ids) to carry its mapping over.
 template <class P>
 concept incremental_policy = selection_policy<P> &&
-    requires(const P& policy, const candidate_set& candidates,
-             const typename P::state& previous) {
+    requires(const P& policy, const candidate_set& candidates, const typename P::state& previous) {
   { policy.build(candidates, previous) } -> std::same_as<typename P::state>;
 };
 
@@ -148,12 +147,16 @@ concept incremental_policy = selection_policy<P> &&
 // The balancer then never overrides its choice (slow start does not apply: it would move
 // keys).
 template <class P>
-inline constexpr bool keyed_policy = requires { requires P::keyed; };
+inline constexpr bool keyed_policy = requires {
+  requires P::keyed;
+};
 
 // Optional: a policy that reads backend_state::total_in_flight() declares
 // `static constexpr bool counts_total = true`; its balancer then counts every lease in the
 // registry's total (one more atomic increment per pick and per release).
 template <class P>
-inline constexpr bool total_counting_policy = requires { requires P::counts_total; };
+inline constexpr bool total_counting_policy = requires {
+  requires P::counts_total;
+};
 
 }  // namespace lbkit

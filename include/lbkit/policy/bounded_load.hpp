@@ -22,7 +22,8 @@ namespace lbkit {
 template <class H>
 concept lookup_hash_policy = selection_policy<H> && keyed_policy<H> &&
     requires(const typename H::state& s, std::uint64_t h) {
-  { s.lookup(h) } noexcept -> std::same_as<std::uint32_t>;
+  { s.lookup(h) }
+  noexcept->std::same_as<std::uint32_t>;
 };
 
 // Consistent hashing with bounded loads (V. Mirrokni, M. Thorup, M. Zadimoghaddam,
@@ -37,14 +38,14 @@ concept lookup_hash_policy = selection_policy<H> && keyed_policy<H> &&
 // sequence — the rehashes of detail::hash_eligibility — to the first eligible backend with
 // room. So with room everywhere, bounded_load<Hash> picks exactly as Hash does.
 // With c = balance_factor > 1 the capacities add up to more than the load, so a backend
-// with room always exists; the paper shows that keys then move little (a key moves only when its backend fills up or the membership changes)
-// and that the expected number of probes is O(1/(c-1)^2) for linear probing on a ring. This
-// class probes by rehashing instead: full backends hold less than 1/c of the key space
-// (their capacities, at least their weight shares of c × load, add up to less than the
-// load), so each probe finds room with probability above 1 - 1/c, and the expected number
-// of probes is below 1/(1 - 1/c) = 5 at c = 1.25 however the load lies. After `max_probes`
-// probes without room (probability below 0.8^32 = 8e-4) the least loaded eligible backend
-// seen is taken.
+// with room always exists; the paper shows that keys then move little (a key moves only when its
+// backend fills up or the membership changes) and that the expected number of probes is
+// O(1/(c-1)^2) for linear probing on a ring. This class probes by rehashing instead: full backends
+// hold less than 1/c of the key space (their capacities, at least their weight shares of c × load,
+// add up to less than the load), so each probe finds room with probability above 1 - 1/c, and the
+// expected number of probes is below 1/(1 - 1/c) = 5 at c = 1.25 however the load lies. After
+// `max_probes` probes without room (probability below 0.8^32 = 8e-4) the least loaded eligible
+// backend seen is taken.
 //
 // Thread safety: the state is thread-safe; pickers own their generators.
 // Complexity: pick O(1) expected: Hash's lookup per probe, plus 8 loads for the total.
@@ -74,8 +75,9 @@ class bounded_load {
       std::uint32_t best = no_pick;
       double best_load = 0;
       for (std::uint32_t k = 0; k < max_probes; ++k) {
-        const std::uint32_t m = k == 0 ? inner_.pick(ctx, rng, l)
-                                       : inner_.lookup(detail::hash_eligibility::rehash(ctx.hash, k));
+        const std::uint32_t m = k == 0
+                                    ? inner_.pick(ctx, rng, l)
+                                    : inner_.lookup(detail::hash_eligibility::rehash(ctx.hash, k));
         const auto& c = members_[m];
         if (c.weight == 0) continue;
         const std::int64_t active_count = c.state->active();
@@ -102,7 +104,7 @@ class bounded_load {
       double weight;  // effective weight; 0 when not eligible
     };
     typename Hash::state inner_;
-    std::vector<member_load> members_;  // by member index
+    std::vector<member_load> members_;    // by member index
     const backend_state* any_ = nullptr;  // to read the registry's total in flight
     double total_weight_ = 0;
     double factor_ = 1.25;

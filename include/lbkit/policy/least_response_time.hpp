@@ -40,9 +40,11 @@ class least_response_time {
 
   least_response_time() noexcept : least_response_time(std::chrono::seconds(10)) {}
   // `decay` is clamped to at least 1 ms; `failure_penalty` to [0, 10^6] (NaN reads as 1).
-  explicit least_response_time(std::chrono::nanoseconds decay, double failure_penalty = 1.0) noexcept
+  explicit least_response_time(std::chrono::nanoseconds decay,
+                               double failure_penalty = 1.0) noexcept
       : decay_(std::max<std::chrono::nanoseconds>(decay, std::chrono::milliseconds(1))),
-        failure_penalty_(std::isnan(failure_penalty) ? 1.0 : std::clamp(failure_penalty, 0.0, 1e6)) {}
+        failure_penalty_(std::isnan(failure_penalty) ? 1.0
+                                                     : std::clamp(failure_penalty, 0.0, 1e6)) {}
 
   class state {
    public:
