@@ -8,10 +8,13 @@
 //   state_pick<P>/N       the policy alone, picking from a fixed state
 //   state_pick_lease<P>/N the same plus begin/end on the chosen backend, as a lease does
 //   balancer_pick<P>/N    picker.pick() and lease release: version check, policy, lease
-//   build<P>/N            building the per-version state (counters: bytes per backend)
+//   build<P>/N            building the per-version state; counters: the heap the state keeps
+//                         (state_KiB, bytes_per_backend), counted by a replaced operator new
 //   pick_during_updates   balancer_pick<round_robin>/100 while another thread changes the
 //                         registry every millisecond
 //   balancer_pick_ramping balancer_pick<weighted_random>/100 while one backend slow-starts
+#include <malloc.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -21,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <random>
 #include <string>
 #include <thread>
@@ -30,6 +34,25 @@
 #include <benchmark/benchmark.h>
 
 #include <lbkit/lbkit.hpp>
+
+// Every allocation of this program is counted, so that a benchmark can tell how much heap a
+// policy's state keeps: the live bytes after building it, less those before.
+std::atomic<std::int64_t> g_heap_live{0};
+
+void* operator new(std::size_t n) {
+  void* p = std::malloc(n == 0 ? 1 : n);
+  if (p == nullptr) throw std::bad_alloc();
+  g_heap_live.fetch_add(static_cast<std::int64_t>(malloc_usable_size(p)),
+                        std::memory_order_relaxed);
+  return p;
+}
+void operator delete(void* p) noexcept {
+  if (p == nullptr) return;
+  g_heap_live.fetch_sub(static_cast<std::int64_t>(malloc_usable_size(p)),
+                        std::memory_order_relaxed);
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept { operator delete(p); }
 
 namespace {
 
@@ -152,25 +175,34 @@ void build(benchmark::State& state) {
     auto st = P{}.build(lbkit::candidate_set(snap->members(), w, 12345));
     benchmark::DoNotOptimize(&st);
   }
+  // Heap bytes the state keeps, measured by the counting operator new below.
+  const std::int64_t before = g_heap_live.load();
+  {
+    const auto st = P{}.build(lbkit::candidate_set(snap->members(), w, 12345));
+    const auto kept = static_cast<double>(g_heap_live.load() - before);
+    state.counters["state_KiB"] = kept / 1024;
+    state.counters["bytes_per_backend"] = kept / static_cast<double>(n);
+  }
 }
 
-#define LBKIT_POLICY_BENCH(P)             \
-  BENCHMARK_TEMPLATE(state_pick, P)       \
-      ->RangeMultiplier(10)               \
-      ->Range(10, 10000)                  \
-      ->Threads(1)                        \
-      ->Threads(2);                       \
-  BENCHMARK_TEMPLATE(state_pick_lease, P) \
-      ->RangeMultiplier(10)               \
-      ->Range(10, 10000)                  \
-      ->Threads(1)                        \
-      ->Threads(2);                       \
-  BENCHMARK_TEMPLATE(balancer_pick, P)    \
-      ->RangeMultiplier(10)               \
-      ->Range(10, 10000)                  \
-      ->Threads(1)                        \
-      ->Threads(2);                       \
-  BENCHMARK_TEMPLATE(build, P)->Arg(100)->Arg(1000)->Arg(10000)->Unit(benchmark::kMicrosecond)
+#define LBKIT_POLICY_BENCH(P)                                                    \
+  BENCHMARK_TEMPLATE(state_pick, P)                                              \
+      ->RangeMultiplier(10)                                                      \
+      ->Range(10, 10000)                                                         \
+      ->Threads(1)                                                               \
+      ->Threads(2);                                                              \
+  BENCHMARK_TEMPLATE(state_pick_lease, P)                                        \
+      ->RangeMultiplier(10)                                                      \
+      ->Range(10, 10000)                                                         \
+      ->Threads(1)                                                               \
+      ->Threads(2);                                                              \
+  BENCHMARK_TEMPLATE(balancer_pick, P)                                           \
+      ->RangeMultiplier(10)                                                      \
+      ->Range(10, 10000)                                                         \
+      ->Threads(1)                                                               \
+      ->Threads(2);                                                              \
+  BENCHMARK_TEMPLATE(build, P)->Arg(100)->Arg(500)->Arg(1000)->Arg(10000)->Unit( \
+      benchmark::kMicrosecond)
 
 LBKIT_POLICY_BENCH(lbkit::round_robin);
 LBKIT_POLICY_BENCH(lbkit::weighted_round_robin);
