@@ -8,6 +8,8 @@
 #include "lbkit/balancer.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/hash.hpp"
+#include "lbkit/health/probe.hpp"
+#include "lbkit/health/tcp_connect_probe.hpp"
 #include "lbkit/policy/anchor_hash.hpp"
 #include "lbkit/policy/bounded_load.hpp"
 #include "lbkit/policy/jump_hash.hpp"
