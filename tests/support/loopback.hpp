@@ -26,8 +26,11 @@ class loopback_server {
  public:
   using handler = std::function<void(int conn, const loopback_server& self)>;
 
-  explicit loopback_server(handler h, bool ipv6 = false) : handler_(std::move(h)) {
-    const auto ep = *endpoint::parse(ipv6 ? "[::1]:0" : "127.0.0.1:0", port_zero::allow);
+  // Listens on port `port` of 127.0.0.1 (or ::1); 0 picks a free one. A test that restarts
+  // a server passes the port of the one it stopped.
+  explicit loopback_server(handler h, bool ipv6 = false, std::uint16_t port = 0)
+      : handler_(std::move(h)) {
+    const auto ep = endpoint(*ip_address::parse(ipv6 ? "::1" : "127.0.0.1"), port);
     sockaddr_storage ss{};
     const socklen_t len = ep.to_sockaddr(ss);
     listener_ = ::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);

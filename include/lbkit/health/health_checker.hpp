@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: MIT
+// health_checker<Probe>: an optional runner that probes every backend of a registry on its
+// own threads, tracks each with a health_tracker, and writes the verdicts back to the
+// registry (so that every balancer over it stops or resumes picking the backend) and to
+// listeners. Users with their own event loop skip it and drive health_trackers themselves.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <queue>
+#include <random>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "lbkit/backend_registry.hpp"
+#include "lbkit/hash.hpp"
+#include "lbkit/health/health_tracker.hpp"
+#include "lbkit/health/probe.hpp"
+
+namespace lbkit {
+
+// How the checker runs.
+struct health_checker_options {
+  health_check_options check{};
+  // Probes in flight at once, each on its own worker thread (lbkit's probes block). A dead
+  // backend holds a worker for the probe timeout, so size this as roughly
+  // (backends / interval) × timeout for the worst case you want to keep up with.
+  std::uint32_t concurrency = 8;
+  // Seed of the probe schedules' jitter; 0 draws one from std::random_device.
+  std::uint64_t seed = 0;
+};
+
+// A change of a backend's health, as listeners see it.
+struct health_event {
+  std::string id;
+  endpoint address;
+  health from;
+  health to;
+  probe_result cause;
+};
+
+// Probes the backends of a registry and writes their health to it.
+// Thread safety: thread-safe. The registry must outlive the checker. Listeners run on the
+// checker's scheduling thread, one at a time; they must not block for long and must not
+// call stop() or destroy the checker.
+// Shutdown: stop() (or the destructor) returns within about one probe timeout: it waits for
+// the probes in flight, which end by their deadlines.
+template <health_probe Probe>
+class health_checker {
+ public:
+  using listener = std::function<void(const health_event&)>;
+
+  // Starts checking at once. Backends keep their registry health until their trackers decide
+  // otherwise (a backend added unhealthy needs `rise` good answers). Options must be valid
+  // (see validate(health_check_options)); concurrency is at least 1.
+  health_checker(backend_registry& registry, Probe probe, health_checker_options options = {})
+      : registry_(registry), probe_(std::move(probe)), options_(options) {
+    options_.concurrency = std::max<std::uint32_t>(options_.concurrency, 1);
+    if (options_.seed == 0) {
+      std::random_device rd;
+      options_.seed = (std::uint64_t{rd()} << 32 | rd()) | 1;
+    }
+    // Membership: the callback only hands the snapshot over; the scheduler does the work.
+    subscription_ = registry_.subscribe([this](const snapshot& s) {
+      std::lock_guard lock(mu_);
+      pending_ = s.shared_from_this();
+      wake_.notify_all();
+    });
+    for (std::uint32_t i = 0; i < options_.concurrency; ++i) {
+      workers_.emplace_back([this](std::stop_token st) { work(st); });
+    }
+    scheduler_ = std::jthread([this](std::stop_token st) { schedule(st); });
+  }
+  health_checker(const health_checker&) = delete;
+  health_checker& operator=(const health_checker&) = delete;
+  ~health_checker() { stop(); }
+
+  // Adds a listener for health changes. Returns nothing to unregister with: listeners live as
+  // long as the checker.
+  void on_change(listener fn) {
+    std::lock_guard lock(mu_);
+    listeners_.push_back(std::move(fn));
+  }
+
+  // Stops probing and joins every thread. Idempotent.
+  void stop() {
+    subscription_.reset();
+    scheduler_.request_stop();
+    for (auto& w : workers_) w.request_stop();
+    {
+      std::lock_guard lock(mu_);
+      wake_.notify_all();
+      work_ready_.notify_all();
+    }
+    if (scheduler_.joinable()) scheduler_.join();
+    for (auto& w : workers_) {
+      if (w.joinable()) w.join();
+    }
+  }
+
+  // Probes completed since the start (for stats and tests).
+  std::uint64_t probes_done() const {
+    std::lock_guard lock(mu_);
+    return probes_done_;
+  }
+  // The tracked state of a backend, if it is tracked.
+  std::optional<health> tracked(std::string_view id) const {
+    std::lock_guard lock(mu_);
+    auto it = targets_.find(std::string(id));
+    if (it == targets_.end()) return std::nullopt;
+    return it->second.tracker.state();
+  }
+
+ private:
+  using clock = probe_clock;
+
+  struct target {
+    endpoint address;
+    health_tracker tracker;
+    std::uint64_t generation;  // tells a result for a removed-then-re-added id from a new one
+    bool in_flight = false;
+  };
+  struct job {
+    std::string id;
+    endpoint address;
+    std::uint64_t generation;
+  };
+  struct done {
+    job j;
+    probe_result r;
+  };
+
+  // The scheduling thread: follows membership, starts due probes, applies results.
+  void schedule(std::stop_token st) {
+    std::unique_lock lock(mu_);
+    while (!st.stop_requested()) {
+      if (pending_) follow(std::exchange(pending_, nullptr));
+      while (!results_.empty()) {
+        done d = std::move(results_.front());
+        results_.pop();
+        apply(lock, std::move(d));
+      }
+      const auto now = clock::now();
+      auto next = now + std::chrono::hours(1);
+      for (auto& [id, t] : targets_) {
+        if (t.in_flight) continue;
+        if (t.tracker.next_probe() <= now) {
+          t.in_flight = true;
+          jobs_.push({id, t.address, t.generation});
+          work_ready_.notify_one();
+        } else {
+          next = std::min(next, t.tracker.next_probe());
+        }
+      }
+      wake_.wait_until(lock, next,
+                       [&] { return st.stop_requested() || pending_ || !results_.empty(); });
+    }
+  }
+
+  // Tracks new members, forgets removed ones.
+  void follow(const std::shared_ptr<const snapshot>& s) {
+    const auto now = clock::now();
+    std::map<std::string, target> next;
+    for (const auto& m : s->members()) {
+      auto it = targets_.find(m.id());
+      if (it != targets_.end()) {
+        next.emplace(m.id(), std::move(it->second));
+        continue;
+      }
+      const std::uint64_t gen = ++generation_;
+      next.emplace(m.id(), target{m.address(),
+                                  health_tracker(options_.check, m.state().current_health(), now,
+                                                 hash_u64(gen, options_.seed)),
+                                  gen});
+    }
+    targets_ = std::move(next);
+  }
+
+  // Feeds a probe's answer to its tracker; on a transition, writes the registry and tells
+  // the listeners (outside the lock: the registry write notifies its own subscribers).
+  void apply(std::unique_lock<std::mutex>& lock, done d) {
+    ++probes_done_;
+    auto it = targets_.find(d.j.id);
+    if (it == targets_.end() || it->second.generation != d.j.generation) return;  // removed
+    it->second.in_flight = false;
+    auto change = it->second.tracker.report(d.r, clock::now());
+    if (!change) return;
+    health_event e{d.j.id, d.j.address, change->from, change->to, std::move(change->cause)};
+    auto listeners = listeners_;
+    lock.unlock();
+    // Not found means it was removed meanwhile: nothing to write.
+    (void)registry_.set_health(e.id, e.to);
+    for (const auto& fn : listeners) fn(e);
+    lock.lock();
+  }
+
+  // A worker: runs probes off the queue.
+  void work(std::stop_token st) {
+    std::unique_lock lock(mu_);
+    while (true) {
+      work_ready_.wait(lock, [&] { return st.stop_requested() || !jobs_.empty(); });
+      if (st.stop_requested()) return;
+      job j = std::move(jobs_.front());
+      jobs_.pop();
+      lock.unlock();
+      probe_result r = probe_.probe(j.address, clock::now() + options_.check.timeout);
+      lock.lock();
+      results_.push({std::move(j), std::move(r)});
+      wake_.notify_all();
+    }
+  }
+
+  backend_registry& registry_;
+  const Probe probe_;
+  health_checker_options options_;
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;        // the scheduler: membership, results, stop
+  std::condition_variable work_ready_;  // the workers: jobs, stop
+  std::shared_ptr<const snapshot> pending_;
+  std::map<std::string, target> targets_;
+  std::queue<job> jobs_;
+  std::queue<done> results_;
+  std::vector<listener> listeners_;
+  std::uint64_t generation_ = 0;
+  std::uint64_t probes_done_ = 0;
+
+  subscription subscription_;
+  std::vector<std::jthread> workers_;
+  std::jthread scheduler_;
+};
+
+}  // namespace lbkit
