@@ -125,8 +125,16 @@ class change_set {
     ops_.emplace_back(drain_op{std::move(id), draining});
     return *this;
   }
+  // Sets the verdict of active health checks.
   change_set& set_health(std::string id, health h) {
-    ops_.emplace_back(health_op{std::move(id), h});
+    ops_.emplace_back(health_op{std::move(id), h, false});
+    return *this;
+  }
+  // Ejects (or restores) a backend as passive outlier detection does. A backend gets new
+  // picks only when it is healthy and not ejected; the two are set independently.
+  change_set& eject(std::string id, bool ejected = true) {
+    ops_.emplace_back(
+        health_op{std::move(id), ejected ? health::unhealthy : health::healthy, true});
     return *this;
   }
 
@@ -156,6 +164,7 @@ class change_set {
   struct health_op {
     std::string id;
     health h;
+    bool ejection;  // h is the ejection flag (unhealthy = ejected), not the active verdict
   };
   using op = std::variant<add_op, remove_op, weight_op, update_op, drain_op, health_op>;
   std::vector<op> ops_;
@@ -283,6 +292,9 @@ class backend_registry {
   result<void> set_health(std::string id, health h) {
     return apply(change_set().set_health(std::move(id), h));
   }
+  result<void> eject(std::string id, bool ejected = true) {
+    return apply(change_set().eject(std::move(id), ejected));
+  }
 
   // Calls `fn` with the current snapshot now, and with every newly published snapshot after
   // that, in version order, on the writer's thread, while writers are held off: a policy can
@@ -302,7 +314,9 @@ class backend_registry {
  private:
   struct apply_state {
     std::vector<member>& members;
-    std::vector<std::pair<backend_state*, health>>& health_writes;
+    std::vector<change_set::health_op>& health_writes;  // health writes, applied last,
+                                                        // each to the state at the same index
+    std::vector<backend_state*>& health_states;
     bool changed = false;
   };
 
@@ -420,8 +434,12 @@ inline result<void> backend_registry::apply_one(apply_state& st, const change_se
   auto m = find_member(ms, h.id);
   if (!m) return unexpected<error>(m.error());
   // Health lives in the shared state, so it is written only once the whole batch is valid.
-  st.health_writes.emplace_back(&(*m)->state(), h.h);
-  if ((*m)->state().current_health() != h.h) st.changed = true;
+  const backend_state& state = (*m)->state();
+  st.health_writes.push_back(h);
+  st.health_states.push_back(&(*m)->state());
+  const health now =
+      h.ejection ? (state.ejected() ? health::unhealthy : health::healthy) : state.active_health();
+  if (now != h.h) st.changed = true;
   return {};
 }
 
@@ -433,8 +451,9 @@ inline result<void> backend_registry::apply(const change_set& changes) {
   if (changes.empty()) return {};
   detail::lock_guard lock(core_->mu);
   std::vector<member> members(core_->current->members_);
-  std::vector<std::pair<backend_state*, health>> health_writes;
-  apply_state st{members, health_writes};
+  std::vector<change_set::health_op> health_writes;
+  std::vector<backend_state*> health_states;
+  apply_state st{members, health_writes, health_states};
   for (std::size_t i = 0; i < changes.ops_.size(); ++i) {
     if (auto r = apply_one(st, changes.ops_[i]); !r) {
       if (changes.size() == 1) return r;
@@ -444,7 +463,9 @@ inline result<void> backend_registry::apply(const change_set& changes) {
     }
   }
   if (!st.changed) return {};
-  for (auto [state, h] : health_writes) state->exchange_health(h);
+  for (std::size_t i = 0; i < health_writes.size(); ++i) {
+    health_states[i]->write_health(health_writes[i].h, health_writes[i].ejection);
+  }
 
   const std::uint64_t v = core_->current->version() + 1;
   auto next = std::shared_ptr<const snapshot>(new snapshot(v, std::move(members)));

@@ -217,7 +217,16 @@ class backend_state {
     decay_ns_.store(std::max<std::int64_t>(decay.count(), 1'000'000), std::memory_order_relaxed);
   }
 
-  health current_health() const noexcept { return health_.load(std::memory_order_acquire); }
+  // Health as the balancer acts on it: healthy when active checks say so (active_health())
+  // and passive outlier detection has not ejected it (ejected()). The two are kept apart so
+  // that neither source overrides the other: see docs/health.md.
+  health current_health() const noexcept {
+    return active_health() == health::healthy && !ejected() ? health::healthy : health::unhealthy;
+  }
+  // The verdict of active health checks (or of whoever calls backend_registry::set_health).
+  health active_health() const noexcept { return health_.load(std::memory_order_acquire); }
+  // Whether passive outlier detection has ejected it (backend_registry::eject).
+  bool ejected() const noexcept { return ejected_.load(std::memory_order_acquire); }
   // When the backend last became healthy (or was added healthy), on the
   // detail::precise_now_ns() clock; slow start ramps from there.
   std::int64_t healthy_since() const noexcept {
@@ -251,12 +260,17 @@ class backend_state {
     if (counters_.refs.fetch_sub(unit, std::memory_order_acq_rel) == unit) delete this;
   }
 
-  health exchange_health(health h) noexcept {
-    const health old = health_.exchange(h, std::memory_order_acq_rel);
-    if (old != health::healthy && h == health::healthy) {
+  // Writes the active verdict, or (ejection) the ejected flag: unhealthy = ejected.
+  void write_health(health h, bool ejection) noexcept {
+    const health before = current_health();
+    if (ejection) {
+      ejected_.store(h == health::unhealthy, std::memory_order_release);
+    } else {
+      health_.store(h, std::memory_order_release);
+    }
+    if (before != health::healthy && current_health() == health::healthy) {
       healthy_since_.store(detail::precise_now_ns(), std::memory_order_relaxed);
     }
-    return old;
   }
 
   // The estimate's word: the float estimate in nanoseconds (high half) and the time of the
@@ -282,6 +296,7 @@ class backend_state {
 
   // Read on every pick, written a few times a second: kept off the counters' line.
   alignas(cache_line) std::atomic<health> health_;
+  std::atomic<bool> ejected_{false};
   std::atomic<std::int64_t> healthy_since_;
   std::atomic<std::int64_t> decay_ns_{10'000'000'000};
   const std::string id_;
