@@ -171,3 +171,49 @@ TEST_CASE("stop() returns within about one probe timeout even while probes hang"
   CHECK(std::chrono::steady_clock::now() - start < options.check.timeout + 500ms);
   checker.reset();
 }
+
+TEST_CASE("with outlier detection on, failing leases eject a backend that passes active checks") {
+  loopback_server a(close_at_once), b(close_at_once);
+  backend_registry registry;
+  REQUIRE(registry.add(backend("a", a.address())));
+  REQUIRE(registry.add(backend("b", b.address())));
+  std::mutex mu;
+  std::vector<health_event> events;
+  auto options = fast_checks();
+  lbkit::outlier_detection_options outliers;
+  outliers.success_rate = false;
+  outliers.max_ejection_percent = 100;
+  options.outlier = outliers;
+  options.outlier_tick = 20ms;
+  health_checker checker(registry, tcp_connect_probe{}, options);
+  checker.on_change([&](const health_event& e) {
+    std::lock_guard lock(mu);
+    events.push_back(e);
+  });
+  lbkit::balancer<lbkit::round_robin> lb(registry, {}, {.panic_threshold = 0, .seed = 3});
+  auto picker = lb.make_picker();
+  int failed = 0;
+  while (failed < 5) {  // real traffic: every request to b fails
+    auto l = picker.pick();
+    REQUIRE(l);
+    if (l.id() == "b") {
+      l.report(lbkit::outcome::failure);
+      ++failed;
+    } else {
+      l.report(lbkit::outcome::success);
+    }
+  }
+  const lbkit::state_ref b_state = registry.current()->find("b")->state_handle();
+  REQUIRE(eventually([&] { return b_state->ejected(); }));
+  CHECK(b_state->active_health() == health::healthy);  // its listener still answers
+  for (int i = 0; i < 100; ++i) CHECK(picker.pick().id() == "a");
+  REQUIRE(eventually([&] {
+    std::lock_guard lock(mu);
+    return !events.empty();
+  }));
+  std::lock_guard lock(mu);
+  CHECK(events[0].id == "b");
+  CHECK(events[0].passive);
+  CHECK(events[0].to == health::unhealthy);
+  CHECK(events[0].cause.detail.find("consecutive failures") != std::string::npos);
+}

@@ -26,6 +26,7 @@
 #include "lbkit/backend_registry.hpp"
 #include "lbkit/hash.hpp"
 #include "lbkit/health/health_tracker.hpp"
+#include "lbkit/health/outlier_detector.hpp"
 #include "lbkit/health/probe.hpp"
 
 namespace lbkit {
@@ -39,6 +40,11 @@ struct health_checker_options {
   std::uint32_t concurrency = 8;
   // Seed of the probe schedules' jitter; 0 draws one from std::random_device.
   std::uint64_t seed = 0;
+  // Passive outlier detection, run by the checker's scheduling thread every
+  // `outlier_tick` (its consecutive-failure check runs then; its statistical checks once
+  // per outlier interval). Off when empty.
+  std::optional<outlier_detection_options> outlier{};
+  std::chrono::milliseconds outlier_tick{1000};
 };
 
 // A change of a backend's health, as listeners see it.
@@ -48,6 +54,9 @@ struct health_event {
   health from;
   health to;
   probe_result cause;
+  // False: active checks changed their verdict (from/to). True: outlier detection ejected
+  // (to = unhealthy) or restored (to = healthy) the backend; the active verdict is unchanged.
+  bool passive = false;
 };
 
 // Probes the backends of a registry and writes their health to it.
@@ -70,6 +79,10 @@ class health_checker {
     if (options_.seed == 0) {
       std::random_device rd;
       options_.seed = (std::uint64_t{rd()} << 32 | rd()) | 1;
+    }
+    if (options_.outlier) {
+      outliers_.emplace(registry_, *options_.outlier);
+      next_outlier_check_ = clock::now() + options_.outlier_tick;
     }
     // Membership: the callback only hands the snapshot over; the scheduler does the work.
     subscription_ = registry_.subscribe([this](const snapshot& s) {
@@ -151,8 +164,18 @@ class health_checker {
         results_.pop();
         apply(lock, std::move(d));
       }
-      const auto now = clock::now();
+      auto now = clock::now();
+      if (outliers_ && now >= next_outlier_check_) {
+        // Outside the lock: evaluate() writes the registry, which calls back into us.
+        lock.unlock();
+        auto events = outliers_->evaluate(now);
+        lock.lock();
+        next_outlier_check_ = now + options_.outlier_tick;
+        for (auto& e : events) notify_outlier(lock, e);
+        now = clock::now();
+      }
       auto next = now + std::chrono::hours(1);
+      if (outliers_) next = std::min(next, next_outlier_check_);
       for (auto& [id, t] : targets_) {
         if (t.in_flight) continue;
         if (t.tracker.next_probe() <= now) {
@@ -205,6 +228,28 @@ class health_checker {
     lock.lock();
   }
 
+  // Tells listeners of an ejection or a restoration.
+  void notify_outlier(std::unique_lock<std::mutex>& lock, const outlier_detector::event& o) {
+    auto it = targets_.find(o.id);
+    if (it == targets_.end()) return;
+    probe_result cause{probe_status::healthy, "outlier detection: restored", {}};
+    if (o.ejected) {
+      cause = {probe_status::error,
+               "outlier detection: ejected for " + std::string(to_string(o.reason)),
+               {}};
+    }
+    health_event e{o.id,
+                   it->second.address,
+                   o.ejected ? health::healthy : health::unhealthy,
+                   o.ejected ? health::unhealthy : health::healthy,
+                   std::move(cause),
+                   true};
+    auto listeners = listeners_;
+    lock.unlock();
+    for (const auto& fn : listeners) fn(e);
+    lock.lock();
+  }
+
   // A worker: runs probes off the queue.
   void work(std::stop_token st) {
     std::unique_lock lock(mu_);
@@ -235,6 +280,8 @@ class health_checker {
   std::vector<listener> listeners_;
   std::uint64_t generation_ = 0;
   std::uint64_t probes_done_ = 0;
+  std::optional<outlier_detector> outliers_;  // used by the scheduling thread only
+  clock::time_point next_outlier_check_{};
 
   subscription subscription_;
   std::vector<std::jthread> workers_;
