@@ -10,6 +10,7 @@
 #include "lbkit/hash.hpp"
 #include "lbkit/health/health_checker.hpp"
 #include "lbkit/health/health_tracker.hpp"
+#include "lbkit/health/http_probe.hpp"
 #include "lbkit/health/icmp_echo_probe.hpp"
 #include "lbkit/health/outlier_detector.hpp"
 #include "lbkit/health/probe.hpp"
