@@ -102,6 +102,9 @@ class backend_state {
 
   const std::string& id() const noexcept { return id_; }
   const endpoint& address() const noexcept { return address_; }
+  // A number no other state of this process has had: tells a backend removed and added
+  // again (a new state, perhaps at the old one's address in memory) from the old one.
+  std::uint64_t serial() const noexcept { return serial_; }
 
   // ---- data plane --------------------------------------------------------------------
 
@@ -248,6 +251,7 @@ class backend_state {
                 std::shared_ptr<detail::in_flight_total> total, std::uint32_t shard) noexcept
       : health_(initial),
         healthy_since_(detail::precise_now_ns()),
+        serial_(next_serial()),
         id_(std::move(id)),
         address_(address),
         total_(std::move(total)),
@@ -258,6 +262,11 @@ class backend_state {
   void release(std::uint64_t unit) noexcept {
     // acq_rel, as shared_ptr does: the thread that frees sees every other holder's writes.
     if (counters_.refs.fetch_sub(unit, std::memory_order_acq_rel) == unit) delete this;
+  }
+
+  static std::uint64_t next_serial() noexcept {
+    static std::atomic<std::uint64_t> serials{0};
+    return serials.fetch_add(1, std::memory_order_relaxed) + 1;
   }
 
   // Writes the active verdict, or (ejection) the ejected flag: unhealthy = ejected.
@@ -299,6 +308,7 @@ class backend_state {
   std::atomic<bool> ejected_{false};
   std::atomic<std::int64_t> healthy_since_;
   std::atomic<std::int64_t> decay_ns_{10'000'000'000};
+  const std::uint64_t serial_;
   const std::string id_;
   const endpoint address_;
   const std::shared_ptr<detail::in_flight_total> total_;

@@ -189,3 +189,12 @@ TEST_CASE("the owner and the requests may let go on different threads at once") 
     ender.join();
   }
 }
+
+TEST_CASE("every state has its own serial, even at a reused address") {
+  std::uint64_t last = 0;
+  for (int i = 0; i < 100; ++i) {
+    auto s = make_state();  // freed at the end of each turn: the allocator may reuse it
+    CHECK(s->serial() > last);
+    last = s->serial();
+  }
+}

@@ -132,8 +132,9 @@ class outlier_detector {
     for (const auto& m : snap->members()) {
       // A backend removed and added again is a new backend: new counters, a clean record.
       auto it = records_.find(m.id());
-      record r = it != records_.end() && it->second.state == &m.state() ? it->second
-                                                                        : record::start(m.state());
+      record r = it != records_.end() && it->second.serial == m.state().serial()
+                     ? it->second
+                     : record::start(m.state());
       if (r.ejected && now >= r.until) {
         r.ejected = false;
         r.restored_at = now;
@@ -197,8 +198,8 @@ class outlier_detector {
 
  private:
   struct record {
-    const backend_state* state;  // identity: the counters below are this state's
-    std::uint64_t successes;     // counters at the start of the window
+    std::uint64_t serial;     // identity: the counters below are this state's
+    std::uint64_t successes;  // counters at the start of the window
     std::uint64_t failures;
     std::uint64_t failure_base = 0;  // consecutive failures already acted on
     std::uint32_t ejections = 0;
@@ -207,7 +208,9 @@ class outlier_detector {
     clock::time_point until{};
     clock::time_point restored_at{};
 
-    static record start(const backend_state& s) { return {&s, s.successes(), s.failures()}; }
+    static record start(const backend_state& s) {
+      return {s.serial(), s.successes(), s.failures()};
+    }
   };
 
   template <class Eject>
