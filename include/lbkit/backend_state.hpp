@@ -46,6 +46,10 @@ enum class outcome : std::uint8_t {
   success,
   failure,
   none,  // released without a report: counts as neither
+  // A failure of the backend as a gateway sees it: the connection was refused, reset or
+  // timed out, or an HTTP 502/503/504 came back (Envoy's "gateway" errors). It counts as a
+  // failure and also in its own consecutive count, which outlier detection can act on apart.
+  gateway_failure,
 };
 
 // Destructive-interference distance for x86-64 and most ARM64 parts; g++ 12 warns when
@@ -127,13 +131,17 @@ class backend_state {
                    bool in_total = false) noexcept {
     if (o == outcome::success) {
       counters_.successes.fetch_add(1, std::memory_order_relaxed);
-      // Most successes follow successes: skip the store (and the line's ownership) then.
-      if (counters_.consecutive_failures.load(std::memory_order_relaxed) != 0) {
-        counters_.consecutive_failures.store(0, std::memory_order_relaxed);
-      }
-    } else if (o == outcome::failure) {
+      // Most successes follow successes: skip the stores (and the line's ownership) then.
+      clear(counters_.consecutive_failures);
+      clear(counters_.consecutive_gateway_failures);
+    } else if (o == outcome::failure || o == outcome::gateway_failure) {
       counters_.failures.fetch_add(1, std::memory_order_relaxed);
       counters_.consecutive_failures.fetch_add(1, std::memory_order_relaxed);
+      if (o == outcome::gateway_failure) {
+        counters_.consecutive_gateway_failures.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        clear(counters_.consecutive_gateway_failures);
+      }
     } else {
       counters_.unreported.fetch_add(1, std::memory_order_relaxed);
     }
@@ -165,6 +173,10 @@ class backend_state {
   // Failures reported since the last success.
   std::uint64_t consecutive_failures() const noexcept {
     return counters_.consecutive_failures.load(std::memory_order_relaxed);
+  }
+  // Gateway failures (outcome::gateway_failure) since the last other outcome.
+  std::uint64_t consecutive_gateway_failures() const noexcept {
+    return counters_.consecutive_gateway_failures.load(std::memory_order_relaxed);
   }
   // Requests in flight that were begun with in_total on any backend of this backend's
   // registry (0 for a state outside a registry). Complexity: 8 relaxed loads.
@@ -264,6 +276,10 @@ class backend_state {
     if (counters_.refs.fetch_sub(unit, std::memory_order_acq_rel) == unit) delete this;
   }
 
+  static void clear(std::atomic<std::uint64_t>& c) noexcept {
+    if (c.load(std::memory_order_relaxed) != 0) c.store(0, std::memory_order_relaxed);
+  }
+
   static std::uint64_t next_serial() noexcept {
     static std::atomic<std::uint64_t> serials{0};
     return serials.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -322,6 +338,7 @@ class backend_state {
     std::atomic<std::uint64_t> successes{0};
     std::atomic<std::uint64_t> failures{0};
     std::atomic<std::uint64_t> consecutive_failures{0};
+    std::atomic<std::uint64_t> consecutive_gateway_failures{0};
     std::atomic<std::uint64_t> latency{0};  // see pack()
   } counters_;
 };

@@ -120,11 +120,13 @@ TEST_CASE("a dead backend is ejected within fall probes, gets no picks, and retu
   // Bring it back on the same port: restored after `rise` good probes, then slow start.
   servers[1] = std::make_unique<loopback_server>(close_at_once, false, port);
   REQUIRE(eventually([&] { return health_of(registry, "b1") == health::healthy; }));
+  // The listener runs after the registry write returned, so after the balancer rebuilt (the
+  // health is stored a moment before the new version is published).
+  REQUIRE(eventually([&] { return event_count() >= 2; }));
   const auto plan = lb.current_plan();
   REQUIRE(plan->ramp_start.size() == 3);
   CHECK(plan->ramp_start[1] != 0);  // b1 ramps; b0 and b2 were there from the start
   CHECK(plan->ramp_start[0] == 0);
-  REQUIRE(eventually([&] { return event_count() >= 2; }));
   std::lock_guard lock(mu);
   REQUIRE(events.size() == 2);
   CHECK(events[1].to == health::healthy);
@@ -206,11 +208,12 @@ TEST_CASE("with outlier detection on, failing leases eject a backend that passes
   const lbkit::state_ref b_state = registry.current()->find("b")->state_handle();
   REQUIRE(eventually([&] { return b_state->ejected(); }));
   CHECK(b_state->active_health() == health::healthy);  // its listener still answers
-  for (int i = 0; i < 100; ++i) CHECK(picker.pick().id() == "a");
+  // Listeners hear of it after the registry write, and so after the balancer rebuilt.
   REQUIRE(eventually([&] {
     std::lock_guard lock(mu);
     return !events.empty();
   }));
+  for (int i = 0; i < 100; ++i) CHECK(picker.pick().id() == "a");
   std::lock_guard lock(mu);
   CHECK(events[0].id == "b");
   CHECK(events[0].passive);

@@ -198,3 +198,28 @@ TEST_CASE("every state has its own serial, even at a reused address") {
     last = s->serial();
   }
 }
+
+TEST_CASE("gateway failures are failures with a streak of their own") {
+  auto ref = make_state();
+  backend_state& s = *ref;
+  auto end = [&](outcome o) {
+    s.begin_request();
+    s.end_request(o);
+  };
+  end(outcome::gateway_failure);
+  end(outcome::gateway_failure);
+  CHECK(s.failures() == 2);
+  CHECK(s.consecutive_failures() == 2);
+  CHECK(s.consecutive_gateway_failures() == 2);
+  end(outcome::failure);  // another failure breaks the gateway streak only
+  CHECK(s.consecutive_failures() == 3);
+  CHECK(s.consecutive_gateway_failures() == 0);
+  end(outcome::gateway_failure);
+  CHECK(s.consecutive_gateway_failures() == 1);
+  end(outcome::none);  // no report: changes no streak
+  CHECK(s.consecutive_gateway_failures() == 1);
+  end(outcome::success);
+  CHECK(s.consecutive_failures() == 0);
+  CHECK(s.consecutive_gateway_failures() == 0);
+  CHECK(s.requests() == 6);
+}

@@ -266,3 +266,24 @@ TEST_CASE("invalid options are reported") {
   o.failure_percentage_threshold = -1;
   CHECK_FALSE(validate(o));
 }
+
+TEST_CASE("consecutive gateway failures eject when enabled, at their own threshold") {
+  backend_registry r;
+  add_backends(r, 3);
+  auto o = consecutive_only();
+  o.consecutive_failures = 10;
+  o.consecutive_gateway_failures = 3;
+  outlier_detector d(r, o, t0);
+  outcomes(r, 0, 2, outcome::gateway_failure);
+  outcomes(r, 0, 1, outcome::failure);  // breaks the gateway streak
+  outcomes(r, 0, 2, outcome::gateway_failure);
+  CHECK(d.evaluate(t0).empty());  // gateway streak 2, all failures 5 < 10
+  outcomes(r, 0, 1, outcome::gateway_failure);
+  const auto ev = d.evaluate(t0);
+  REQUIRE(ev.size() == 1);
+  CHECK(ev[0].reason == ejection_reason::consecutive_gateway_failures);
+  CHECK(to_string(ev[0].reason) == "consecutive gateway failures");
+  // Off by default, as in Envoy: the same sequence under the defaults ejects for the
+  // general count only.
+  CHECK(outlier_detection_options{}.consecutive_gateway_failures == 0);
+}

@@ -25,6 +25,10 @@ struct outlier_detection_options {
   // Consecutive failed requests that eject a backend at the next evaluation (Envoy
   // consecutive_5xx: 5). 0 disables.
   std::uint32_t consecutive_failures = 5;
+  // Consecutive gateway failures (outcome::gateway_failure: refused, reset, timed out, HTTP
+  // 502/503/504) that eject (Envoy consecutive_gateway_failure: 5, but not enforced by
+  // default). 0 disables; off by default, as in Envoy.
+  std::uint32_t consecutive_gateway_failures = 0;
   // The window of the statistical checks below (Envoy interval: 10 s).
   std::chrono::milliseconds interval{10'000};
   // An ejection lasts base_ejection_time × the number of times the backend was ejected, at
@@ -80,14 +84,17 @@ inline result<void> validate(const outlier_detection_options& o) {
 // Why a backend was ejected.
 enum class ejection_reason : std::uint8_t {
   consecutive_failures,
+  consecutive_gateway_failures,
   success_rate,
-  failure_percentage
+  failure_percentage,
 };
 
 constexpr std::string_view to_string(ejection_reason r) noexcept {
   switch (r) {
     case ejection_reason::consecutive_failures:
       return "consecutive failures";
+    case ejection_reason::consecutive_gateway_failures:
+      return "consecutive gateway failures";
     case ejection_reason::success_rate:
       return "success rate";
     case ejection_reason::failure_percentage:
@@ -139,6 +146,7 @@ class outlier_detector {
         r.ejected = false;
         r.restored_at = now;
         r.failure_base = m.state().consecutive_failures();
+        r.gateway_base = m.state().consecutive_gateway_failures();
         events.push_back({m.id(), false, r.reason, now});
       }
       ejected += r.ejected;
@@ -160,15 +168,20 @@ class outlier_detector {
       events.push_back({m.id(), true, why, r.until});
     };
 
-    // Consecutive failures, counted since the last restoration.
-    if (options_.consecutive_failures != 0) {
-      for (const auto& m : snap->members()) {
-        record& r = records_.find(m.id())->second;
-        const std::uint64_t cf = m.state().consecutive_failures();
-        if (cf < r.failure_base) r.failure_base = 0;  // a success reset the count since
-        if (cf - r.failure_base >= options_.consecutive_failures) {
-          eject(m, r, ejection_reason::consecutive_failures);
-        }
+    // Consecutive (gateway) failures, counted since the last restoration.
+    auto streak = [](std::uint64_t count, std::uint64_t& base) {
+      if (count < base) base = 0;  // another outcome reset the count since
+      return count - base;
+    };
+    for (const auto& m : snap->members()) {
+      record& r = records_.find(m.id())->second;
+      const auto gateway = streak(m.state().consecutive_gateway_failures(), r.gateway_base);
+      const auto any = streak(m.state().consecutive_failures(), r.failure_base);
+      if (options_.consecutive_gateway_failures != 0 &&
+          gateway >= options_.consecutive_gateway_failures) {
+        eject(m, r, ejection_reason::consecutive_gateway_failures);
+      } else if (options_.consecutive_failures != 0 && any >= options_.consecutive_failures) {
+        eject(m, r, ejection_reason::consecutive_failures);
       }
     }
 
@@ -202,6 +215,7 @@ class outlier_detector {
     std::uint64_t successes;  // counters at the start of the window
     std::uint64_t failures;
     std::uint64_t failure_base = 0;  // consecutive failures already acted on
+    std::uint64_t gateway_base = 0;  // consecutive gateway failures already acted on
     std::uint32_t ejections = 0;
     bool ejected = false;
     ejection_reason reason = ejection_reason::consecutive_failures;
