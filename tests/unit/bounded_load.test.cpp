@@ -35,6 +35,8 @@
 #include <lbkit/policy/ring_hash.hpp>
 #include <lbkit/selection_policy.hpp>
 
+#include "../support/backends.hpp"
+
 using lbkit::backend_registry;
 using lbkit::balancer;
 using lbkit::bounded_load;
@@ -45,28 +47,9 @@ using lbkit::pick_context;
 
 namespace {
 
-// Backend `i` of a test: id "b000".."b999" (so id order is index order), port 10000 + i.
-std::string id_of(std::size_t i) {
-  std::string s = std::to_string(i);
-  return "b" + std::string(3 - s.size(), '0') + s;
-}
-
-lbkit::backend make(std::size_t i, std::uint32_t weight = 1) {
-  return lbkit::backend(id_of(i), *lbkit::endpoint::parse("10.0.0.1:" + std::to_string(10000 + i)),
-                        weight);
-}
-
-// Adds backends b000.. with these weights, in one published version (in reverse order if
-// asked: the registry sorts by id, so the result is the same).
-void add_weighted(backend_registry& r, const std::vector<std::uint32_t>& weights,
-                  bool reverse = false) {
-  change_set cs;
-  for (std::size_t k = 0; k < weights.size(); ++k) {
-    const std::size_t i = reverse ? weights.size() - 1 - k : k;
-    cs.add(make(i, weights[i]));
-  }
-  REQUIRE(r.apply(cs));
-}
+using lbkit::test::add_weighted;
+using lbkit::test::id_of;
+using lbkit::test::make;
 
 // The inner hash policies, ring_hash made small (64 nodes per unit of weight) to keep builds
 // quick; the same object serves alone and inside bounded_load.

@@ -25,6 +25,8 @@
 #include <lbkit/policy/least_response_time.hpp>
 #include <lbkit/selection_policy.hpp>
 
+#include "../support/backends.hpp"
+
 using namespace std::chrono_literals;
 using lbkit::backend_registry;
 using lbkit::balancer;
@@ -36,23 +38,9 @@ using lbkit::outcome;
 
 namespace {
 
-// Backend `i` of a test: id "b000".."b999" (so id order is index order), port 10000 + i.
-std::string id_of(std::size_t i) {
-  std::string s = std::to_string(i);
-  return "b" + std::string(3 - s.size(), '0') + s;
-}
-
-lbkit::backend make(std::size_t i, std::uint32_t weight = 1) {
-  return lbkit::backend(id_of(i), *lbkit::endpoint::parse("10.0.0.1:" + std::to_string(10000 + i)),
-                        weight);
-}
-
-// Adds backends b000.. with these weights, in one published version.
-void add_weighted(backend_registry& r, const std::vector<std::uint32_t>& weights) {
-  change_set cs;
-  for (std::size_t i = 0; i < weights.size(); ++i) cs.add(make(i, weights[i]));
-  REQUIRE(r.apply(cs));
-}
+using lbkit::test::add_weighted;
+using lbkit::test::id_of;
+using lbkit::test::make;
 
 lbkit::backend_state& state(const backend_registry& r, std::size_t i) {
   return r.current()->members()[i].state();

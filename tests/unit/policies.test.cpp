@@ -20,6 +20,8 @@
 #include <lbkit/policy/weighted_round_robin.hpp>
 #include <lbkit/selection_policy.hpp>
 
+#include "../support/backends.hpp"
+
 using lbkit::backend_registry;
 using lbkit::balancer;
 using lbkit::change_set;
@@ -28,23 +30,9 @@ using lbkit::lease;
 
 namespace {
 
-// Backend `i` of a test: id "b000".."b999" (so id order is index order), port 10000 + i.
-std::string id_of(std::size_t i) {
-  std::string s = std::to_string(i);
-  return "b" + std::string(3 - s.size(), '0') + s;
-}
-
-lbkit::backend make(std::size_t i, std::uint32_t weight = 1) {
-  return lbkit::backend(id_of(i), *lbkit::endpoint::parse("10.0.0.1:" + std::to_string(10000 + i)),
-                        weight);
-}
-
-// Adds backends b000.. with these weights, in one published version.
-void add_weighted(backend_registry& r, const std::vector<std::uint32_t>& weights) {
-  change_set cs;
-  for (std::size_t i = 0; i < weights.size(); ++i) cs.add(make(i, weights[i]));
-  REQUIRE(r.apply(cs));
-}
+using lbkit::test::add_weighted;
+using lbkit::test::id_of;
+using lbkit::test::make;
 
 void add_equal(backend_registry& r, std::size_t n) {
   add_weighted(r, std::vector<std::uint32_t>(n, 1));
