@@ -15,6 +15,7 @@
 #include "lbkit/health/outlier_detector.hpp"
 #include "lbkit/health/probe.hpp"
 #include "lbkit/health/tcp_connect_probe.hpp"
+#include "lbkit/net/proxy_protocol.hpp"
 #include "lbkit/policy/anchor_hash.hpp"
 #include "lbkit/policy/bounded_load.hpp"
 #include "lbkit/policy/jump_hash.hpp"
