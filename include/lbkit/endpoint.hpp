@@ -60,6 +60,19 @@ class ip_address {
     return {bytes_.data(), is_v4() ? 4u : 16u};
   }
 
+  // True for ::ffff:a.b.c.d, the form in which an AF_INET6 socket reports an IPv4 peer.
+  constexpr bool is_v4_mapped() const noexcept {
+    if (!is_v6()) return false;
+    for (std::size_t i = 0; i < 10; ++i) {
+      if (bytes_[i] != 0) return false;
+    }
+    return bytes_[10] == 0xff && bytes_[11] == 0xff;
+  }
+  // An IPv4-mapped address as the IPv4 address it carries; any other address unchanged.
+  constexpr ip_address unmapped() const noexcept {
+    return is_v4_mapped() ? v4({bytes_[12], bytes_[13], bytes_[14], bytes_[15]}) : *this;
+  }
+
   // Canonical text: dotted quad, or RFC 5952 for IPv6 (lower case, longest run of two or
   // more zero groups shown as "::", IPv4-mapped addresses as ::ffff:a.b.c.d).
   std::string to_string() const;

@@ -232,17 +232,6 @@ inline std::string describe_icmp_error(bool v6, std::uint8_t type, std::uint8_t 
   return out;
 }
 
-// An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 address it stands for: an ICMPv6
-// echo cannot reach it, an ICMP one can.
-constexpr ip_address unmap_v4(const ip_address& a) noexcept {
-  if (!a.is_v6()) return a;
-  const auto b = a.bytes();
-  for (std::size_t i = 0; i < 10; ++i)
-    if (b[i] != 0) return a;
-  if (b[10] != 0xff || b[11] != 0xff) return a;
-  return ip_address::v4({b[12], b[13], b[14], b[15]});
-}
-
 // The address in a sockaddr_in or sockaddr_in6, as text ("?" if it is neither).
 inline std::string sockaddr_text(const sockaddr_storage& ss, socklen_t len) {
   auto e = endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
@@ -368,7 +357,8 @@ class icmp_echo_probe {
     if (detail::ms_left(deadline) == 0) {
       return done({probe_status::timeout, "deadline passed before the echo request was sent"});
     }
-    const ip_address to = detail::unmap_v4(target.address());
+    // An ICMPv6 echo cannot reach an IPv4-mapped address; an ICMP one can.
+    const ip_address to = target.address().unmapped();
     const bool v6 = to.is_v6();
     sockaddr_storage ss{};
     const socklen_t sslen = endpoint(to, 0).to_sockaddr(ss);
