@@ -15,6 +15,8 @@
 #include "lbkit/health/outlier_detector.hpp"
 #include "lbkit/health/probe.hpp"
 #include "lbkit/health/tcp_connect_probe.hpp"
+#include "lbkit/net/cidr_table.hpp"
+#include "lbkit/net/flow_table.hpp"
 #include "lbkit/net/proxy_protocol.hpp"
 #include "lbkit/policy/anchor_hash.hpp"
 #include "lbkit/policy/bounded_load.hpp"
