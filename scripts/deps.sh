@@ -7,6 +7,8 @@ packages=(
   g++ clang libclang-rt-14-dev cmake ninja-build   # toolchains (g++ 12, clang 14), build
   doctest-dev                                      # tests
   libbenchmark-dev                                 # bench/
+  libcli11-dev                                     # examples: command lines
+  haproxy nginx libnginx-mod-stream wrk            # interop tests and bench/proxy peers
 )
 
 missing=()

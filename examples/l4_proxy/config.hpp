@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: MIT
+// The L4 proxy's configuration: what the command line fills in, and the small parsers for
+// the values that are not plain numbers (durations, backend specs). Parsing is strict and
+// every rejection says what was wrong, as for any input from outside.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <lbkit/lbkit.hpp>
+
+namespace l4 {
+
+using std::chrono::milliseconds;
+
+// One --backend ADDR:PORT[,weight=N][,id=NAME].
+struct backend_spec {
+  lbkit::endpoint address;
+  std::uint32_t weight = 1;
+  std::string id;  // default: the address text
+};
+
+enum class health_kind { none, tcp, http, icmp };
+
+struct config {
+  std::vector<lbkit::endpoint> listen;
+  std::vector<backend_spec> backends;
+  std::string policy = "round_robin";
+
+  health_kind health = health_kind::none;
+  std::string health_path = "/";  // http only
+  milliseconds health_interval{2000};
+  milliseconds health_timeout{1000};
+  std::uint32_t rise = 2;
+  std::uint32_t fall = 3;
+  // Passive detection: consecutive failed connects that eject a backend (0: off).
+  std::uint32_t passive_failures = 5;
+  milliseconds ejection_time{30'000};
+
+  bool udp = false;
+  std::optional<lbkit::proxy_version> send_proxy;
+  bool accept_proxy = false;
+  std::vector<lbkit::cidr> allow;
+  std::vector<lbkit::cidr> deny;
+
+  unsigned threads = 1;
+  std::optional<lbkit::endpoint> stats;
+  std::uint32_t max_connections = 20'000;
+  milliseconds connect_timeout{2000};
+  std::uint32_t retries = 2;
+  milliseconds idle_timeout{600'000};  // TCP: no byte either way for this long closes it
+  milliseconds udp_timeout{30'000};    // UDP: a session without datagrams ends
+  milliseconds drain_timeout{10'000};  // SIGTERM: how long open connections may finish
+  bool splice = true;
+  bool quiet = false;
+};
+
+// "500ms", "2s", "1m", "1h": a whole number and a unit; the unit is required, so that "2"
+// cannot mean two seconds to one reader and two milliseconds to another.
+inline lbkit::result<milliseconds> parse_duration(std::string_view text) {
+  std::size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  const std::string_view unit = text.substr(digits);
+  const auto n = lbkit::detail::parse_decimal(text.substr(0, digits), 1'000'000'000);
+  if (!n) {
+    return lbkit::make_error(lbkit::errc::invalid_argument,
+                             "duration " + lbkit::detail::quote(text) +
+                                 " does not start with a whole number (want e.g. 500ms, 2s, 1m)");
+  }
+  std::uint64_t scale = 0;
+  if (unit == "ms") scale = 1;
+  if (unit == "s") scale = 1000;
+  if (unit == "m") scale = 60'000;
+  if (unit == "h") scale = 3'600'000;
+  if (scale == 0) {
+    return lbkit::make_error(lbkit::errc::invalid_argument,
+                             "duration " + lbkit::detail::quote(text) +
+                                 " needs a unit: ms, s, m or h (e.g. 500ms, 2s)");
+  }
+  return milliseconds(static_cast<std::int64_t>(*n * scale));
+}
+
+// "10.0.0.1:80", "[::1]:8080,weight=3", "10.0.0.2:80,weight=2,id=web-2".
+inline lbkit::result<backend_spec> parse_backend(std::string_view text) {
+  const auto comma = text.find(',');
+  auto address = lbkit::endpoint::parse(text.substr(0, comma));
+  if (!address) {
+    return lbkit::make_error(address.error().code, "backend " + lbkit::detail::quote(text) +
+                                                       ": " + address.error().message);
+  }
+  backend_spec b{*address, 1, address->to_string()};
+  std::string_view rest = comma == std::string_view::npos ? "" : text.substr(comma + 1);
+  while (!rest.empty()) {
+    const auto next = rest.find(',');
+    const std::string_view item = rest.substr(0, next);
+    rest = next == std::string_view::npos ? "" : rest.substr(next + 1);
+    const auto eq = item.find('=');
+    const std::string_view key = item.substr(0, eq);
+    const std::string_view value = eq == std::string_view::npos ? "" : item.substr(eq + 1);
+    if (key == "weight" && eq != std::string_view::npos) {
+      const auto w = lbkit::detail::parse_decimal(value, lbkit::max_weight);
+      if (!w) {
+        return lbkit::make_error(lbkit::errc::out_of_range,
+                                 "backend " + lbkit::detail::quote(text) + ": weight " +
+                                     lbkit::detail::quote(value) + " is not a whole number 0.." +
+                                     std::to_string(lbkit::max_weight));
+      }
+      b.weight = static_cast<std::uint32_t>(*w);
+    } else if (key == "id" && eq != std::string_view::npos) {
+      b.id = std::string(value);
+    } else {
+      return lbkit::make_error(lbkit::errc::invalid_argument,
+                               "backend " + lbkit::detail::quote(text) + ": unknown option " +
+                                   lbkit::detail::quote(item) + " (want weight=N or id=NAME)");
+    }
+  }
+  return b;
+}
+
+}  // namespace l4

@@ -1,0 +1,506 @@
+// SPDX-License-Identifier: MIT
+// lbkit_l4_proxy: a TCP/UDP load balancer in the manner of HAProxy `mode tcp` or nginx
+// `stream`, assembled from lbkit on plain Linux epoll. See docs/l4_proxy.md.
+//
+// The main thread parses the command line, opens the listening sockets, builds the registry,
+// the balancer and the health checker, starts one worker (event loop) per --threads, and
+// then handles signals, the stats endpoint and passive outlier detection until SIGTERM.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <lbkit/lbkit.hpp>
+
+#include "config.hpp"
+#include "worker.hpp"
+
+namespace l4 {
+namespace {
+
+[[noreturn]] void die(const std::string& message) {
+  std::fprintf(stderr, "lbkit_l4_proxy: %s\n", message.c_str());
+  std::exit(2);
+}
+
+// A listening socket on `at` (port 0 picks one), with SO_REUSEPORT so that every worker can
+// own one on the same address.
+lbkit::result<listen_socket> open_listener(const lbkit::endpoint& at, bool udp) {
+  sockaddr_storage ss{};
+  const socklen_t len = at.to_sockaddr(ss);
+  const int fd = ::socket(ss.ss_family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK |
+                                            SOCK_CLOEXEC, 0);
+  auto fail = [&](const char* what) {
+    const std::string m = std::string(what) + " " + at.to_string() + (udp ? "/udp" : "/tcp") +
+                          ": " + std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    return lbkit::make_error(lbkit::errc::failed_precondition, m);
+  };
+  if (fd < 0) return fail("socket");
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (ss.ss_family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&ss), len) != 0) return fail("bind");
+  if (!udp && ::listen(fd, 4096) != 0) return fail("listen");
+  sockaddr_storage bound{};
+  socklen_t blen = sizeof bound;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &blen);
+  auto e = lbkit::endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&bound), blen);
+  if (!e) return fail("getsockname");
+  return listen_socket{fd, *e, udp};
+}
+
+// Calls f.template operator()<Policy>() for the policy named `name`; false if none is.
+template <class F>
+bool with_policy(std::string_view name, F&& f) {
+  if (name == "round_robin") return f.template operator()<lbkit::round_robin>(), true;
+  if (name == "weighted_round_robin") {
+    return f.template operator()<lbkit::weighted_round_robin>(), true;
+  }
+  if (name == "weighted_random") return f.template operator()<lbkit::weighted_random>(), true;
+  if (name == "least_connections") {
+    return f.template operator()<lbkit::least_connections>(), true;
+  }
+  if (name == "power_of_two_choices") {
+    return f.template operator()<lbkit::power_of_two_choices>(), true;
+  }
+  if (name == "least_response_time") {
+    return f.template operator()<lbkit::least_response_time>(), true;
+  }
+  if (name == "modulo_hash") return f.template operator()<lbkit::modulo_hash>(), true;
+  if (name == "ring_hash") return f.template operator()<lbkit::ring_hash>(), true;
+  if (name == "maglev") return f.template operator()<lbkit::maglev>(), true;
+  if (name == "jump_hash") return f.template operator()<lbkit::jump_hash>(), true;
+  if (name == "rendezvous_hash") return f.template operator()<lbkit::rendezvous_hash>(), true;
+  if (name == "anchor_hash") return f.template operator()<lbkit::anchor_hash>(), true;
+  if (name == "bounded_maglev") {
+    return f.template operator()<lbkit::bounded_load<lbkit::maglev>>(), true;
+  }
+  if (name == "bounded_ring_hash") {
+    return f.template operator()<lbkit::bounded_load<lbkit::ring_hash>>(), true;
+  }
+  return false;
+}
+constexpr const char* policy_names =
+    "round_robin, weighted_round_robin, weighted_random, least_connections, "
+    "power_of_two_choices, least_response_time, modulo_hash, ring_hash, maglev, jump_hash, "
+    "rendezvous_hash, anchor_hash, bounded_maglev, bounded_ring_hash";
+
+const char* health_text(const lbkit::backend_state& s) {
+  if (s.ejected()) return "ejected";
+  return s.active_health() == lbkit::health::healthy ? "up" : "down";
+}
+
+// The stats page: plain text, one `key value` line per global counter and one line of
+// key=value pairs per backend, so that both people and scripts can read it.
+std::string stats_text(const lbkit::backend_registry& registry, const config& cfg,
+                       const std::vector<std::unique_ptr<worker_counters>>& workers,
+                       std::chrono::steady_clock::time_point started) {
+  auto sum = [&](auto member) {
+    std::uint64_t n = 0;
+    for (const auto& w : workers) n += ((*w).*member).load(std::memory_order_relaxed);
+    return n;
+  };
+  std::string out;
+  auto line = [&](const char* key, std::uint64_t v) {
+    out += key;
+    out += ' ';
+    out += std::to_string(v);
+    out += '\n';
+  };
+  line("uptime_seconds",
+       static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                      std::chrono::steady_clock::now() - started)
+                                      .count()));
+  line("connections_active", sum(&worker_counters::active));
+  line("connections_total", sum(&worker_counters::accepted));
+  line("denied", sum(&worker_counters::denied));
+  line("proxy_header_errors", sum(&worker_counters::proxy_header_errors));
+  line("no_backend", sum(&worker_counters::no_backend));
+  line("retries", sum(&worker_counters::retries));
+  line("timeouts", sum(&worker_counters::timeouts));
+  line("udp_sessions_active", sum(&worker_counters::udp_sessions));
+  line("udp_dropped", sum(&worker_counters::udp_dropped));
+  const auto snap = registry.current();
+  for (std::size_t i = 0; i < cfg.backends.size(); ++i) {
+    const auto* m = snap->find(cfg.backends[i].id);
+    if (m == nullptr) continue;
+    std::uint64_t to = 0, from = 0, fails = 0, dgrams = 0;
+    for (const auto& w : workers) {
+      to += w->backend[i].bytes_to.load(std::memory_order_relaxed);
+      from += w->backend[i].bytes_from.load(std::memory_order_relaxed);
+      fails += w->backend[i].connect_failures.load(std::memory_order_relaxed);
+      dgrams += w->backend[i].datagrams.load(std::memory_order_relaxed);
+    }
+    const auto& s = m->state();
+    out += "backend id=" + m->id() + " address=" + m->address().to_string() +
+           " weight=" + std::to_string(m->weight()) + " health=" + health_text(s) +
+           " active=" + std::to_string(s.active()) + " picks=" + std::to_string(s.requests()) +
+           " failures=" + std::to_string(s.failures()) + " connect_failures=" +
+           std::to_string(fails) + " bytes_to=" + std::to_string(to) +
+           " bytes_from=" + std::to_string(from) + " datagrams=" + std::to_string(dgrams) + "\n";
+  }
+  return out;
+}
+
+// Answers one stats request on a connection accepted by the main thread; bounded to 200 ms
+// so that a silent client cannot hold the main thread.
+void serve_stats(int listen_fd, const std::string& body) {
+  const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd < 0) return;
+  const timeval tv{0, 200'000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  std::string request;
+  char buf[1024];
+  while (request.find("\r\n\r\n") == std::string::npos && request.size() < 8192) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    request.append(buf, static_cast<std::size_t>(n));
+  }
+  const bool get = request.rfind("GET ", 0) == 0;
+  const std::string reply =
+      get ? "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " +
+                std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body
+          : std::string("HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n"
+                        "Connection: close\r\n\r\n");
+  [[maybe_unused]] auto n = ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL);
+  ::close(fd);
+}
+
+// Starts the active health checker the configuration asks for; empty for --health none.
+std::shared_ptr<void> start_health(lbkit::backend_registry& registry, const config& cfg) {
+  lbkit::health_checker_options o;
+  o.check.interval = cfg.health_interval;
+  o.check.fast_interval = std::max(cfg.health_interval / 2, milliseconds(1));
+  o.check.down_interval = cfg.health_interval * 2;
+  o.check.timeout = cfg.health_timeout;
+  o.check.rise = cfg.rise;
+  o.check.fall = cfg.fall;
+  auto log = [quiet = cfg.quiet](const lbkit::health_event& e) {
+    if (quiet) return;
+    std::fprintf(stderr, "lbkit_l4_proxy: backend %s (%s) is %s: %s\n", e.id.c_str(),
+                 e.address.to_string().c_str(),
+                 e.to == lbkit::health::healthy ? "up" : "down",
+                 e.cause.detail.empty() ? std::string(lbkit::to_string(e.cause.status)).c_str()
+                                        : e.cause.detail.c_str());
+  };
+  auto start = [&]<class Probe>(Probe probe) -> std::shared_ptr<void> {
+    auto c = std::make_shared<lbkit::health_checker<Probe>>(registry, std::move(probe), o);
+    c->on_change(log);
+    return c;
+  };
+  switch (cfg.health) {
+    case health_kind::none:
+      return {};
+    case health_kind::tcp:
+      return start(lbkit::tcp_connect_probe());
+    case health_kind::http: {
+      lbkit::http_probe::options po;
+      po.path = cfg.health_path;
+      if (auto v = lbkit::http_probe::validate(po); !v) die("--health http: " + v.error().message);
+      return start(lbkit::http_probe(po));
+    }
+    case health_kind::icmp:
+      return start(lbkit::icmp_echo_probe());
+  }
+  return {};
+}
+
+template <class Policy>
+int run(const config& cfg, std::vector<std::vector<listen_socket>> sockets) {
+  lbkit::backend_registry registry;
+  for (const auto& b : cfg.backends) {
+    // With active checks a backend starts down and needs `rise` good answers first, as in
+    // HAProxy; without, it starts up.
+    if (auto r = registry.add(lbkit::backend(b.id, b.address, b.weight),
+                              cfg.health == health_kind::none ? lbkit::health::healthy
+                                                              : lbkit::health::unhealthy);
+        !r) {
+      die(r.error().message);
+    }
+  }
+  lbkit::balancer<Policy> balancer(registry);
+
+  shared_state shared{cfg, {}, {}, {}, {}};
+  for (const auto& c : cfg.deny) {
+    if (auto r = shared.acl.add(c, lbkit::acl_action::deny); !r) die(r.error().message);
+  }
+  for (const auto& c : cfg.allow) {
+    if (auto r = shared.acl.add(c, lbkit::acl_action::allow); !r) die(r.error().message);
+  }
+  {
+    const auto snap = registry.current();
+    for (std::size_t i = 0; i < cfg.backends.size(); ++i) {
+      if (const auto* m = snap->find(cfg.backends[i].id)) shared.index[&m->state()] = i;
+    }
+  }
+
+  std::vector<std::unique_ptr<worker_counters>> counters;
+  std::vector<std::unique_ptr<worker<Policy>>> workers;
+  for (auto& s : sockets) {
+    counters.push_back(std::make_unique<worker_counters>(cfg.backends.size()));
+    workers.push_back(
+        std::make_unique<worker<Policy>>(shared, balancer, std::move(s), *counters.back()));
+  }
+  auto health = start_health(registry, cfg);
+
+  std::optional<lbkit::outlier_detector> outliers;
+  if (cfg.passive_failures > 0) {
+    lbkit::outlier_detection_options o;
+    o.consecutive_failures = cfg.passive_failures;
+    o.base_ejection_time = cfg.ejection_time;
+    o.max_ejection_time = std::max(cfg.ejection_time, o.max_ejection_time);
+    outliers.emplace(registry, o);
+  }
+
+  std::vector<std::jthread> threads;
+  for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
+
+  // Signals arrive through a signalfd (they were blocked in every thread before any was
+  // started), next to the stats socket, in one epoll set.
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&set, s);
+  const int sfd = ::signalfd(-1, &set, SFD_CLOEXEC);
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = sfd;
+  ::epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
+  int stats_fd = -1;
+  if (cfg.stats) {
+    auto l = open_listener(*cfg.stats, false);
+    if (!l) die("--stats: " + l.error().message);
+    stats_fd = l->fd;
+    ev.data.fd = stats_fd;
+    ::epoll_ctl(ep, EPOLL_CTL_ADD, stats_fd, &ev);
+    std::printf("stats on %s\n", l->local.to_string().c_str());
+  }
+  std::fflush(stdout);
+
+  const auto started = std::chrono::steady_clock::now();
+  for (bool running = true; running;) {
+    epoll_event events[4];
+    const int n = ::epoll_wait(ep, events, 4, 1000);
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.fd == stats_fd) {
+        serve_stats(stats_fd, stats_text(registry, cfg, counters, started));
+        continue;
+      }
+      signalfd_siginfo si{};
+      if (::read(sfd, &si, sizeof si) != sizeof si) continue;
+      if (si.ssi_signo == SIGUSR1) {
+        const std::string text = stats_text(registry, cfg, counters, started);
+        std::fwrite(text.data(), 1, text.size(), stderr);
+      } else {
+        running = false;
+      }
+    }
+    if (outliers) {
+      for (const auto& e : outliers->evaluate(std::chrono::steady_clock::now())) {
+        if (!cfg.quiet) {
+          std::fprintf(stderr, "lbkit_l4_proxy: backend %s %s (passive: %s)\n", e.id.c_str(),
+                       e.ejected ? "ejected" : "restored",
+                       std::string(lbkit::to_string(e.reason)).c_str());
+        }
+      }
+    }
+  }
+  if (!cfg.quiet) std::fprintf(stderr, "lbkit_l4_proxy: stopping, draining connections\n");
+  shared.stopping.store(true, std::memory_order_release);
+  for (auto& w : workers) w->wake();
+  threads.clear();  // joins: each worker returns when drained or at the drain deadline
+  health.reset();
+  if (stats_fd >= 0) ::close(stats_fd);
+  ::close(sfd);
+  ::close(ep);
+  return 0;
+}
+
+}  // namespace
+}  // namespace l4
+
+int main(int argc, char** argv) {
+  using namespace l4;
+  config cfg;
+  CLI::App app{
+      "lbkit_l4_proxy: a TCP/UDP load balancer built from lbkit on epoll.\n"
+      "Durations take a unit: 500ms, 2s, 1m, 1h."};
+  app.set_help_flag("-h,--help", "Print this help and exit");
+
+  std::vector<std::string> listen, backends, allow, deny;
+  std::string health = "none", health_interval = "2s", health_timeout = "1s",
+              connect_timeout = "2s", idle_timeout = "10m", udp_timeout = "30s",
+              drain_timeout = "10s", ejection_time = "30s", proxy_protocol, stats;
+  app.add_option("--listen", listen, "Address to accept on, ADDR:PORT (repeatable; port 0 picks one)")
+      ->required();
+  app.add_option("--backend", backends,
+                 "Backend, ADDR:PORT[,weight=N][,id=NAME] (repeatable; weight 0..1000000, "
+                 "default 1; id defaults to the address)")
+      ->required();
+  app.add_option("--policy", cfg.policy, std::string("Selection policy: ") + policy_names)
+      ->capture_default_str();
+  app.add_option("--health", health, "Active health check: none, tcp, http:PATH or icmp")
+      ->capture_default_str();
+  app.add_option("--health-interval", health_interval, "Time between checks of a healthy backend")
+      ->capture_default_str();
+  app.add_option("--health-timeout", health_timeout, "Deadline of one check")
+      ->capture_default_str();
+  app.add_option("--rise", cfg.rise, "Good checks that bring a backend up")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--fall", cfg.fall, "Failed checks that bring a backend down")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--passive-failures", cfg.passive_failures,
+                 "Consecutive failed connects that eject a backend (0: off)")
+      ->capture_default_str();
+  app.add_option("--ejection-time", ejection_time, "How long the first passive ejection lasts")
+      ->capture_default_str();
+  app.add_flag("--udp", cfg.udp, "Proxy UDP datagrams instead of TCP connections");
+  app.add_option("--proxy-protocol", proxy_protocol,
+                 "Send a PROXY protocol header (v1 or v2) to backends (TCP)");
+  app.add_flag("--accept-proxy", cfg.accept_proxy,
+               "Expect a PROXY protocol header (v1 or v2) from clients (TCP)");
+  app.add_option("--allow", allow, "Accept only clients in this CIDR (repeatable)");
+  app.add_option("--deny", deny, "Refuse clients in this CIDR (repeatable; longest match wins)");
+  app.add_option("--threads", cfg.threads, "Event loops (threads), one listener each")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  app.add_option("--stats", stats, "Serve plain-text stats over HTTP on ADDR:PORT");
+  app.add_option("--max-connections", cfg.max_connections, "Open TCP connections at most")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10'000'000));
+  app.add_option("--connect-timeout", connect_timeout, "Deadline of a backend connect")
+      ->capture_default_str();
+  app.add_option("--retries", cfg.retries, "Connect retries on other backends")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100));
+  app.add_option("--idle-timeout", idle_timeout, "Close a TCP connection idle this long")
+      ->capture_default_str();
+  app.add_option("--udp-timeout", udp_timeout, "End a UDP session idle this long")
+      ->capture_default_str();
+  app.add_option("--drain-timeout", drain_timeout, "On SIGTERM, wait this long for connections")
+      ->capture_default_str();
+  bool no_splice = false;
+  app.add_flag("--no-splice", no_splice, "Never use splice(2) for bulk transfers");
+  app.add_flag("-q,--quiet", cfg.quiet, "Log nothing but errors at startup");
+  CLI11_PARSE(app, argc, argv);
+
+  auto check = [](auto r, const std::string& flag) {
+    if (!r) die(flag + ": " + r.error().message);
+    return std::move(*r);
+  };
+  for (const auto& l : listen) {
+    cfg.listen.push_back(check(lbkit::endpoint::parse(l, lbkit::port_zero::allow), "--listen"));
+  }
+  for (const auto& b : backends) cfg.backends.push_back(check(parse_backend(b), "--backend"));
+  for (const auto& c : allow) cfg.allow.push_back(check(lbkit::cidr::parse(c), "--allow"));
+  for (const auto& c : deny) cfg.deny.push_back(check(lbkit::cidr::parse(c), "--deny"));
+  cfg.health_interval = check(parse_duration(health_interval), "--health-interval");
+  cfg.health_timeout = check(parse_duration(health_timeout), "--health-timeout");
+  cfg.connect_timeout = check(parse_duration(connect_timeout), "--connect-timeout");
+  cfg.idle_timeout = check(parse_duration(idle_timeout), "--idle-timeout");
+  cfg.udp_timeout = check(parse_duration(udp_timeout), "--udp-timeout");
+  cfg.drain_timeout = check(parse_duration(drain_timeout), "--drain-timeout");
+  cfg.ejection_time = check(parse_duration(ejection_time), "--ejection-time");
+  for (auto [d, flag] : {std::pair{cfg.health_interval, "--health-interval"},
+                         {cfg.health_timeout, "--health-timeout"},
+                         {cfg.connect_timeout, "--connect-timeout"},
+                         {cfg.idle_timeout, "--idle-timeout"},
+                         {cfg.udp_timeout, "--udp-timeout"},
+                         {cfg.ejection_time, "--ejection-time"}}) {
+    if (d.count() <= 0) die(std::string(flag) + ": must be above 0");
+  }
+  cfg.splice = !no_splice;
+  if (health == "none") {
+    cfg.health = health_kind::none;
+  } else if (health == "tcp") {
+    cfg.health = health_kind::tcp;
+  } else if (health == "icmp") {
+    cfg.health = health_kind::icmp;
+  } else if (health.rfind("http:", 0) == 0 && health.size() > 5) {
+    cfg.health = health_kind::http;
+    cfg.health_path = health.substr(5);
+  } else {
+    die("--health: " + lbkit::detail::quote(health) + " is not none, tcp, http:PATH or icmp");
+  }
+  if (!proxy_protocol.empty()) {
+    if (proxy_protocol == "v1") {
+      cfg.send_proxy = lbkit::proxy_version::v1;
+    } else if (proxy_protocol == "v2") {
+      cfg.send_proxy = lbkit::proxy_version::v2;
+    } else {
+      die("--proxy-protocol: " + lbkit::detail::quote(proxy_protocol) + " is not v1 or v2");
+    }
+  }
+  if (cfg.udp && (cfg.send_proxy || cfg.accept_proxy)) {
+    die("--proxy-protocol and --accept-proxy apply to TCP, not to --udp");
+  }
+  if (!stats.empty()) {
+    cfg.stats = check(lbkit::endpoint::parse(stats, lbkit::port_zero::allow), "--stats");
+  }
+  {
+    std::vector<std::string> ids;
+    for (const auto& b : cfg.backends) {
+      if (std::find(ids.begin(), ids.end(), b.id) != ids.end()) {
+        die("--backend: two backends have the id " + lbkit::detail::quote(b.id) +
+            " (give one an id=NAME)");
+      }
+      ids.push_back(b.id);
+    }
+  }
+
+  if (!with_policy(cfg.policy, []<class>() {})) {
+    die("--policy: " + lbkit::detail::quote(cfg.policy) + " is not one of: " + policy_names);
+  }
+
+  // Signals: SIGPIPE ignored (a peer that closed is an EPIPE, not a death); the others are
+  // blocked in every thread and read by the main loop through a signalfd.
+  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&set, s);
+  ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  // Two descriptors per connection plus pipes: raise the soft limit to the hard one.
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+
+  // One socket per listen address per worker. A port-0 address is resolved by the first
+  // worker's socket, and the others bind the port it got.
+  std::vector<std::vector<listen_socket>> sockets(cfg.threads);
+  for (auto& at : cfg.listen) {
+    for (unsigned t = 0; t < cfg.threads; ++t) {
+      auto s = open_listener(at, cfg.udp);
+      if (!s) die(s.error().message);
+      if (t == 0) {
+        at = s->local;
+        std::printf("listening on %s/%s\n", at.to_string().c_str(), cfg.udp ? "udp" : "tcp");
+      }
+      sockets[t].push_back(*s);
+    }
+  }
+  std::fflush(stdout);
+
+  int rc = 0;
+  with_policy(cfg.policy, [&]<class Policy>() { rc = run<Policy>(cfg, std::move(sockets)); });
+  return rc;
+}

@@ -1,0 +1,870 @@
+// SPDX-License-Identifier: MIT
+// One event loop of the L4 proxy: a thread with its own epoll set, its own listening sockets
+// (SO_REUSEPORT spreads new connections and UDP flows over the threads), its own lbkit
+// picker, and every connection it accepted. Threads share only the registry, the balancer
+// and relaxed counters.
+//
+// Epoll is edge-triggered. Each socket is registered once, for reading and writing, and the
+// loop keeps two flags per socket — "may have bytes to read", "may take bytes" — set by
+// events and cleared by EAGAIN or a short read or write. Backpressure then needs no epoll_ctl
+// call at all: a direction that still holds bytes its destination did not take simply does
+// not read more, and resumes when the destination's EPOLLOUT edge arrives. Level-triggered
+// epoll would need an EPOLL_CTL_MOD each time a side stops or resumes reading; nginx works
+// the edge-triggered way for the same reason.
+//
+// Bytes move through a 16 KiB buffer taken from a per-thread pool only while it holds data
+// (an idle connection holds none). After a read fills a whole buffer — a bulk transfer —
+// the next reads of that direction use splice(2) through a pooled pipe instead, so large
+// bodies are not copied through user space; small request/response traffic stays on plain
+// recv/send, where the two extra splice calls would cost more than the copy.
+#pragma once
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include <lbkit/lbkit.hpp>
+
+#include "config.hpp"
+
+namespace l4 {
+
+// Adds n to a counter that only one thread writes: no locked instruction on the data path,
+// while the stats reader still sees a torn-free value.
+inline void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
+  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+// Per-backend counters of one worker (the stats page sums the workers).
+struct backend_counters {
+  std::atomic<std::uint64_t> bytes_to{0};    // client → backend
+  std::atomic<std::uint64_t> bytes_from{0};  // backend → client
+  std::atomic<std::uint64_t> connect_failures{0};
+  std::atomic<std::uint64_t> datagrams{0};
+};
+
+// Counters of one worker.
+struct worker_counters {
+  explicit worker_counters(std::size_t backends) : backend(backends) {}
+  std::vector<backend_counters> backend;
+  std::atomic<std::uint64_t> accepted{0};
+  std::atomic<std::uint64_t> active{0};  // open TCP connections (written by the worker only)
+  std::atomic<std::uint64_t> denied{0};
+  std::atomic<std::uint64_t> proxy_header_errors{0};
+  std::atomic<std::uint64_t> no_backend{0};
+  std::atomic<std::uint64_t> retries{0};
+  std::atomic<std::uint64_t> timeouts{0};
+  std::atomic<std::uint64_t> udp_sessions{0};  // open
+  std::atomic<std::uint64_t> udp_dropped{0};
+};
+
+// What every worker shares. Built before the workers start; read-only afterwards except
+// for the atomics.
+struct shared_state {
+  const config& cfg;
+  lbkit::access_list acl;
+  // backend_state → position in cfg.backends, for the counters. Membership is fixed for the
+  // proxy's life (the command line sets it), so the map never changes after start.
+  std::unordered_map<const lbkit::backend_state*, std::size_t> index;
+  std::atomic<std::uint64_t> connections{0};  // open TCP connections, all workers
+  std::atomic<bool> stopping{false};
+};
+
+// A listening socket a worker owns.
+struct listen_socket {
+  int fd = -1;
+  lbkit::endpoint local;
+  bool udp = false;
+};
+
+template <lbkit::selection_policy Policy>
+class worker {
+ public:
+  worker(shared_state& shared, const lbkit::balancer<Policy>& b, std::vector<listen_socket> ls,
+         worker_counters& counters)
+      : shared_(shared),
+        cfg_(shared.cfg),
+        picker_(b.make_picker()),
+        counters_(counters),
+        flows_(lbkit::flow_table_options{
+            .capacity = std::max<std::size_t>(shared.cfg.max_connections, 1),
+            .idle_timeout = shared.cfg.udp_timeout,
+            .shards = 1}) {
+    ep_ = ::epoll_create1(EPOLL_CLOEXEC);
+    wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    add(wake_fd_, &wake_, EPOLLIN | EPOLLET);
+    for (auto& l : ls) {
+      auto h = std::make_unique<listener>();
+      h->k = l.udp ? kind::udp_listener : kind::tcp_listener;
+      h->sock = l;
+      add(l.fd, h.get(), EPOLLIN | EPOLLET);
+      listeners_.push_back(std::move(h));
+    }
+  }
+  worker(const worker&) = delete;
+  worker& operator=(const worker&) = delete;
+  ~worker() {
+    for (auto& l : listeners_) close_fd(l->sock.fd);
+    reap();
+    while (conns_.next != &conns_) destroy(static_cast<connection*>(conns_.next));
+    while (sessions_.next != &sessions_) end_session(static_cast<udp_session*>(sessions_.next));
+    reap();
+    for (char* b : free_buffers_) delete[] b;
+    for (auto& p : free_pipes_) {
+      ::close(p[0]);
+      ::close(p[1]);
+    }
+    close_fd(wake_fd_);
+    close_fd(ep_);
+  }
+
+  // Asks the loop to stop accepting and drain (safe from any thread).
+  void wake() noexcept {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+  }
+
+  // Runs until shared.stopping is set and every connection ended or the drain time passed.
+  void run() {
+    std::array<epoll_event, 256> events;
+    std::int64_t next_tick = 0;
+    std::int64_t drain_deadline = 0;
+    for (;;) {
+      const int n = ::epoll_wait(ep_, events.data(), static_cast<int>(events.size()), 100);
+      now_ = lbkit::detail::coarse_now_ns();
+      for (int i = 0; i < n; ++i) dispatch(events[static_cast<std::size_t>(i)]);
+      while (!retry_.empty()) {
+        connection* c = retry_.back();
+        retry_.pop_back();
+        if (c->ph == phase::retrying) connect_backend(c);
+      }
+      reap();
+      if (now_ >= next_tick) {
+        tick();
+        next_tick = now_ + 100'000'000;
+      }
+      if (shared_.stopping.load(std::memory_order_acquire)) {
+        if (drain_deadline == 0) {
+          drain_deadline = now_ + std::chrono::nanoseconds(cfg_.drain_timeout).count();
+          for (auto& l : listeners_) close_fd(l->sock.fd);  // stop accepting at once
+        }
+        if (conns_.next == &conns_) break;
+        if (now_ >= drain_deadline) break;  // the destructor closes what is left
+      }
+    }
+  }
+
+ private:
+  enum class kind : std::uint8_t { wake, tcp_listener, udp_listener, client, server, session };
+  struct pollable {
+    kind k = kind::wake;
+    void* owner = nullptr;  // the connection a client/server side belongs to
+  };
+  struct listener : pollable {
+    listen_socket sock;
+    bool paused = false;
+  };
+  struct link {
+    link* prev = this;
+    link* next = this;
+    void unlink() noexcept {
+      prev->next = next;
+      next->prev = prev;
+      prev = next = this;
+    }
+    void push_back(link& l) noexcept {
+      l.prev = prev;
+      l.next = this;
+      prev->next = &l;
+      prev = &l;
+    }
+  };
+
+  static constexpr std::size_t buffer_size = 16 * 1024;
+  static constexpr std::size_t pipe_chunk = 64 * 1024;
+
+  // One direction of a connection: bytes read from one socket and not yet written to the
+  // other, in a buffer or a pipe.
+  struct direction {
+    char* buf = nullptr;
+    std::uint32_t head = 0, tail = 0;
+    std::array<int, 2> pipe{-1, -1};
+    std::size_t in_pipe = 0;
+    bool eof = false;   // the source ended its writing
+    bool shut = false;  // ... and that was passed on with shutdown(SHUT_WR)
+    bool bulk = false;  // the last read filled the buffer: splice the next one
+    bool pending() const noexcept { return tail > head || in_pipe > 0; }
+  };
+
+  enum class phase : std::uint8_t { header, connecting, retrying, established, closed };
+
+  struct connection : link {
+    pollable client_side{kind::client};
+    pollable server_side{kind::server};
+    int cfd = -1, sfd = -1;
+    phase ph = phase::header;
+    // Readiness, per socket: events set these, EAGAIN or short transfers clear them.
+    bool c_in = false, c_out = false, c_hup = false;
+    bool s_in = false, s_out = false, s_hup = false;
+    direction up, down;  // up: client → backend
+    lbkit::lease lease;
+    const lbkit::backend_state* failed = nullptr;  // last backend that refused us
+    std::uint32_t attempts = 0;
+    std::size_t backend = 0;  // index into the counters
+    lbkit::endpoint peer, local;
+    lbkit::ip_address client;  // the real client: peer, or the PROXY header's source
+    std::optional<lbkit::proxy_header> incoming;
+    std::int64_t since = 0;        // start of the current phase
+    std::int64_t last_active = 0;  // last byte either way
+    std::int64_t connect_latency = 0;
+  };
+
+  struct udp_session : link, pollable {
+    int fd = -1;
+    listener* via = nullptr;
+    lbkit::endpoint client_ep;
+    lbkit::flow_key key;
+    lbkit::lease lease;
+    std::size_t backend = 0;
+    std::int64_t last_active = 0;
+    bool replied = false;
+    bool dead = false;
+  };
+
+  // --- plumbing --------------------------------------------------------------------------
+
+  void add(int fd, pollable* p, std::uint32_t events) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.ptr = p;
+    if (::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      std::fprintf(stderr, "lbkit_l4_proxy: epoll_ctl: %s\n", std::strerror(errno));
+    }
+  }
+  static void close_fd(int& fd) noexcept {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+
+  char* take_buffer() {
+    if (free_buffers_.empty()) return new char[buffer_size];
+    char* b = free_buffers_.back();
+    free_buffers_.pop_back();
+    return b;
+  }
+  void give_buffer(direction& d) {
+    if (d.buf == nullptr) return;
+    if (free_buffers_.size() < 256) {
+      free_buffers_.push_back(d.buf);
+    } else {
+      delete[] d.buf;
+    }
+    d.buf = nullptr;
+    d.head = d.tail = 0;
+  }
+  bool take_pipe(direction& d) {
+    if (d.pipe[0] >= 0) return true;
+    if (!free_pipes_.empty()) {
+      d.pipe = free_pipes_.back();
+      free_pipes_.pop_back();
+      return true;
+    }
+    int p[2];
+    if (::pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return false;  // fall back to the buffer
+    d.pipe = {p[0], p[1]};
+    return true;
+  }
+  void give_pipe(direction& d) {
+    if (d.pipe[0] < 0) return;
+    if (d.in_pipe == 0 && free_pipes_.size() < 64) {
+      free_pipes_.push_back(d.pipe);
+    } else {
+      ::close(d.pipe[0]);
+      ::close(d.pipe[1]);
+    }
+    d.pipe = {-1, -1};
+    d.in_pipe = 0;
+  }
+
+  void dispatch(const epoll_event& ev) {
+    auto* p = static_cast<pollable*>(ev.data.ptr);
+    switch (p->k) {
+      case kind::wake: {
+        std::uint64_t v;
+        while (::read(wake_fd_, &v, sizeof v) > 0) {
+        }
+        return;
+      }
+      case kind::tcp_listener:
+        return accept_all(*static_cast<listener*>(p));
+      case kind::udp_listener:
+        return client_datagrams(*static_cast<listener*>(p));
+      case kind::session:
+        return backend_datagrams(*static_cast<udp_session*>(p));
+      case kind::client: {
+        auto* c = static_cast<connection*>(p->owner);
+        if (c->ph == phase::closed) return;
+        const std::uint32_t e = ev.events;
+        if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->c_in = true;
+        if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) c->c_out = true;
+        if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->c_hup = true;
+        return progress(c);
+      }
+      case kind::server: {
+        auto* c = static_cast<connection*>(p->owner);
+        if (c->ph != phase::connecting && c->ph != phase::established) return;
+        const std::uint32_t e = ev.events;
+        if (e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->s_in = true;
+        if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->s_hup = true;
+        if (c->ph == phase::connecting) {
+          if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) finish_connect(c);
+          return;
+        }
+        if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) c->s_out = true;
+        return progress(c);
+      }
+    }
+  }
+
+  // --- TCP -------------------------------------------------------------------------------
+
+  void accept_all(listener& l) {
+    while (!l.paused) {
+      if (shared_.connections.load(std::memory_order_relaxed) >= cfg_.max_connections) {
+        pause(l);  // the kernel's backlog holds the rest until a connection ends
+        return;
+      }
+      sockaddr_storage ss{};
+      socklen_t len = sizeof ss;
+      const int fd = ::accept4(l.sock.fd, reinterpret_cast<sockaddr*>(&ss), &len,
+                               SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == EMFILE || errno == ENFILE) pause(l);  // retried on the next tick
+        return;
+      }
+      auto peer = lbkit::endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+      if (!peer) {
+        ::close(fd);
+        continue;
+      }
+      shared_.connections.fetch_add(1, std::memory_order_relaxed);
+      bump(counters_.accepted);
+      bump(counters_.active);
+      auto* c = new connection;
+      c->client_side.owner = c->server_side.owner = c;
+      conns_.push_back(*c);
+      c->cfd = fd;
+      c->peer = *peer;
+      c->client = peer->address();
+      c->local = l.sock.local;
+      c->since = c->last_active = now_;
+      const int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      if (c->local.address() == lbkit::ip_address() ||
+          c->local.address() == lbkit::ip_address::v6({})) {
+        // A wildcard listener: the PROXY header wants the address the client reached.
+        sockaddr_storage ls{};
+        socklen_t ll = sizeof ls;
+        if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ls), &ll) == 0) {
+          if (auto e = lbkit::endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ls), ll)) {
+            c->local = *e;
+          }
+        }
+      }
+      add(fd, &c->client_side, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+      if (cfg_.accept_proxy) {
+        c->ph = phase::header;  // wait for the header; the tick enforces a deadline
+      } else {
+        admit(c);
+      }
+    }
+  }
+
+  void pause(listener& l) {
+    if (l.paused || l.sock.fd < 0) return;
+    ::epoll_ctl(ep_, EPOLL_CTL_DEL, l.sock.fd, nullptr);
+    l.paused = true;
+  }
+  void resume_listeners() {
+    if (shared_.connections.load(std::memory_order_relaxed) >= cfg_.max_connections) return;
+    for (auto& l : listeners_) {
+      if (!l->paused || l->sock.fd < 0) continue;
+      l->paused = false;
+      add(l->sock.fd, l.get(), EPOLLIN | EPOLLET);
+      accept_all(*l);  // edge-triggered: what queued meanwhile raises no new edge
+    }
+  }
+
+  // Reads the PROXY header an upstream load balancer put in front of the client's bytes.
+  void read_header(connection* c) {
+    direction& d = c->up;
+    if (d.buf == nullptr) d.buf = take_buffer();
+    while (c->c_in && d.tail < buffer_size) {
+      const ssize_t n = ::recv(c->cfd, d.buf + d.tail, buffer_size - d.tail, 0);
+      if (n > 0) {
+        d.tail += static_cast<std::uint32_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) {
+        c->c_in = false;
+        break;
+      }
+      return close_conn(c, false);  // closed or failed before the header was complete
+    }
+    const auto r = lbkit::parse_proxy_header(
+        std::span(reinterpret_cast<const std::uint8_t*>(d.buf), d.tail));
+    if (r.status == lbkit::proxy_parse_status::incomplete) {
+      if (d.tail < buffer_size) return;  // wait for more
+    }
+    if (r.status != lbkit::proxy_parse_status::complete) {
+      bump(counters_.proxy_header_errors);
+      if (!cfg_.quiet) {
+        std::fprintf(stderr, "lbkit_l4_proxy: closing %s: bad PROXY header: %s\n",
+                     c->peer.to_string().c_str(),
+                     r.status == lbkit::proxy_parse_status::invalid ? r.error.c_str()
+                                                                    : "too long");
+      }
+      return close_conn(c, false);
+    }
+    d.head = static_cast<std::uint32_t>(r.size);
+    if (d.head == d.tail) give_buffer(d);
+    if (r.header.command == lbkit::proxy_command::proxy &&
+        (r.header.family == lbkit::proxy_family::inet ||
+         r.header.family == lbkit::proxy_family::inet6)) {
+      c->client = r.header.source.address();
+      c->incoming = r.header;
+    }
+    admit(c);
+  }
+
+  // ACL, then the PROXY header we send, then a backend.
+  void admit(connection* c) {
+    if (!shared_.acl.allows(c->client)) {
+      bump(counters_.denied);
+      return close_conn(c, false);
+    }
+    if (cfg_.send_proxy) {
+      const lbkit::proxy_header h =
+          c->incoming ? with_version(*c->incoming, *cfg_.send_proxy)
+                      : lbkit::proxy_header::for_stream(c->peer, c->local, *cfg_.send_proxy);
+      std::array<std::uint8_t, 536> out;
+      auto n = lbkit::write_proxy_header(h, out);
+      if (!n || !prepend(c->up, std::span(out.data(), *n))) {
+        bump(counters_.proxy_header_errors);
+        return close_conn(c, false);
+      }
+    }
+    connect_backend(c);
+  }
+
+  static lbkit::proxy_header with_version(lbkit::proxy_header h, lbkit::proxy_version v) {
+    h.version = v;
+    if (v == lbkit::proxy_version::v1) h.tlvs.clear();  // v1 has no TLVs
+    return h;
+  }
+
+  // Puts bytes in front of whatever the direction holds (the client may already have sent
+  // data after its own PROXY header).
+  bool prepend(direction& d, std::span<const std::uint8_t> bytes) {
+    if (d.buf == nullptr) d.buf = take_buffer();
+    const std::size_t held = d.tail - d.head;
+    if (held + bytes.size() > buffer_size) return false;
+    if (d.head < bytes.size()) {
+      std::memmove(d.buf + bytes.size(), d.buf + d.head, held);
+      d.head = static_cast<std::uint32_t>(bytes.size());
+      d.tail = static_cast<std::uint32_t>(bytes.size() + held);
+    }
+    d.head -= static_cast<std::uint32_t>(bytes.size());
+    std::memcpy(d.buf + d.head, bytes.data(), bytes.size());
+    return true;
+  }
+
+  void connect_backend(connection* c) {
+    const auto context = lbkit::pick_context::for_client(c->client);
+    lbkit::lease l = picker_.pick(context);
+    // After a refused connect, try not to pick the same backend again (a hash policy
+    // would): a few more picks, with a different key for keyed policies.
+    for (std::uint64_t salt = 1; l && &l.backend() == c->failed && salt <= 4; ++salt) {
+      l = picker_.pick(lbkit::pick_context::for_hash(lbkit::hash_u64(context.hash + salt)));
+    }
+    if (!l) {
+      bump(counters_.no_backend);
+      return close_conn(c, false);
+    }
+    const auto it = shared_.index.find(&l.backend());
+    c->backend = it == shared_.index.end() ? 0 : it->second;
+    c->lease = std::move(l);
+    ++c->attempts;
+    c->ph = phase::connecting;
+    c->since = now_;
+    c->s_in = c->s_out = c->s_hup = false;
+    c->connect_latency = lbkit::detail::precise_now_ns();
+
+    sockaddr_storage ss{};
+    const socklen_t len = c->lease.address().to_sockaddr(ss);
+    c->sfd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (c->sfd < 0) return connect_failed(c);
+    const int one = 1;
+    ::setsockopt(c->sfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    add(c->sfd, &c->server_side, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+    if (::connect(c->sfd, reinterpret_cast<const sockaddr*>(&ss), len) != 0 &&
+        errno != EINPROGRESS) {
+      return connect_failed(c);
+    }
+    // Connected or in progress: EPOLLOUT tells which.
+  }
+
+  void finish_connect(connection* c) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (::getsockopt(c->sfd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+      return connect_failed(c);
+    }
+    c->connect_latency = lbkit::detail::precise_now_ns() - c->connect_latency;
+    c->ph = phase::established;
+    c->since = c->last_active = now_;
+    c->s_out = true;
+    progress(c);
+  }
+
+  // A refused, reset or timed-out connect: a gateway failure for passive health, then
+  // another backend while attempts remain. The retry runs after this batch of events, so
+  // that events still queued for the closed socket cannot be taken for the new one's.
+  void connect_failed(connection* c) {
+    bump(counters_.backend[c->backend].connect_failures);
+    c->failed = &c->lease.backend();
+    c->lease.report(lbkit::outcome::gateway_failure);
+    close_fd(c->sfd);
+    if (c->attempts > cfg_.retries || shared_.stopping.load(std::memory_order_relaxed)) {
+      return close_conn(c, false);
+    }
+    bump(counters_.retries);
+    c->ph = phase::retrying;
+    retry_.push_back(c);
+  }
+
+  void progress(connection* c) {
+    c->last_active = now_;
+    if (c->ph == phase::header) return read_header(c);
+    if (c->ph != phase::established) return;
+    const bool ok_up = pump(c->up, c->cfd, c->sfd, c->c_in, c->s_out, c->c_hup,
+                            counters_.backend[c->backend].bytes_to);
+    const bool ok_down = ok_up && pump(c->down, c->sfd, c->cfd, c->s_in, c->c_out, c->s_hup,
+                                       counters_.backend[c->backend].bytes_from);
+    if (!ok_up || !ok_down) return close_conn(c, true);
+    if (c->up.shut && c->down.shut) close_conn(c, false);
+  }
+
+  // Moves what can be moved from one socket to the other. False on a socket error.
+  bool pump(direction& d, int from, int to, bool& readable, bool& writable, bool hup,
+            std::atomic<std::uint64_t>& moved) {
+    for (;;) {
+      if (d.in_pipe > 0) {
+        if (!writable) return true;
+        const ssize_t n = ::splice(d.pipe[0], nullptr, to, nullptr, d.in_pipe,
+                                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          if (errno != EAGAIN) return false;
+          writable = false;
+          return true;
+        }
+        d.in_pipe -= static_cast<std::size_t>(n);
+        bump(moved, static_cast<std::uint64_t>(n));
+        if (d.in_pipe == 0) give_pipe(d);
+        continue;
+      }
+      if (d.tail > d.head) {
+        if (!writable) return true;
+        const ssize_t n = ::send(to, d.buf + d.head, d.tail - d.head, MSG_NOSIGNAL);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          if (errno != EAGAIN) return false;
+          writable = false;
+          return true;
+        }
+        d.head += static_cast<std::uint32_t>(n);
+        bump(moved, static_cast<std::uint64_t>(n));
+        if (d.head == d.tail) give_buffer(d);
+        continue;
+      }
+      if (d.eof) {
+        if (!d.shut) {
+          ::shutdown(to, SHUT_WR);  // pass the half-close on
+          d.shut = true;
+        }
+        return true;
+      }
+      if (!readable) return true;
+      if (d.bulk && cfg_.splice && take_pipe(d)) {
+        const ssize_t n = ::splice(from, nullptr, d.pipe[1], nullptr, pipe_chunk,
+                                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+          // A short splice does not mean the socket is drained: the pipe may have run
+          // out of slots (one per packet fragment). Only EAGAIN says it is.
+          d.in_pipe = static_cast<std::size_t>(n);
+          d.bulk = static_cast<std::size_t>(n) >= buffer_size;
+          continue;
+        }
+        give_pipe(d);
+        if (n == 0) {
+          d.eof = true;
+          continue;
+        }
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) return false;
+        readable = false;
+        return true;
+      }
+      if (d.buf == nullptr) d.buf = take_buffer();
+      const ssize_t n = ::recv(from, d.buf, buffer_size, 0);
+      if (n > 0) {
+        d.head = 0;
+        d.tail = static_cast<std::uint32_t>(n);
+        d.bulk = static_cast<std::size_t>(n) == buffer_size;
+        // A short read drained the socket; the next arrival raises a new edge. After
+        // EPOLLRDHUP keep reading, to see the end.
+        if (static_cast<std::size_t>(n) < buffer_size && !hup) readable = false;
+        continue;
+      }
+      give_buffer(d);
+      if (n == 0) {
+        d.eof = true;
+        continue;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) return false;
+      readable = false;
+      return true;
+    }
+  }
+
+  // Ends a connection. `abort`: a socket failed, so the other side gets a reset rather than
+  // an orderly end it could mistake for a complete answer.
+  void close_conn(connection* c, bool abort) {
+    if (c->ph == phase::closed) return;
+    if (c->lease) {
+      c->lease.report(abort ? lbkit::outcome::failure : lbkit::outcome::success,
+                      std::chrono::nanoseconds(c->ph == phase::established ? c->connect_latency
+                                                                           : 0));
+    }
+    c->ph = phase::closed;
+    if (abort) {
+      const linger l{1, 0};
+      if (c->cfd >= 0) ::setsockopt(c->cfd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+      if (c->sfd >= 0) ::setsockopt(c->sfd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    }
+    dead_.push_back(c);  // freed after this batch of events
+  }
+
+  // Frees a connection (closing its sockets if close_conn did not already mark it).
+  void destroy(connection* c) {
+    c->unlink();
+    close_fd(c->cfd);
+    close_fd(c->sfd);
+    give_buffer(c->up);
+    give_buffer(c->down);
+    give_pipe(c->up);
+    give_pipe(c->down);
+    c->lease.release();
+    shared_.connections.fetch_sub(1, std::memory_order_relaxed);
+    counters_.active.store(counters_.active.load(std::memory_order_relaxed) - 1,
+                           std::memory_order_relaxed);
+    delete c;
+  }
+
+  void reap() {
+    if (dead_.empty() && dead_sessions_.empty()) return;
+    for (connection* c : dead_) destroy(c);
+    dead_.clear();
+    for (udp_session* s : dead_sessions_) delete s;
+    dead_sessions_.clear();
+    resume_listeners();
+  }
+
+  // Every 100 ms: deadlines of connects and headers, idle connections and UDP sessions,
+  // paused listeners.
+  void tick() {
+    const auto connect_ns = std::chrono::nanoseconds(cfg_.connect_timeout).count();
+    const auto idle_ns = std::chrono::nanoseconds(cfg_.idle_timeout).count();
+    for (link* l = conns_.next; l != &conns_;) {
+      auto* c = static_cast<connection*>(l);
+      l = l->next;
+      if (c->ph == phase::connecting && now_ - c->since >= connect_ns) {
+        bump(counters_.timeouts);
+        connect_failed(c);
+      } else if (c->ph == phase::header && now_ - c->since >= connect_ns) {
+        bump(counters_.proxy_header_errors);
+        close_conn(c, false);
+      } else if (c->ph == phase::established && now_ - c->last_active >= idle_ns) {
+        bump(counters_.timeouts);
+        close_conn(c, false);
+      }
+    }
+    const auto udp_ns = std::chrono::nanoseconds(cfg_.udp_timeout).count();
+    for (link* l = sessions_.next; l != &sessions_;) {
+      auto* s = static_cast<udp_session*>(l);
+      l = l->next;
+      if (now_ - s->last_active >= udp_ns) end_session(s);
+    }
+    while (!retry_.empty()) {  // connect_failed above may have queued retries
+      connection* c = retry_.back();
+      retry_.pop_back();
+      if (c->ph == phase::retrying) connect_backend(c);
+    }
+    reap();
+    resume_listeners();
+  }
+
+  // --- UDP -------------------------------------------------------------------------------
+
+  void client_datagrams(listener& l) {
+    for (;;) {
+      sockaddr_storage ss{};
+      socklen_t len = sizeof ss;
+      const ssize_t n = ::recvfrom(l.sock.fd, dgram_.data(), dgram_.size(), 0,
+                                   reinterpret_cast<sockaddr*>(&ss), &len);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return;  // EAGAIN, or an ICMP error queued on the socket
+      }
+      auto client = lbkit::endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+      if (!client || !shared_.acl.allows(client->address())) {
+        bump(counters_.denied);
+        continue;
+      }
+      udp_session* s = session_for(l, *client);
+      if (s == nullptr) {
+        bump(counters_.udp_dropped);
+        continue;
+      }
+      s->last_active = now_;
+      if (::send(s->fd, dgram_.data(), static_cast<std::size_t>(n), 0) < 0) {
+        if (errno == ECONNREFUSED) s->lease.report(lbkit::outcome::gateway_failure);
+        bump(counters_.udp_dropped);
+        continue;
+      }
+      bump(counters_.backend[s->backend].bytes_to, static_cast<std::uint64_t>(n));
+      bump(counters_.backend[s->backend].datagrams);
+    }
+  }
+
+  // The client's session, or a new one on a backend from the balancer. The flow table keeps
+  // a client on its backend for as long as it keeps sending, whatever the membership does.
+  udp_session* session_for(listener& l, const lbkit::endpoint& client) {
+    const auto key = lbkit::flow_key::for_five_tuple(client, l.sock.local, IPPROTO_UDP);
+    if (auto found = flows_.find(key, now_)) {
+      if (!(*found)->dead) return *found;
+    }
+    if (shared_.stopping.load(std::memory_order_relaxed)) return nullptr;
+    lbkit::lease lease = picker_.pick(lbkit::pick_context::for_client(client.address()));
+    if (!lease) {
+      bump(counters_.no_backend);
+      return nullptr;
+    }
+    sockaddr_storage ss{};
+    const socklen_t len = lease.address().to_sockaddr(ss);
+    const int fd = ::socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return nullptr;
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&ss), len) != 0) {
+      ::close(fd);
+      lease.report(lbkit::outcome::gateway_failure);
+      return nullptr;
+    }
+    auto* s = new udp_session;
+    s->k = kind::session;
+    s->fd = fd;
+    s->via = &l;
+    s->client_ep = client;
+    s->key = key;
+    const auto it = shared_.index.find(&lease.backend());
+    s->backend = it == shared_.index.end() ? 0 : it->second;
+    s->lease = std::move(lease);
+    s->last_active = now_;
+    sessions_.push_back(*s);
+    bump(counters_.udp_sessions);
+    add(fd, s, EPOLLIN | EPOLLET);
+    if (auto evicted = flows_.insert(key, s, now_)) {
+      if (evicted->second != s) end_session(evicted->second);
+    }
+    return s;
+  }
+
+  void backend_datagrams(udp_session& s) {
+    if (s.dead) return;
+    sockaddr_storage ss{};
+    const socklen_t len = s.client_ep.to_sockaddr(ss);
+    for (;;) {
+      const ssize_t n = ::recv(s.fd, dgram_.data(), dgram_.size(), 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == ECONNREFUSED) {  // ICMP port unreachable from the backend
+          s.lease.report(lbkit::outcome::gateway_failure);
+          continue;
+        }
+        return;
+      }
+      s.replied = true;
+      s.last_active = now_;
+      if (s.via->sock.fd < 0 ||
+          ::sendto(s.via->sock.fd, dgram_.data(), static_cast<std::size_t>(n), 0,
+                   reinterpret_cast<const sockaddr*>(&ss), len) < 0) {
+        bump(counters_.udp_dropped);
+        continue;
+      }
+      bump(counters_.backend[s.backend].bytes_from, static_cast<std::uint64_t>(n));
+    }
+  }
+
+  void end_session(udp_session* s) {
+    if (s->dead) return;
+    s->dead = true;
+    if (auto mine = flows_.find(s->key, now_); mine && *mine == s) flows_.erase(s->key);
+    s->lease.report(s->replied ? lbkit::outcome::success : lbkit::outcome::none);
+    close_fd(s->fd);
+    s->unlink();
+    counters_.udp_sessions.store(counters_.udp_sessions.load(std::memory_order_relaxed) - 1,
+                                 std::memory_order_relaxed);
+    dead_sessions_.push_back(s);
+  }
+
+  shared_state& shared_;
+  const config& cfg_;
+  typename lbkit::balancer<Policy>::picker picker_;
+  worker_counters& counters_;
+  int ep_ = -1;
+  int wake_fd_ = -1;
+  pollable wake_{kind::wake};
+  std::vector<std::unique_ptr<listener>> listeners_;
+  link conns_;
+  link sessions_;
+  std::vector<connection*> retry_;
+  std::vector<connection*> dead_;
+  std::vector<udp_session*> dead_sessions_;
+  std::vector<char*> free_buffers_;
+  std::vector<std::array<int, 2>> free_pipes_;
+  lbkit::flow_table<udp_session*> flows_;
+  std::array<char, 65536> dgram_{};
+  std::int64_t now_ = 0;
+};
+
+}  // namespace l4
