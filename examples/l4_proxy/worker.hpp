@@ -417,6 +417,7 @@ class worker {
   void read_header(connection* c) {
     direction& d = c->up;
     if (d.buf == nullptr) d.buf = take_buffer();
+    bool eof = false;  // the client may send header, data and FIN at once
     while (c->c_in && d.tail < buffer_size) {
       const ssize_t n = ::recv(c->cfd, d.buf + d.tail, buffer_size - d.tail, 0);
       if (n > 0) {
@@ -428,25 +429,30 @@ class worker {
         c->c_in = false;
         break;
       }
-      return close_conn(c, false);  // closed or failed before the header was complete
+      if (n < 0) return close_conn(c, false);
+      eof = true;
+      break;
     }
     const auto r = lbkit::parse_proxy_header(
         std::span(reinterpret_cast<const std::uint8_t*>(d.buf), d.tail));
-    if (r.status == lbkit::proxy_parse_status::incomplete) {
-      if (d.tail < buffer_size) return;  // wait for more
+    if (r.status == lbkit::proxy_parse_status::incomplete && !eof && d.tail < buffer_size) {
+      return;  // wait for more
     }
     if (r.status != lbkit::proxy_parse_status::complete) {
+      if (d.tail == 0) return close_conn(c, false);  // connected and left: a TCP check
       bump(counters_.proxy_header_errors);
       if (!cfg_.quiet) {
         std::fprintf(stderr, "lbkit_l4_proxy: closing %s: bad PROXY header: %s\n",
                      c->peer.to_string().c_str(),
                      r.status == lbkit::proxy_parse_status::invalid ? r.error.c_str()
-                                                                    : "too long");
+                     : eof ? "the client ended before the header was complete"
+                           : "no complete header in the first 16 KiB");
       }
       return close_conn(c, false);
     }
     d.head = static_cast<std::uint32_t>(r.size);
     if (d.head == d.tail) give_buffer(d);
+    d.eof = eof;  // passed on once the bytes after the header are sent
     if (r.header.command == lbkit::proxy_command::proxy &&
         (r.header.family == lbkit::proxy_family::inet ||
          r.header.family == lbkit::proxy_family::inet6)) {
