@@ -39,6 +39,7 @@ enum class pick_error : std::uint8_t {
   no_backends,            // the registry is empty
   no_available_backends,  // every backend is draining or has weight 0
   no_healthy_backends,    // none is healthy (panic disabled, or fail_on_panic set)
+  member_unavailable,     // pick_member: no such backend, or it may not get new requests
 };
 
 constexpr std::string_view to_string(pick_error e) noexcept {
@@ -51,6 +52,8 @@ constexpr std::string_view to_string(pick_error e) noexcept {
       return "every backend is draining or has weight 0";
     case pick_error::no_healthy_backends:
       return "no healthy backend";
+    case pick_error::member_unavailable:
+      return "the requested backend is gone or may not get new requests";
   }
   return "unknown";
 }
@@ -213,6 +216,27 @@ class balancer {
       if (i >= p.states.size() || p.weights[i] == 0) [[unlikely]] {
         return lease(pick_error::no_healthy_backends);
       }
+      constexpr bool in_total = total_counting_policy<Policy>;
+      p.states[i]->begin_request(in_total);
+      return lease(*p.states[i], in_total);
+    }
+
+    // A lease on the backend `id`, if it may get new requests now (eligible in the current
+    // plan: healthy or the set is in panic, not draining, weight above 0); otherwise an
+    // empty lease with pick_error::member_unavailable, and the caller picks normally. This is
+    // how a sticky session (a cookie naming its backend) is honoured while the backend lasts.
+    // The pin bypasses the policy, so slow start and bounded-load caps do not apply to it.
+    // Complexity: the atomic load of pick(), then a binary search of the members by id.
+    lease pick_member(std::string_view id) noexcept {
+      if (follower_.refresh()) [[unlikely]] {
+        local_ = typename Policy::local{};
+        ramping_ = !follower_.get().ramp_start.empty();
+      }
+      const plan& p = follower_.get();
+      const auto* m = p.members->find(id);
+      if (m == nullptr) return lease(pick_error::member_unavailable);
+      const auto i = static_cast<std::size_t>(m - p.members->members().data());
+      if (i >= p.states.size() || p.weights[i] == 0) return lease(pick_error::member_unavailable);
       constexpr bool in_total = total_counting_policy<Policy>;
       p.states[i]->begin_request(in_total);
       return lease(*p.states[i], in_total);

@@ -371,3 +371,42 @@ TEST_CASE("balancer options are validated, and clamped when not") {
   CHECK(lb.options().slow_start.aggression == 1);
   CHECK(lb.options().slow_start.min_weight_percent == 100);
 }
+
+TEST_CASE("pick_member pins a named backend while it may get requests, and says why not") {
+  backend_registry r;
+  REQUIRE(r.add(make("a")));
+  REQUIRE(r.add(make("b")));
+  REQUIRE(r.add(make("c")));
+  balancer<round_robin> lb(r);
+  auto picker = lb.make_picker();
+
+  {
+    lease l = picker.pick_member("b");
+    REQUIRE(l);
+    CHECK(l.id() == "b");
+    CHECK(l.backend().active() == 1);  // counted in flight like any pick
+  }
+  CHECK(r.current()->find("b")->state().active() == 0);
+
+  CHECK(picker.pick_member("nope").error() == pick_error::member_unavailable);
+
+  // Unhealthy (with the others healthy, so no panic), draining, weight 0, removed: not pinned.
+  REQUIRE(r.set_health("b", health::unhealthy));
+  CHECK(picker.pick_member("b").error() == pick_error::member_unavailable);
+  REQUIRE(r.set_health("b", health::healthy));
+  CHECK(picker.pick_member("b"));
+  REQUIRE(r.drain("b"));
+  CHECK(picker.pick_member("b").error() == pick_error::member_unavailable);
+  REQUIRE(r.drain("b", false));
+  REQUIRE(r.set_weight("b", 0));
+  CHECK(picker.pick_member("b").error() == pick_error::member_unavailable);
+  REQUIRE(r.set_weight("b", 1));
+  REQUIRE(r.remove("b"));
+  CHECK(picker.pick_member("b").error() == pick_error::member_unavailable);
+
+  // In panic every enabled member is eligible, so a pin to an unhealthy one holds.
+  REQUIRE(r.set_health("a", health::unhealthy));
+  REQUIRE(r.set_health("c", health::unhealthy));
+  CHECK(picker.pick_member("a"));
+  CHECK(to_string(pick_error::member_unavailable).find("requested backend") != std::string_view::npos);
+}
