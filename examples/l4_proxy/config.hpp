@@ -13,8 +13,11 @@
 
 #include <lbkit/lbkit.hpp>
 
+#include "../common/duration.hpp"
+
 namespace l4 {
 
+using examples::parse_duration;
 using std::chrono::milliseconds;
 
 // One --backend ADDR:PORT[,weight=N][,id=NAME].
@@ -58,31 +61,6 @@ struct config {
   bool splice = true;
   bool quiet = false;
 };
-
-// "500ms", "2s", "1m", "1h": a whole number and a unit; the unit is required, so that "2"
-// cannot mean two seconds to one reader and two milliseconds to another.
-inline lbkit::result<milliseconds> parse_duration(std::string_view text) {
-  std::size_t digits = 0;
-  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
-  const std::string_view unit = text.substr(digits);
-  const auto n = lbkit::detail::parse_decimal(text.substr(0, digits), 1'000'000'000);
-  if (!n) {
-    return lbkit::make_error(lbkit::errc::invalid_argument,
-                             "duration " + lbkit::detail::quote(text) +
-                                 " does not start with a whole number (want e.g. 500ms, 2s, 1m)");
-  }
-  std::uint64_t scale = 0;
-  if (unit == "ms") scale = 1;
-  if (unit == "s") scale = 1000;
-  if (unit == "m") scale = 60'000;
-  if (unit == "h") scale = 3'600'000;
-  if (scale == 0) {
-    return lbkit::make_error(lbkit::errc::invalid_argument,
-                             "duration " + lbkit::detail::quote(text) +
-                                 " needs a unit: ms, s, m or h (e.g. 500ms, 2s)");
-  }
-  return milliseconds(static_cast<std::int64_t>(*n * scale));
-}
 
 // "10.0.0.1:80", "[::1]:8080,weight=3", "10.0.0.2:80,weight=2,id=web-2".
 inline lbkit::result<backend_spec> parse_backend(std::string_view text) {

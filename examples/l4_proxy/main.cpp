@@ -17,6 +17,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -24,11 +25,15 @@
 
 #include <lbkit/lbkit.hpp>
 
+#include "../common/policies.hpp"
 #include "config.hpp"
 #include "worker.hpp"
 
 namespace l4 {
 namespace {
+
+using examples::policy_names;
+using examples::with_policy;
 
 [[noreturn]] void die(const std::string& message) {
   std::fprintf(stderr, "lbkit_l4_proxy: %s\n", message.c_str());
@@ -62,42 +67,6 @@ lbkit::result<listen_socket> open_listener(const lbkit::endpoint& at, bool udp) 
   if (!e) return fail("getsockname");
   return listen_socket{fd, *e, udp};
 }
-
-// Calls f.template operator()<Policy>() for the policy named `name`; false if none is.
-template <class F>
-bool with_policy(std::string_view name, F&& f) {
-  if (name == "round_robin") return f.template operator()<lbkit::round_robin>(), true;
-  if (name == "weighted_round_robin") {
-    return f.template operator()<lbkit::weighted_round_robin>(), true;
-  }
-  if (name == "weighted_random") return f.template operator()<lbkit::weighted_random>(), true;
-  if (name == "least_connections") {
-    return f.template operator()<lbkit::least_connections>(), true;
-  }
-  if (name == "power_of_two_choices") {
-    return f.template operator()<lbkit::power_of_two_choices>(), true;
-  }
-  if (name == "least_response_time") {
-    return f.template operator()<lbkit::least_response_time>(), true;
-  }
-  if (name == "modulo_hash") return f.template operator()<lbkit::modulo_hash>(), true;
-  if (name == "ring_hash") return f.template operator()<lbkit::ring_hash>(), true;
-  if (name == "maglev") return f.template operator()<lbkit::maglev>(), true;
-  if (name == "jump_hash") return f.template operator()<lbkit::jump_hash>(), true;
-  if (name == "rendezvous_hash") return f.template operator()<lbkit::rendezvous_hash>(), true;
-  if (name == "anchor_hash") return f.template operator()<lbkit::anchor_hash>(), true;
-  if (name == "bounded_maglev") {
-    return f.template operator()<lbkit::bounded_load<lbkit::maglev>>(), true;
-  }
-  if (name == "bounded_ring_hash") {
-    return f.template operator()<lbkit::bounded_load<lbkit::ring_hash>>(), true;
-  }
-  return false;
-}
-constexpr const char* policy_names =
-    "round_robin, weighted_round_robin, weighted_random, least_connections, "
-    "power_of_two_choices, least_response_time, modulo_hash, ring_hash, maglev, jump_hash, "
-    "rendezvous_hash, anchor_hash, bounded_maglev, bounded_ring_hash";
 
 const char* health_text(const lbkit::backend_state& s) {
   if (s.ejected()) return "ejected";
@@ -220,12 +189,10 @@ std::shared_ptr<void> start_health(lbkit::backend_registry& registry, const conf
   return {};
 }
 
-template <class Policy>
-int run(const config& cfg, std::vector<std::vector<listen_socket>> sockets) {
-  lbkit::backend_registry registry;
+// With active checks a backend starts down and needs `rise` good answers first, as in
+// HAProxy; without, it starts up.
+void add_backends(lbkit::backend_registry& registry, const config& cfg) {
   for (const auto& b : cfg.backends) {
-    // With active checks a backend starts down and needs `rise` good answers first, as in
-    // HAProxy; without, it starts up.
     if (auto r = registry.add(lbkit::backend(b.id, b.address, b.weight),
                               cfg.health == health_kind::none ? lbkit::health::healthy
                                                               : lbkit::health::unhealthy);
@@ -233,8 +200,13 @@ int run(const config& cfg, std::vector<std::vector<listen_socket>> sockets) {
       die(r.error().message);
     }
   }
-  lbkit::balancer<Policy> balancer(registry);
+}
 
+// Everything but the balancer, which is the only part that depends on the policy: `pickers`
+// makes one type-erased picker per worker from it.
+using picker_factory = std::function<std::unique_ptr<examples::any_picker>()>;
+int run(const config& cfg, lbkit::backend_registry& registry,
+        std::vector<std::vector<listen_socket>> sockets, const picker_factory& pickers) {
   shared_state shared{cfg, {}, {}, {}, {}};
   for (const auto& c : cfg.deny) {
     if (auto r = shared.acl.add(c, lbkit::acl_action::deny); !r) die(r.error().message);
@@ -250,11 +222,11 @@ int run(const config& cfg, std::vector<std::vector<listen_socket>> sockets) {
   }
 
   std::vector<std::unique_ptr<worker_counters>> counters;
-  std::vector<std::unique_ptr<worker<Policy>>> workers;
+  std::vector<std::unique_ptr<worker>> workers;
   for (auto& s : sockets) {
     counters.push_back(std::make_unique<worker_counters>(cfg.backends.size()));
     workers.push_back(
-        std::make_unique<worker<Policy>>(shared, balancer, std::move(s), *counters.back()));
+        std::make_unique<worker>(shared, pickers(), std::move(s), *counters.back()));
   }
   auto health = start_health(registry, cfg);
 
@@ -501,6 +473,12 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   int rc = 0;
-  with_policy(cfg.policy, [&]<class Policy>() { rc = run<Policy>(cfg, std::move(sockets)); });
+  lbkit::backend_registry registry;
+  add_backends(registry, cfg);
+  with_policy(cfg.policy, [&]<class Policy>() {
+    lbkit::balancer<Policy> balancer(registry);
+    rc = run(cfg, registry, std::move(sockets),
+             [&balancer] { return examples::make_any_picker(balancer); });
+  });
   return rc;
 }

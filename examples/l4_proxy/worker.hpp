@@ -42,6 +42,7 @@
 
 #include <lbkit/lbkit.hpp>
 
+#include "../common/policies.hpp"
 #include "config.hpp"
 
 namespace l4 {
@@ -94,14 +95,16 @@ struct listen_socket {
   bool udp = false;
 };
 
-template <lbkit::selection_policy Policy>
+// The policy is chosen at run time (--policy), so the loop holds a type-erased picker: one
+// virtual call per new connection or UDP session, and the loop is compiled once rather
+// than once per policy.
 class worker {
  public:
-  worker(shared_state& shared, const lbkit::balancer<Policy>& b, std::vector<listen_socket> ls,
-         worker_counters& counters)
+  worker(shared_state& shared, std::unique_ptr<examples::any_picker> picker,
+         std::vector<listen_socket> ls, worker_counters& counters)
       : shared_(shared),
         cfg_(shared.cfg),
-        picker_(b.make_picker()),
+        picker_(std::move(picker)),
         counters_(counters),
         flows_(lbkit::flow_table_options{
             .capacity = std::max<std::size_t>(shared.cfg.max_connections, 1),
@@ -506,11 +509,11 @@ class worker {
 
   void connect_backend(connection* c) {
     const auto context = lbkit::pick_context::for_client(c->client);
-    lbkit::lease l = picker_.pick(context);
+    lbkit::lease l = picker_->pick(context);
     // After a refused connect, try not to pick the same backend again (a hash policy
     // would): a few more picks, with a different key for keyed policies.
     for (std::uint64_t salt = 1; l && &l.backend() == c->failed && salt <= 4; ++salt) {
-      l = picker_.pick(lbkit::pick_context::for_hash(lbkit::hash_u64(context.hash + salt)));
+      l = picker_->pick(lbkit::pick_context::for_hash(lbkit::hash_u64(context.hash + salt)));
     }
     if (!l) {
       bump(counters_.no_backend);
@@ -782,7 +785,7 @@ class worker {
       if (!(*found)->dead) return *found;
     }
     if (shared_.stopping.load(std::memory_order_relaxed)) return nullptr;
-    lbkit::lease lease = picker_.pick(lbkit::pick_context::for_client(client.address()));
+    lbkit::lease lease = picker_->pick(lbkit::pick_context::for_client(client.address()));
     if (!lease) {
       bump(counters_.no_backend);
       return nullptr;
@@ -855,7 +858,7 @@ class worker {
 
   shared_state& shared_;
   const config& cfg_;
-  typename lbkit::balancer<Policy>::picker picker_;
+  std::unique_ptr<examples::any_picker> picker_;
   worker_counters& counters_;
   int ep_ = -1;
   int wake_fd_ = -1;

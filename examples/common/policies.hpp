@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: MIT
+// Shared by the examples: lbkit's selection policies by name, for configuration files and
+// command lines. Each policy is a distinct type, so the program is instantiated once per
+// policy and the name picks which instantiation runs; the pick path stays free of virtual
+// calls.
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include <lbkit/lbkit.hpp>
+
+namespace examples {
+
+// Calls f.template operator()<Policy>() for the policy named `name`; false if none is.
+template <class F>
+bool with_policy(std::string_view name, F&& f) {
+  if (name == "round_robin") return f.template operator()<lbkit::round_robin>(), true;
+  if (name == "weighted_round_robin") {
+    return f.template operator()<lbkit::weighted_round_robin>(), true;
+  }
+  if (name == "weighted_random") return f.template operator()<lbkit::weighted_random>(), true;
+  if (name == "least_connections") {
+    return f.template operator()<lbkit::least_connections>(), true;
+  }
+  if (name == "power_of_two_choices") {
+    return f.template operator()<lbkit::power_of_two_choices>(), true;
+  }
+  if (name == "least_response_time") {
+    return f.template operator()<lbkit::least_response_time>(), true;
+  }
+  if (name == "modulo_hash") return f.template operator()<lbkit::modulo_hash>(), true;
+  if (name == "ring_hash") return f.template operator()<lbkit::ring_hash>(), true;
+  if (name == "maglev") return f.template operator()<lbkit::maglev>(), true;
+  if (name == "jump_hash") return f.template operator()<lbkit::jump_hash>(), true;
+  if (name == "rendezvous_hash") return f.template operator()<lbkit::rendezvous_hash>(), true;
+  if (name == "anchor_hash") return f.template operator()<lbkit::anchor_hash>(), true;
+  if (name == "bounded_maglev") {
+    return f.template operator()<lbkit::bounded_load<lbkit::maglev>>(), true;
+  }
+  if (name == "bounded_ring_hash") {
+    return f.template operator()<lbkit::bounded_load<lbkit::ring_hash>>(), true;
+  }
+  return false;
+}
+inline constexpr const char* policy_names =
+    "round_robin, weighted_round_robin, weighted_random, least_connections, "
+    "power_of_two_choices, least_response_time, modulo_hash, ring_hash, maglev, jump_hash, "
+    "rendezvous_hash, anchor_hash, bounded_maglev, bounded_ring_hash";
+
+// A picker of whichever policy the configuration named. The pick costs one virtual call on
+// top of lbkit's, which a program that picks once per connection or request can afford; in
+// exchange the code around it is compiled once instead of once per policy.
+// Thread safety: not thread-safe, like the picker it wraps; one per thread.
+class any_picker {
+ public:
+  virtual ~any_picker() = default;
+  virtual lbkit::lease pick(const lbkit::pick_context& context) noexcept = 0;
+  virtual lbkit::lease pick_member(std::string_view id) noexcept = 0;
+};
+
+template <class Policy>
+std::unique_ptr<any_picker> make_any_picker(const lbkit::balancer<Policy>& b) {
+  class impl final : public any_picker {
+   public:
+    explicit impl(const lbkit::balancer<Policy>& b) : p_(b.make_picker()) {}
+    lbkit::lease pick(const lbkit::pick_context& context) noexcept override {
+      return p_.pick(context);
+    }
+    lbkit::lease pick_member(std::string_view id) noexcept override { return p_.pick_member(id); }
+
+   private:
+    typename lbkit::balancer<Policy>::picker p_;
+  };
+  return std::make_unique<impl>(b);
+}
+
+}  // namespace examples
