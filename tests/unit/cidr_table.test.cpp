@@ -20,31 +20,7 @@
 
 #include <lbkit/net/cidr_table.hpp>
 
-// Counts allocations, so that a test can check that a lookup makes none. TSan's runtime defines
-// operator new itself (and a replacement clashes with it at link time), so there the count
-// stays off and the allocation checks are skipped.
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define LBKIT_TEST_TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define LBKIT_TEST_TSAN 1
-#endif
-
-std::atomic<std::size_t> g_allocations{0};
-#ifndef LBKIT_TEST_TSAN
-constexpr bool g_counting_allocations = true;
-void* operator new(std::size_t n) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-#else
-constexpr bool g_counting_allocations = false;
-#endif
+#include "../support/allocation_counter.hpp"
 
 using lbkit::acl_action;
 using lbkit::cidr;
@@ -481,13 +457,13 @@ TEST_CASE("cidr_table::find and access_list::allows do not allocate") {
     probes.push_back(ip_address::v6({0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, b, 0, 1}));
   }
   std::size_t found = 0;
-  const std::size_t before = g_allocations.load();
+  const std::size_t before = lbkit::test::allocations.load();
   for (const auto& a : probes) {
     found += t.find(a) != nullptr;
     found += t.match(a).has_value();
     found += acl.allows(a);
   }
-  if (g_counting_allocations) CHECK(g_allocations.load() == before);
+  if (lbkit::test::counting_allocations) CHECK(lbkit::test::allocations.load() == before);
   CHECK(found > 0);
 }
 

@@ -25,31 +25,7 @@
 
 #include <lbkit/net/flow_table.hpp>
 
-// Counts allocations, so that a test can check that a lookup makes none. TSan's runtime defines
-// operator new itself (and a replacement clashes with it at link time), so there the count
-// stays off and the allocation checks are skipped.
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define LBKIT_TEST_TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define LBKIT_TEST_TSAN 1
-#endif
-
-std::atomic<std::size_t> g_allocations{0};
-#ifndef LBKIT_TEST_TSAN
-constexpr bool g_counting_allocations = true;
-void* operator new(std::size_t n) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-#else
-constexpr bool g_counting_allocations = false;
-#endif
+#include "../support/allocation_counter.hpp"
 
 using lbkit::endpoint;
 using lbkit::errc;
@@ -192,9 +168,9 @@ TEST_CASE("flow_table: find() does not allocate") {
   std::vector<flow_key> keys;
   for (std::uint32_t i = 0; i < 4000; ++i) keys.push_back(tcp_flow(i));  // half miss
   std::size_t hits = 0;
-  const std::size_t before = g_allocations.load();
+  const std::size_t before = lbkit::test::allocations.load();
   for (const auto& k : keys) hits += t.find(k, 1).has_value();
-  if (g_counting_allocations) CHECK(g_allocations.load() == before);
+  if (lbkit::test::counting_allocations) CHECK(lbkit::test::allocations.load() == before);
   CHECK(hits == 2000);
 }
 

@@ -22,30 +22,7 @@
 
 #include <lbkit/net/rate_limiter.hpp>
 
-// Counts allocations, so that a test can check that a hit makes none (off under TSan, whose
-// runtime defines operator new itself; as in flow_table.test.cpp).
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define LBKIT_TEST_TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define LBKIT_TEST_TSAN 1
-#endif
-
-std::atomic<std::size_t> g_allocations{0};
-#ifndef LBKIT_TEST_TSAN
-constexpr bool g_counting_allocations = true;
-void* operator new(std::size_t n) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-#else
-constexpr bool g_counting_allocations = false;
-#endif
+#include "../support/allocation_counter.hpp"
 
 using lbkit::rate_limiter;
 using lbkit::rate_limiter_options;
@@ -378,10 +355,10 @@ TEST_CASE("rate_limiter: address keys, long keys, expire(), and no allocation on
   // A hit allocates nothing, even for a key too long for the small-string buffer.
   const std::string key(40, 'k');
   CHECK(l.acquire(key, 0).allowed);
-  const std::size_t before = g_allocations.load();
+  const std::size_t before = lbkit::test::allocations.load();
   int allowed = 0;
   for (int i = 1; i <= 1000; ++i) allowed += l.acquire(key, i * s).allowed;
-  if (g_counting_allocations) CHECK(g_allocations.load() == before);
+  if (lbkit::test::counting_allocations) CHECK(lbkit::test::allocations.load() == before);
   CHECK(allowed == 1000);
 }
 

@@ -21,33 +21,7 @@
 
 #include <lbkit/net/route_table.hpp>
 
-// Counts allocations, so that a test can check that a lookup makes none. TSan's runtime defines
-// operator new itself (and a replacement clashes with it at link time), so there the count
-// stays off and the allocation checks are skipped.
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define LBKIT_TEST_TSAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define LBKIT_TEST_TSAN 1
-#endif
-
-std::atomic<std::size_t> g_allocations{0};
-#ifndef LBKIT_TEST_TSAN
-constexpr bool g_counting_allocations = true;
-void* operator new(std::size_t n) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-// Not inlined: g++ 12 at -O2 sees free() of memory from operator new in an inlined vector
-// destructor and warns (-Wmismatched-new-delete), not knowing that this new called malloc.
-[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
-[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-#else
-constexpr bool g_counting_allocations = false;
-#endif
+#include "../support/allocation_counter.hpp"
 
 using lbkit::errc;
 using lbkit::header_match;
@@ -490,7 +464,7 @@ TEST_CASE("a copied table routes on its own") {
 }
 
 TEST_CASE("match() does not allocate") {
-  if (!g_counting_allocations) return;
+  if (!lbkit::test::counting_allocations) return;
   table t;
   for (int i = 0; i < 50; ++i) {
     add(t, host_path("h" + std::to_string(i % 5) + ".example.com", "/p/" + std::to_string(i)),
@@ -510,12 +484,12 @@ TEST_CASE("match() does not allocate") {
       {.method = "GET", .host = "h3.example.com", .path = "/q", .headers = headers},
       {.method = "GET", .host = "[::1]:8080", .path = "/p/1"},
   };
-  const std::size_t before = g_allocations.load();
+  const std::size_t before = lbkit::test::allocations.load();
   std::size_t hits = 0;
   for (int round = 0; round < 100; ++round) {
     for (const auto& r : requests) hits += t.match(r) != nullptr;
   }
-  CHECK(g_allocations.load() == before);
+  CHECK(lbkit::test::allocations.load() == before);
   CHECK(hits == 300);
   CHECK(*t.match(requests[0]) == "13");
   CHECK(*t.match(requests[1]) == "wild");
