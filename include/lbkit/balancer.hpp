@@ -201,11 +201,7 @@ class balancer {
     // Picks a backend for `context`. Complexity: one atomic load to follow the registry, the
     // policy's pick, and two relaxed increments on the chosen backend's counters.
     lease pick(const pick_context& context = {}) noexcept {
-      if (follower_.refresh()) [[unlikely]] {
-        local_ = typename Policy::local{};
-        ramping_ = !follower_.get().ramp_start.empty();
-      }
-      const plan& p = follower_.get();
+      const plan& p = follow();
       if (p.eligible == 0) [[unlikely]]
         return lease(p.unavailable);
       std::uint32_t i = p.policy_state.pick(context, rng_, local_);
@@ -228,11 +224,7 @@ class balancer {
     // The pin bypasses the policy, so slow start and bounded-load caps do not apply to it.
     // Complexity: the atomic load of pick(), then a binary search of the members by id.
     lease pick_member(std::string_view id) noexcept {
-      if (follower_.refresh()) [[unlikely]] {
-        local_ = typename Policy::local{};
-        ramping_ = !follower_.get().ramp_start.empty();
-      }
-      const plan& p = follower_.get();
+      const plan& p = follow();
       const auto* m = p.members->find(id);
       if (m == nullptr) return lease(pick_error::member_unavailable);
       const auto i = static_cast<std::size_t>(m - p.members->members().data());
@@ -246,6 +238,16 @@ class balancer {
     const plan& current() const noexcept { return follower_.get(); }
 
    private:
+    // The newest plan: one atomic load, and a reset of the per-plan pick state when the
+    // registry moved on.
+    const plan& follow() noexcept {
+      if (follower_.refresh()) [[unlikely]] {
+        local_ = typename Policy::local{};
+        ramping_ = !follower_.get().ramp_start.empty();
+      }
+      return follower_.get();
+    }
+
     // Slow start by rejection: a pick of a ramping member stands with probability equal to
     // its ramp factor, else the policy picks again, so member i is chosen in proportion to
     // weight_i × factor_i (whatever the policy's own notion of proportion is), up to
