@@ -153,11 +153,7 @@ class worker {
       const int n = ::epoll_wait(ep_, events.data(), static_cast<int>(events.size()), 100);
       now_ = lbkit::detail::coarse_now_ns();
       for (int i = 0; i < n; ++i) dispatch(events[static_cast<std::size_t>(i)]);
-      while (!retry_.empty()) {
-        connection* c = retry_.back();
-        retry_.pop_back();
-        if (c->ph == phase::retrying) connect_backend(c);
-      }
+      run_retries();
       reap();
       if (now_ >= next_tick) {
         tick();
@@ -571,6 +567,16 @@ class worker {
     retry_.push_back(c);
   }
 
+  // Connects to another backend for the connections whose connect failed; runs between
+  // batches of events (see connect_failed).
+  void run_retries() {
+    while (!retry_.empty()) {
+      connection* c = retry_.back();
+      retry_.pop_back();
+      if (c->ph == phase::retrying) connect_backend(c);
+    }
+  }
+
   void progress(connection* c) {
     c->last_active = now_;
     if (c->ph == phase::header) return read_header(c);
@@ -735,11 +741,7 @@ class worker {
       l = l->next;
       if (now_ - s->last_active >= udp_ns) end_session(s);
     }
-    while (!retry_.empty()) {  // connect_failed above may have queued retries
-      connection* c = retry_.back();
-      retry_.pop_back();
-      if (c->ph == phase::retrying) connect_backend(c);
-    }
+    run_retries();  // connect_failed above may have queued some
     reap();
     resume_listeners();
   }
