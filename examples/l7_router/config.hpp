@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: MIT
+// The L7 router's configuration: a TOML file (or the --listen/--backend shortcut), checked in
+// full before it is used. Every error names the file, the line and the key, so that a bad
+// reload can be rejected with a message an operator can act on.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <lbkit/lbkit.hpp>
+
+#include "../common/duration.hpp"
+
+namespace l7 {
+
+using examples::parse_duration;
+using std::chrono::milliseconds;
+
+struct backend_config {
+  lbkit::endpoint address;
+  std::uint32_t weight = 1;
+  std::string id;
+};
+
+enum class health_kind { none, tcp, http };
+
+struct pool_config {
+  std::string name;
+  std::string policy = "round_robin";
+  std::vector<backend_config> backends;
+  health_kind health = health_kind::none;
+  std::string health_path = "/";
+  milliseconds health_interval{2000};
+  std::uint32_t rise = 2, fall = 3;
+  std::uint32_t passive_failures = 5;  // consecutive 5xx/connect failures that eject (0: off)
+  std::string sticky_cookie;           // empty: no sticky sessions
+  std::string hash_header;             // hash policies: key on this header ("" = client address)
+  std::size_t max_idle = 64;           // idle upstream connections kept per backend and thread
+  milliseconds upstream_idle_timeout{60'000};
+};
+
+enum class auth_kind { none, api_key, bearer };
+
+struct rate_limit_config {
+  double rate = 0;   // requests per second; 0: no limit
+  double burst = 0;
+  bool per_key = false;  // per API key (needs auth api_key/bearer) or per client address
+};
+
+struct route_config {
+  lbkit::route_match match;
+  std::string pool;
+  auth_kind auth = auth_kind::none;
+  rate_limit_config rate_limit;
+  std::uint32_t retries = 1;                 // idempotent requests, on another backend
+  std::vector<unsigned> retry_on{502, 503, 504};
+  std::optional<std::size_t> max_body_bytes; // overrides limits.max_body_bytes
+  std::vector<std::string> required_headers;
+  std::optional<std::string> rewrite_host;
+  bool cache = false;
+  int line = 0;  // where it was defined, for messages
+};
+
+struct limits_config {
+  std::size_t max_header_bytes = 16 * 1024;
+  std::size_t max_body_bytes = 1024 * 1024;
+  milliseconds header_timeout{10'000};
+  milliseconds idle_timeout{60'000};
+  milliseconds connect_timeout{2'000};
+  milliseconds request_timeout{30'000};
+  std::size_t max_connections = 10'000;
+  std::size_t cache_bytes = 64 * 1024 * 1024;
+};
+
+struct router_config {
+  std::vector<lbkit::endpoint> listen;
+  std::optional<lbkit::endpoint> stats;
+  limits_config limits;
+  std::map<std::string, pool_config, std::less<>> pools;
+  std::vector<route_config> routes;
+  std::vector<std::string> api_keys;       // accepted in X-API-Key
+  std::vector<std::string> bearer_tokens;  // accepted in Authorization: Bearer
+  bool access_log = true;
+  unsigned threads = 1;
+};
+
+// Reads and checks a TOML file. Errors read "router.toml:12: pools.api.policy: ...".
+lbkit::result<router_config> load_config(const std::string& path);
+// Parses TOML text (the same checks; `name` stands for the file in messages).
+lbkit::result<router_config> parse_config(std::string_view text, const std::string& name);
+
+}  // namespace l7

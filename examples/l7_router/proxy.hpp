@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: MIT
+// The request path of the router, one coroutine per client connection: read a request under
+// the header and body limits, route it, check it (authentication, required headers, rate
+// limit), forward it to a backend from the route's pool over a pooled keep-alive upstream
+// connection (retrying idempotent requests on another backend), and answer the client with
+// the right status when anything fails.
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <memory>
+#include <ranges>
+#include <string>
+#include <unordered_map>
+
+#include <lbkit/lbkit.hpp>
+
+#include "asio.hpp"
+#include "runtime.hpp"
+
+namespace l7 {
+
+using std::chrono::steady_clock;
+
+// Idle keep-alive connections to backends, per thread (no lock): reused so that a busy
+// router does not open a connection per request and run out of ephemeral ports.
+class upstream_pool {
+ public:
+  struct idle {
+    beast::tcp_stream stream;
+    steady_clock::time_point since;
+  };
+  std::optional<beast::tcp_stream> take(std::uint64_t backend, milliseconds max_idle_time) {
+    auto it = idle_.find(backend);
+    if (it == idle_.end()) return std::nullopt;
+    auto& q = it->second;
+    while (!q.empty()) {
+      idle c = std::move(q.back());
+      q.pop_back();
+      if (steady_clock::now() - c.since < max_idle_time && c.stream.socket().is_open()) {
+        return std::move(c.stream);
+      }
+    }
+    return std::nullopt;
+  }
+  void give(std::uint64_t backend, beast::tcp_stream s, std::size_t max_idle) {
+    auto& q = idle_[backend];
+    if (q.size() >= max_idle) return;  // closes s
+    q.push_back({std::move(s), steady_clock::now()});
+  }
+
+ private:
+  std::unordered_map<std::uint64_t, std::deque<idle>> idle_;
+};
+
+// What one event-loop thread owns.
+struct thread_state {
+  unsigned index = 0;
+  std::shared_ptr<runtime> rt;  // replaced on reload, by a task posted to this thread
+  upstream_pool upstream;
+};
+
+namespace detail_ {
+
+inline bool idempotent(http::verb v) {
+  return v == http::verb::get || v == http::verb::head || v == http::verb::options ||
+         v == http::verb::put || v == http::verb::delete_ || v == http::verb::trace;
+}
+
+// RFC 9110 §7.6.1: Connection and the fields it names, plus the classic hop-by-hop fields,
+// apply to one hop only.
+template <class Fields>
+void remove_hop_by_hop(Fields& f) {
+  std::vector<std::string> named;
+  const std::string_view connection = f[http::field::connection];
+  for (const auto part : connection | std::views::split(',')) {
+    std::string_view token(part.begin(), part.end());
+    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+    if (!token.empty()) named.emplace_back(token);
+  }
+  for (const auto& n : named) f.erase(n);
+  for (auto field : {http::field::connection, http::field::keep_alive,
+                     http::field::proxy_connection, http::field::te, http::field::trailer,
+                     http::field::transfer_encoding, http::field::upgrade,
+                     http::field::proxy_authorization, http::field::proxy_authenticate}) {
+    f.erase(field);
+  }
+}
+
+inline http::response<http::string_body> error_response(http::status s, unsigned version,
+                                                         std::string_view why) {
+  http::response<http::string_body> res{s, version};
+  res.set(http::field::server, "lbkit_l7_router");
+  res.set(http::field::content_type, "text/plain");
+  res.body() = std::string(http::obsolete_reason(s)) + ": " + std::string(why) + "\n";
+  res.prepare_payload();
+  return res;
+}
+
+inline bool constant_time_equal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char d = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) d |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return d == 0;
+}
+
+}  // namespace detail_
+
+// Serves one client connection until it closes, errs, idles out, or the router stops.
+asio::awaitable<void> serve(tcp::socket socket, thread_state& ts);
+
+}  // namespace l7

@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: MIT
+// One generation of the router's configuration, made live: a registry, a balancer and a
+// health checker per pool, the route table, and the rate limiters. Each event-loop thread
+// holds a shared_ptr to the generation it serves; a reload builds a new one and hands it to
+// every thread, and the old one lives until its last request ends.
+#pragma once
+
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <lbkit/lbkit.hpp>
+
+#include "../common/policies.hpp"
+#include "config.hpp"
+
+namespace l7 {
+
+// A pool of backends behind one policy. The policy is a template parameter of the balancer,
+// so the pool is the one place with a virtual call: once per request, next to network I/O.
+class pool {
+ public:
+  virtual ~pool() = default;
+  // A lease for `thread` (each thread has its own picker).
+  virtual lbkit::lease pick(unsigned thread, const lbkit::pick_context& c) noexcept = 0;
+  virtual lbkit::lease pick_member(unsigned thread, std::string_view id) noexcept = 0;
+
+  const pool_config& config() const noexcept { return cfg_; }
+  lbkit::backend_registry& registry() noexcept { return registry_; }
+  const std::optional<lbkit::sticky_cookie>& sticky() const noexcept { return sticky_; }
+
+  // Passive outlier detection, run by the main thread once a second.
+  void evaluate_outliers() {
+    if (!outliers_) return;
+    for (const auto& e : outliers_->evaluate(std::chrono::steady_clock::now())) {
+      std::fprintf(stderr, "lbkit_l7_router: pool %s: backend %s %s (passive: %s)\n",
+                   cfg_.name.c_str(), e.id.c_str(), e.ejected ? "ejected" : "restored",
+                   std::string(lbkit::to_string(e.reason)).c_str());
+    }
+  }
+
+ protected:
+  explicit pool(const pool_config& cfg, const lbkit::siphash_key& key) : cfg_(cfg) {
+    for (const auto& b : cfg.backends) {
+      // With active checks a backend starts down and needs `rise` good answers (HAProxy).
+      [[maybe_unused]] auto r = registry_.add(
+          lbkit::backend(b.id, b.address, b.weight),
+          cfg.health == health_kind::none ? lbkit::health::healthy : lbkit::health::unhealthy);
+    }
+    if (!cfg.sticky_cookie.empty()) sticky_.emplace(key, cfg.sticky_cookie);
+    if (cfg.passive_failures > 0) {
+      lbkit::outlier_detection_options o;
+      o.consecutive_failures = cfg.passive_failures;
+      outliers_.emplace(registry_, o);
+    }
+  }
+  void start_health() {
+    lbkit::health_checker_options o;
+    o.check.interval = cfg_.health_interval;
+    o.check.fast_interval = std::max(cfg_.health_interval / 2, milliseconds(1));
+    o.check.down_interval = cfg_.health_interval * 2;
+    o.check.rise = cfg_.rise;
+    o.check.fall = cfg_.fall;
+    auto log = [name = cfg_.name](const lbkit::health_event& e) {
+      std::fprintf(stderr, "lbkit_l7_router: pool %s: backend %s is %s: %s\n", name.c_str(),
+                   e.id.c_str(), e.to == lbkit::health::healthy ? "up" : "down",
+                   e.cause.detail.c_str());
+    };
+    if (cfg_.health == health_kind::tcp) {
+      auto c = std::make_shared<lbkit::health_checker<lbkit::tcp_connect_probe>>(
+          registry_, lbkit::tcp_connect_probe(), o);
+      c->on_change(log);
+      checker_ = c;
+    } else if (cfg_.health == health_kind::http) {
+      lbkit::http_probe::options po;
+      po.path = cfg_.health_path;
+      auto c = std::make_shared<lbkit::health_checker<lbkit::http_probe>>(
+          registry_, lbkit::http_probe(po), o);
+      c->on_change(log);
+      checker_ = c;
+    }
+  }
+
+ private:
+  pool_config cfg_;
+  lbkit::backend_registry registry_;
+  std::optional<lbkit::sticky_cookie> sticky_;
+  std::optional<lbkit::outlier_detector> outliers_;
+
+ protected:
+  std::shared_ptr<void> checker_;  // stopped first on destruction (declared last)
+};
+
+template <class Policy>
+class pool_of final : public pool {
+ public:
+  pool_of(const pool_config& cfg, const lbkit::siphash_key& key, unsigned threads)
+      : pool(cfg, key), balancer_(registry()) {
+    for (unsigned t = 0; t < threads; ++t) pickers_.push_back(balancer_.make_picker());
+    start_health();
+  }
+  ~pool_of() override { checker_.reset(); }
+  lbkit::lease pick(unsigned thread, const lbkit::pick_context& c) noexcept override {
+    return pickers_[thread].pick(c);
+  }
+  lbkit::lease pick_member(unsigned thread, std::string_view id) noexcept override {
+    return pickers_[thread].pick_member(id);
+  }
+
+ private:
+  lbkit::balancer<Policy> balancer_;
+  std::vector<typename lbkit::balancer<Policy>::picker> pickers_;
+};
+
+// A route made live: its config, its pool, its rate limiter.
+struct live_route {
+  const route_config* config;
+  pool* target;
+  std::unique_ptr<lbkit::rate_limiter> limiter;
+};
+
+struct runtime {
+  router_config cfg;
+  std::vector<std::unique_ptr<pool>> pools;
+  std::vector<live_route> routes;
+  lbkit::route_table<std::size_t> table;  // → index into routes
+
+  static std::shared_ptr<runtime> build(router_config c, const lbkit::siphash_key& key) {
+    auto rt = std::make_shared<runtime>();
+    rt->cfg = std::move(c);
+    std::map<std::string, pool*, std::less<>> by_name;
+    for (const auto& [name, pc] : rt->cfg.pools) {
+      examples::with_policy(pc.policy, [&]<class Policy>() {
+        rt->pools.push_back(std::make_unique<pool_of<Policy>>(pc, key, rt->cfg.threads));
+      });
+      by_name[name] = rt->pools.back().get();
+    }
+    for (std::size_t i = 0; i < rt->cfg.routes.size(); ++i) {
+      const route_config& r = rt->cfg.routes[i];
+      live_route lr{&r, by_name.at(r.pool), nullptr};
+      if (r.rate_limit.rate > 0) {
+        lbkit::rate_limiter_options o;
+        o.bucket = {.rate_per_second = r.rate_limit.rate, .burst = r.rate_limit.burst};
+        lr.limiter = std::make_unique<lbkit::rate_limiter>(o);
+      }
+      rt->routes.push_back(std::move(lr));
+      [[maybe_unused]] auto added = rt->table.add(r.match, i);  // checked by parse_config
+    }
+    return rt;
+  }
+};
+
+}  // namespace l7
