@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <deque>
 #include <memory>
-#include <ranges>
 #include <string>
 #include <unordered_map>
 
@@ -73,9 +72,11 @@ inline bool idempotent(http::verb v) {
 template <class Fields>
 void remove_hop_by_hop(Fields& f) {
   std::vector<std::string> named;
-  const std::string_view connection = f[http::field::connection];
-  for (const auto part : connection | std::views::split(',')) {
-    std::string_view token(part.begin(), part.end());
+  std::string_view rest = f[http::field::connection];
+  while (!rest.empty()) {  // a comma-separated list (clang 14 cannot use views::split here)
+    const auto comma = rest.find(',');
+    std::string_view token = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
     while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
     while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
     if (!token.empty()) named.emplace_back(token);

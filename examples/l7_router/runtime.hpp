@@ -131,11 +131,12 @@ struct runtime {
     auto rt = std::make_shared<runtime>();
     rt->cfg = std::move(c);
     std::map<std::string, pool*, std::less<>> by_name;
-    for (const auto& [name, pc] : rt->cfg.pools) {
+    for (const auto& entry : rt->cfg.pools) {
+      const pool_config& pc = entry.second;
       examples::with_policy(pc.policy, [&]<class Policy>() {
         rt->pools.push_back(std::make_unique<pool_of<Policy>>(pc, key, rt->cfg.threads));
       });
-      by_name[name] = rt->pools.back().get();
+      by_name[entry.first] = rt->pools.back().get();
     }
     for (std::size_t i = 0; i < rt->cfg.routes.size(); ++i) {
       const route_config& r = rt->cfg.routes[i];
