@@ -126,14 +126,17 @@ bool read_limits(reader& r, const toml::table& t, limits_config& l) {
   const std::string w = "limits";
   return r.only(t, w,
                 {"max_header_bytes", "max_body_bytes", "header_timeout", "idle_timeout",
-                 "connect_timeout", "request_timeout", "max_connections", "cache_bytes"}) &&
+                 "connect_timeout", "request_timeout", "tunnel_idle_timeout", "max_connections",
+                 "cache_bytes", "retry_budget"}) &&
          r.integer(t, w, "max_header_bytes", l.max_header_bytes, 1024, 1 << 20) &&
          r.integer(t, w, "max_body_bytes", l.max_body_bytes, 0, std::int64_t{1} << 40) &&
          r.duration(t, w, "header_timeout", l.header_timeout) &&
          r.duration(t, w, "idle_timeout", l.idle_timeout) &&
          r.duration(t, w, "connect_timeout", l.connect_timeout) &&
          r.duration(t, w, "request_timeout", l.request_timeout) &&
+         r.duration(t, w, "tunnel_idle_timeout", l.tunnel_idle_timeout) &&
          r.integer(t, w, "max_connections", l.max_connections, 1, 10'000'000) &&
+         r.integer(t, w, "retry_budget", l.retry_budget, 0, 100) &&
          r.integer(t, w, "cache_bytes", l.cache_bytes, 0, std::int64_t{1} << 40);
 }
 

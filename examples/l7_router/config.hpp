@@ -73,8 +73,12 @@ struct limits_config {
   milliseconds idle_timeout{60'000};
   milliseconds connect_timeout{2'000};
   milliseconds request_timeout{30'000};
-  std::size_t max_connections = 10'000;
+  milliseconds tunnel_idle_timeout{300'000};  // WebSocket and CONNECT tunnels
+  std::size_t max_connections = 10'000;        // client connections, over all threads
   std::size_t cache_bytes = 64 * 1024 * 1024;
+  // Retries a pool may have in flight: this percentage of its requests in flight, and never
+  // fewer than 3 (Envoy's retry budget), so that retries cannot multiply an overload.
+  std::uint32_t retry_budget = 20;
 };
 
 struct router_config {

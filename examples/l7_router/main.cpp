@@ -7,6 +7,7 @@
 // configuration) and runs passive outlier detection.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <sys/resource.h>
 #include <thread>
 
 #include "asio.hpp"
@@ -23,13 +24,73 @@ namespace {
 }
 
 asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, thread_state& ts) {
+  asio::steady_timer backoff(acceptor.get_executor());
   for (;;) {
     beast::error_code ec;
     tcp::socket s = co_await acceptor.async_accept(into(ec));
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-    if (ec) continue;  // EMFILE and the like: the next accept may succeed
+    if (ec) {  // EMFILE and the like: wait a little, connections may close meanwhile
+      backoff.expires_after(std::chrono::milliseconds(10));
+      co_await backoff.async_wait(into(ec));
+      continue;
+    }
+    if (ts.stats.connections_active.load(std::memory_order_relaxed) >= ts.max_connections) {
+      counters::add(ts.stats.connections_refused);  // closed at once: the limit holds
+      continue;
+    }
     asio::co_spawn(acceptor.get_executor(), serve(std::move(s), ts), asio::detached);
   }
+}
+
+// The stats page: any GET on the stats listener, answered and closed.
+asio::awaitable<void> stats_loop(tcp::acceptor& acceptor,
+                                 const std::vector<std::unique_ptr<thread_state>>& states,
+                                 std::chrono::steady_clock::time_point started) {
+  for (;;) {
+    beast::error_code ec;
+    tcp::socket s = co_await acceptor.async_accept(into(ec));
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+    if (ec) continue;
+    asio::co_spawn(
+        acceptor.get_executor(),
+        [](tcp::socket sock, const std::vector<std::unique_ptr<thread_state>>& all,
+           std::chrono::steady_clock::time_point t0) -> asio::awaitable<void> {
+          beast::tcp_stream stream(std::move(sock));
+          beast::flat_buffer buf;
+          http::request<http::empty_body> req;
+          beast::error_code e;
+          stream.expires_after(std::chrono::seconds(2));
+          co_await http::async_read(stream, buf, req, into(e));
+          if (e) co_return;
+          http::response<http::string_body> res{http::status::ok, req.version()};
+          res.set(http::field::content_type, "text/plain");
+          res.body() = stats_text(*all[0]->rt, all, t0);  // this is thread 0
+          res.keep_alive(false);
+          res.prepare_payload();
+          co_await http::async_write(stream, res, into(e));
+          stream.socket().shutdown(tcp::socket::shutdown_send, e);
+        }(std::move(s), states, started),
+        asio::detached);
+  }
+}
+
+// A listening socket on `at`, shared between threads with SO_REUSEPORT.
+std::unique_ptr<tcp::acceptor> listen_on(asio::io_context& ctx, const tcp::endpoint& at,
+                                         const std::string& name) {
+  auto a = std::make_unique<tcp::acceptor>(ctx);
+  beast::error_code ec;
+  a->open(at.protocol(), ec);
+  a->set_option(asio::socket_base::reuse_address(true), ec);
+  const int one = 1;
+  ::setsockopt(a->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (!ec) a->bind(at, ec);
+  if (!ec) a->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) die("listen " + name + ": " + ec.message());
+  return a;
+}
+
+tcp::endpoint to_asio(const lbkit::endpoint& e) {
+  return tcp::endpoint(asio::ip::make_address(e.address().to_string()), e.port());
 }
 
 // The --listen/--backend shortcut: one pool "default" and one route for everything.
@@ -68,13 +129,14 @@ int main(int argc, char** argv) {
   CLI::App app{"lbkit_l7_router: an HTTP/1.1 router and API gateway built from lbkit on Boost.Beast."};
   std::string config_path, policy = "round_robin";
   std::vector<std::string> listen, backends;
-  bool check_only = false;
+  bool check_only = false, no_access_log = false;
   unsigned threads = 0;
   app.add_option("-c,--config", config_path, "TOML configuration file");
   app.add_flag("--check", check_only, "Check the configuration and exit (0: valid)");
   app.add_option("--listen", listen, "Without --config: address to accept on (repeatable)");
   app.add_option("--backend", backends, "Without --config: a backend ADDR:PORT (repeatable)");
   app.add_option("--policy", policy, "Without --config: the selection policy")->capture_default_str();
+  app.add_flag("--no-access-log", no_access_log, "No access log line per request (overrides the file)");
   app.add_option("--threads", threads, "Event loops (overrides the file's `threads`)")
       ->check(CLI::Range(1, 256));
   CLI11_PARSE(app, argc, argv);
@@ -90,11 +152,17 @@ int main(int argc, char** argv) {
     cfg = shortcut(listen, backends, policy, 1);
   }
   if (threads != 0) cfg.threads = threads;
+  if (no_access_log) cfg.access_log = false;
   if (check_only) {
     std::printf("%s: valid\n", config_path.empty() ? "command line" : config_path.c_str());
     return 0;
   }
 
+  // Room for max_connections clients and as many backend connections.
+  if (rlimit lim{}; ::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+  }
   const lbkit::siphash_key key = lbkit::sticky_cookie::random_key();
   std::shared_ptr<runtime> current = runtime::build(cfg, key);
 
@@ -109,19 +177,11 @@ int main(int argc, char** argv) {
     states.push_back(std::make_unique<thread_state>());
     states.back()->index = t;
     states.back()->rt = current;
+    states.back()->max_connections = (cfg.limits.max_connections + n - 1) / n;
     for (std::size_t i = 0; i < cfg.listen.size(); ++i) {
-      tcp::endpoint at = t == 0 ? tcp::endpoint(asio::ip::make_address(cfg.listen[i].address().to_string()),
-                                                cfg.listen[i].port())
-                                : bound[i];
-      auto a = std::make_unique<tcp::acceptor>(*contexts.back());
-      beast::error_code ec;
-      a->open(at.protocol(), ec);
-      a->set_option(asio::socket_base::reuse_address(true), ec);
-      const int one = 1;
-      ::setsockopt(a->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-      a->bind(at, ec);
-      if (!ec) a->listen(asio::socket_base::max_listen_connections, ec);
-      if (ec) die("listen " + cfg.listen[i].to_string() + ": " + ec.message());
+      // Thread 0 binds (port 0 picks a port); the others join it on the port it got.
+      auto a = listen_on(*contexts.back(), t == 0 ? to_asio(cfg.listen[i]) : bound[i],
+                         cfg.listen[i].to_string());
       if (t == 0) {
         bound.push_back(a->local_endpoint());
         std::printf("listening on %s:%u\n", bound.back().address().to_string().c_str(),
@@ -130,6 +190,14 @@ int main(int argc, char** argv) {
       asio::co_spawn(*contexts.back(), accept_loop(*a, *states.back()), asio::detached);
       acceptors[t].push_back(std::move(a));
     }
+  }
+  const auto started = std::chrono::steady_clock::now();
+  if (cfg.stats) {
+    auto a = listen_on(*contexts[0], to_asio(*cfg.stats), "stats " + cfg.stats->to_string());
+    std::printf("stats on %s:%u\n", a->local_endpoint().address().to_string().c_str(),
+                static_cast<unsigned>(a->local_endpoint().port()));
+    asio::co_spawn(*contexts[0], stats_loop(*a, states, started), asio::detached);
+    acceptors[0].push_back(std::move(a));
   }
   std::fflush(stdout);
 
@@ -155,7 +223,7 @@ int main(int argc, char** argv) {
         } else {
           c->threads = n;      // threads and listeners stay as started
           c->listen = cfg.listen;
-          current = runtime::build(std::move(*c), key);
+          current = runtime::build(std::move(*c), key, current.get());
           for (unsigned t = 0; t < n; ++t) {
             asio::post(*contexts[t], [s = states[t].get(), rt = current] { s->rt = rt; });
           }

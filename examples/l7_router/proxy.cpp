@@ -3,12 +3,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <ranges>
 
 namespace l7 {
 namespace {
 
 using detail_::error_response;
+using request = http::request<http::string_body>;
 
 lbkit::endpoint to_lbkit(const tcp::endpoint& e) {
   auto r = lbkit::endpoint::from_sockaddr(e.data(), static_cast<socklen_t>(e.size()));
@@ -23,20 +23,50 @@ tcp::endpoint to_asio(const lbkit::endpoint& e) {
   return out;
 }
 
+// Whether a comma-separated header value lists `token` (case-insensitively).
+bool lists_token(std::string_view list, std::string_view token) {
+  while (!list.empty()) {
+    const auto comma = list.find(',');
+    std::string_view t = list.substr(0, comma);
+    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+    while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+    while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+    if (beast::iequals(t, token)) return true;
+  }
+  return false;
+}
+
+// A WebSocket handshake (RFC 6455 §4.1): GET with `Connection: upgrade`, `Upgrade: websocket`.
+template <class Message>
+bool is_websocket_upgrade(const Message& m) {
+  return m.method() == http::verb::get && lists_token(m[http::field::connection], "upgrade") &&
+         lists_token(m[http::field::upgrade], "websocket");
+}
+
 // How an exchange with a backend failed, for the status the client gets.
 enum class upstream_error { none, connect, timeout, io };
 
 struct exchange_result {
   upstream_error error = upstream_error::none;
-  http::response<http::string_body> response;
+  response res;
 };
+
+// Opens a new connection to the lease's backend.
+asio::awaitable<upstream_error> connect(beast::tcp_stream& s, const lbkit::lease& l,
+                                        milliseconds timeout) {
+  beast::error_code ec;
+  s.expires_after(timeout);
+  co_await s.async_connect(to_asio(l.address()), into(ec));
+  if (ec) co_return ec == beast::error::timeout ? upstream_error::timeout : upstream_error::connect;
+  s.socket().set_option(tcp::no_delay(true), ec);
+  co_return upstream_error::none;
+}
 
 // Sends `req` to the lease's backend over a pooled connection (or a new one) and reads the
 // answer. A pooled connection the backend closed meanwhile fails before any answer byte;
 // then the request goes once more over a fresh connection, as nginx does.
 asio::awaitable<exchange_result> exchange(thread_state& ts, const pool& p,
-                                          const lbkit::lease& l,
-                                          const http::request<http::string_body>& req,
+                                          const lbkit::lease& l, const request& req,
                                           const limits_config& lim) {
   const std::uint64_t key = l.backend().serial();
   std::optional<beast::tcp_stream> s = ts.upstream.take(key, p.config().upstream_idle_timeout);
@@ -45,14 +75,9 @@ asio::awaitable<exchange_result> exchange(thread_state& ts, const pool& p,
   for (;;) {
     if (!s) {
       s.emplace(co_await asio::this_coro::executor);
-      s->expires_after(lim.connect_timeout);
-      co_await s->async_connect(to_asio(l.address()), into(ec));
-      if (ec) {
-        co_return exchange_result{ec == beast::error::timeout ? upstream_error::timeout
-                                                               : upstream_error::connect,
-                                  {}};
+      if (auto e = co_await connect(*s, l, lim.connect_timeout); e != upstream_error::none) {
+        co_return exchange_result{e, {}};
       }
-      s->socket().set_option(tcp::no_delay(true), ec);
     }
     s->expires_after(lim.request_timeout);
     co_await http::async_write(*s, req, into(ec));
@@ -63,7 +88,7 @@ asio::awaitable<exchange_result> exchange(thread_state& ts, const pool& p,
     if (!ec) co_await http::async_read(*s, buf, parser, into(ec));
     if (!ec) {
       exchange_result out{upstream_error::none, parser.release()};
-      if (out.response.keep_alive() && buf.size() == 0) {
+      if (out.res.keep_alive() && buf.size() == 0) {
         ts.upstream.give(key, std::move(*s), p.config().max_idle);
       }
       co_return out;
@@ -73,170 +98,294 @@ asio::awaitable<exchange_result> exchange(thread_state& ts, const pool& p,
       s.reset();
       continue;
     }
-    co_return exchange_result{ec == beast::error::timeout ? upstream_error::timeout
-                                                           : upstream_error::io,
-                              {}};
+    co_return exchange_result{
+        ec == beast::error::timeout ? upstream_error::timeout : upstream_error::io, {}};
+  }
+}
+
+// The two directions of a tunnel and when bytes last went through either.
+struct tunnel_state {
+  steady_clock::time_point last;
+  int open = 2;  // pumps still running
+  asio::steady_timer wake;
+};
+
+// Copies from → to until end of stream (passed on as a half-close) or an error (which closes
+// both sockets, ending the other direction too).
+asio::awaitable<void> pump(tunnel_state& st, tcp::socket& from, tcp::socket& to) {
+  std::vector<char> buf(16 * 1024);
+  beast::error_code ec;
+  for (;;) {
+    const std::size_t n = co_await from.async_read_some(asio::buffer(buf), into(ec));
+    if (!ec && n > 0) co_await asio::async_write(to, asio::buffer(buf.data(), n), into(ec));
+    if (ec == asio::error::eof) {
+      to.shutdown(tcp::socket::shutdown_send, ec);
+      break;
+    }
+    if (ec) {
+      from.close(ec);
+      to.close(ec);
+      break;
+    }
+    st.last = steady_clock::now();
+  }
+  --st.open;
+  st.wake.cancel();
+}
+
+// A byte tunnel between a and b until both directions end, or nothing went through for
+// `idle` (then both are closed).
+asio::awaitable<void> tunnel(tcp::socket& a, tcp::socket& b, milliseconds idle) {
+  const auto ex = co_await asio::this_coro::executor;
+  tunnel_state st{steady_clock::now(), 2, asio::steady_timer(ex)};
+  asio::co_spawn(ex, pump(st, a, b), asio::detached);
+  asio::co_spawn(ex, pump(st, b, a), asio::detached);
+  bool cut = false;
+  beast::error_code ec;
+  while (st.open > 0) {  // the pumps run on this thread too: no lock
+    st.wake.expires_at(cut ? steady_clock::time_point::max() : st.last + idle);
+    co_await st.wake.async_wait(into(ec));
+    if (!cut && st.open > 0 && steady_clock::now() - st.last >= idle) {
+      cut = true;
+      a.close(ec);
+      b.close(ec);
+    }
   }
 }
 
 // The value of a credential the route asks for, or empty.
-std::string_view credential(const http::request<http::string_body>& req, auth_kind k) {
+std::string_view credential(const request& req, auth_kind k) {
   if (k == auth_kind::api_key) return req["X-API-Key"];
   const std::string_view h = req[http::field::authorization];
   if (h.size() > 7 && beast::iequals(h.substr(0, 7), "Bearer ")) return h.substr(7);
   return {};
 }
 
-}  // namespace
+// Forwarding fields (RFC 9110 §7.6: hop-by-hop removed, Via added; X-Forwarded-*).
+void prepare_forward(request& req, const route_config& rc, const std::string& peer_ip) {
+  detail_::remove_hop_by_hop(req);
+  const std::string_view xff = req["X-Forwarded-For"];
+  req.set("X-Forwarded-For", xff.empty() ? peer_ip : std::string(xff) + ", " + peer_ip);
+  req.set("X-Forwarded-Proto", "http");
+  req.set(http::field::via, "1.1 lbkit");
+  if (rc.rewrite_host) req.set(http::field::host, *rc.rewrite_host);
+}
 
-asio::awaitable<void> serve(tcp::socket socket, thread_state& ts) {
-  beast::error_code ec;
-  const lbkit::endpoint peer = to_lbkit(socket.remote_endpoint(ec));
-  const std::string peer_ip = peer.address().to_string();
-  socket.set_option(tcp::no_delay(true), ec);
-  beast::tcp_stream client(std::move(socket));
-  beast::flat_buffer buffer;
-  bool first = true;
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             steady_clock::now().time_since_epoch())
+      .count();
+}
 
-  for (;; first = false) {
-    const std::shared_ptr<runtime> rt = ts.rt;  // this request's configuration
-    const limits_config& lim = rt->cfg.limits;
-    http::request_parser<http::string_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(lim.max_header_bytes));
-    parser.body_limit(lim.max_body_bytes);
-    // The first request must arrive within the header timeout (slowloris); a kept-alive
-    // connection may idle longer between requests.
-    client.expires_after(first ? lim.header_timeout : lim.idle_timeout);
-    co_await http::async_read_header(client, buffer, parser, into(ec));
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
-        ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
-      co_return;
+// One client connection.
+class session {
+ public:
+  session(tcp::socket s, thread_state& ts) : ts_(ts), client_(std::move(s)) {
+    beast::error_code ec;
+    peer_ = to_lbkit(client_.socket().remote_endpoint(ec));
+    peer_ip_ = peer_.address().to_string();
+    client_.socket().set_option(tcp::no_delay(true), ec);
+  }
+
+  asio::awaitable<void> run() {
+    for (bool first = true;; first = false) {
+      rt_ = ts_.rt;  // this request's configuration
+      const limits_config& lim = rt_->cfg.limits;
+      beast::error_code ec;
+      // Between requests a client may idle for idle_timeout; from the first byte of a request
+      // its header must arrive within header_timeout (slowloris).
+      if (!first && buffer_.size() == 0) {
+        client_.expires_after(lim.idle_timeout);
+        const std::size_t n = co_await client_.async_read_some(buffer_.prepare(4096), into(ec));
+        if (ec) co_return;
+        buffer_.commit(n);
+      }
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(lim.max_header_bytes));
+      parser.body_limit(lim.max_body_bytes);
+      client_.expires_after(lim.header_timeout);
+      co_await http::async_read_header(client_, buffer_, parser, into(ec));
+      if (ec == beast::error::timeout) {
+        counters::add(ts_.stats.client_timeouts);
+        if (buffer_.size() > 0 || parser.got_some()) {
+          co_await finish(error_response(http::status::request_timeout, 11,
+                                         "the request header did not arrive in time"),
+                          false);
+        }
+        co_return;
+      }
+      if (ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
+          ec == asio::error::operation_aborted) {
+        co_return;
+      }
+      started_ = steady_clock::now();
+      counters::add(ts_.stats.requests);
+      if (ec == http::error::header_limit) {
+        record(431, "-", "-", "-");
+        co_await finish(error_response(http::status::request_header_fields_too_large, 11,
+                                       "the request header is above the limit"),
+                        false);
+        co_return;
+      }
+      if (ec) {
+        record(400, "-", "-", "-");
+        co_await finish(error_response(http::status::bad_request, 11, ec.message()), false);
+        co_return;
+      }
+      if (!co_await handle(parser)) co_return;
     }
-    auto reply = [&](http::response<http::string_body> res,
-                     bool keep) -> asio::awaitable<bool> {
-      res.keep_alive(keep);
-      client.expires_after(lim.request_timeout);
-      beast::error_code wec;
-      co_await http::async_write(client, res, into(wec));
-      co_return !wec && keep;
-    };
-    if (ec == http::error::header_limit) {
-      co_await reply(error_response(http::status::request_header_fields_too_large, 11,
-                                    "the request header is above the limit"),
-                     false);
-      co_return;
+  }
+
+ private:
+  // Writes `res`; then either keeps the connection (returns true) or closes it, draining
+  // what the client still sends for a moment so that it reads the answer rather than a
+  // reset (a "lingering close", as nginx does).
+  asio::awaitable<bool> finish(response res, bool keep) {
+    res.version(version_);  // the router speaks its client's version, whatever the backend's
+    res.keep_alive(keep);
+    beast::error_code ec;
+    client_.expires_after(rt_->cfg.limits.request_timeout);
+    co_await http::async_write(client_, res, into(ec));
+    if (!ec && keep) co_return true;
+    client_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    client_.expires_after(std::chrono::seconds(2));
+    while (!ec) {
+      buffer_.clear();
+      co_await client_.async_read_some(buffer_.prepare(16 * 1024), into(ec));
     }
-    if (ec) {
-      co_await reply(error_response(http::status::bad_request, 11, ec.message()), false);
-      co_return;
-    }
-    const auto started = steady_clock::now();
+    co_return false;
+  }
+
+  // Counts the status and writes the access log line.
+  void record(unsigned status, std::string_view method, std::string_view target,
+              std::string_view backend) {
+    if (status >= 100 && status < 600) counters::add(ts_.stats.responses[status / 100 - 1]);
+    if (!rt_->cfg.access_log) return;
+    const auto us =
+        std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - started_)
+            .count();
+    std::printf("%s %.*s %.*s %u %.*s %lldus\n", peer_ip_.c_str(),
+                static_cast<int>(std::min<std::size_t>(method.size(), 32)), method.data(),
+                static_cast<int>(std::min<std::size_t>(target.size(), 512)), target.data(),
+                status, static_cast<int>(backend.size()), backend.data(),
+                static_cast<long long>(us));
+    std::fflush(stdout);
+  }
+
+  // One request whose header has been read. Returns whether the connection stays open.
+  asio::awaitable<bool> handle(http::request_parser<http::string_body>& parser) {
+    const limits_config& lim = rt_->cfg.limits;
     auto& head = parser.get();
-    const unsigned version = head.version();
-    const bool client_keep_alive = head.keep_alive();
+    const unsigned version = version_ = head.version();
+    const bool keep_alive = head.keep_alive();
+    const bool is_connect = head.method() == http::verb::connect;
+    // Kept for the access log: the message is moved out of the parser below.
+    const std::string method(head.method_string());
+    const std::string target(rt_->cfg.access_log ? head.target() : std::string_view());
+
+    auto fail = [&](http::status s, std::string_view why) -> asio::awaitable<bool> {
+      record(static_cast<unsigned>(s), method, target, "-");
+      // The body of a refused request may still be on the wire: close rather than read it.
+      co_return co_await finish(error_response(s, version, why), keep_alive && parser.is_done());
+    };
 
     std::vector<lbkit::request_header> fields;
     fields.reserve(16);
     for (const auto& f : head) fields.push_back({f.name_string(), f.value()});
-    const std::string_view target = head.target();
-    const lbkit::request_view view{head.method_string(), head[http::field::host], target, fields};
-    auto log = [&](unsigned status, std::string_view backend) {
-      if (!rt->cfg.access_log) return;
-      const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                          steady_clock::now() - started)
-                          .count();
-      std::printf("%s %.*s %.*s %u %.*s %lldus\n", peer_ip.c_str(),
-                  static_cast<int>(view.method.size()), view.method.data(),
-                  static_cast<int>(std::min<std::size_t>(target.size(), 512)), target.data(),
-                  status, static_cast<int>(backend.size()), backend.data(),
-                  static_cast<long long>(us));
-      std::fflush(stdout);
-    };
-    auto fail = [&](http::status s, std::string_view why) -> asio::awaitable<bool> {
-      log(static_cast<unsigned>(s), "-");
-      // The body of a refused request may still be on the wire: close rather than read it.
-      const bool keep = client_keep_alive && parser.is_done();
-      co_return co_await reply(error_response(s, version, why), keep);
-    };
-
-    const std::size_t* index = rt->table.match(view);
-    if (index == nullptr) {
-      if (co_await fail(http::status::not_found, "no route for this request")) continue;
-      co_return;
-    }
-    live_route& route = rt->routes[*index];
+    // CONNECT names its destination in the target (authority form): route on it as the host.
+    const lbkit::request_view view{head.method_string(),
+                                   is_connect ? head.target() : head[http::field::host],
+                                   is_connect ? std::string_view("/") : head.target(), fields};
+    const std::size_t* index = rt_->table.match(view);
+    if (index == nullptr) co_return co_await fail(http::status::not_found, "no route for this request");
+    live_route& route = rt_->routes[*index];
     const route_config& rc = *route.config;
+    if (is_connect && std::find(rc.match.methods.begin(), rc.match.methods.end(), "CONNECT") ==
+                          rc.match.methods.end()) {
+      // A tunnel only where the route asks for one by name.
+      co_return co_await fail(http::status::method_not_allowed, "CONNECT is not enabled on this route");
+    }
 
     std::string_view cred;
     if (rc.auth != auth_kind::none) {
       cred = credential(head, rc.auth);
-      if (cred.empty()) {
-        if (co_await fail(http::status::unauthorized, "credentials are required")) continue;
-        co_return;
-      }
-      const auto& keys = rc.auth == auth_kind::api_key ? rt->cfg.api_keys : rt->cfg.bearer_tokens;
-      if (std::none_of(keys.begin(), keys.end(),
-                       [&](const std::string& k) { return detail_::constant_time_equal(k, cred); })) {
-        if (co_await fail(http::status::forbidden, "these credentials are not accepted")) continue;
-        co_return;
+      if (cred.empty()) co_return co_await fail(http::status::unauthorized, "credentials are required");
+      const auto& keys = rc.auth == auth_kind::api_key ? rt_->cfg.api_keys : rt_->cfg.bearer_tokens;
+      if (std::none_of(keys.begin(), keys.end(), [&](const std::string& k) {
+            return detail_::constant_time_equal(k, cred);
+          })) {
+        co_return co_await fail(http::status::forbidden, "these credentials are not accepted");
       }
     }
     for (const auto& h : rc.required_headers) {
-      if (head.find(h) == head.end()) {
-        if (co_await fail(http::status::bad_request, "missing header " + h)) continue;
-        co_return;
-      }
+      if (head.find(h) == head.end()) co_return co_await fail(http::status::bad_request, "missing header " + h);
     }
     if (route.limiter) {
-      const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                           steady_clock::now().time_since_epoch())
-                           .count();
-      const auto d = rc.rate_limit.per_key ? route.limiter->acquire(cred, now)
-                                           : route.limiter->acquire(peer.address(), now);
+      const auto d = rc.rate_limit.per_key ? route.limiter->acquire(cred, now_ns())
+                                           : route.limiter->acquire(peer_.address(), now_ns());
       if (!d.allowed) {
         auto res = error_response(http::status::too_many_requests, version, "rate limited");
-        const auto secs = d.retry_after == std::chrono::nanoseconds::max()
-                              ? 3600
-                              : std::max<long long>(1, std::chrono::ceil<std::chrono::seconds>(
-                                                           d.retry_after)
-                                                           .count());
+        const auto secs =
+            d.retry_after == std::chrono::nanoseconds::max()
+                ? 3600
+                : std::max<long long>(
+                      1, std::chrono::ceil<std::chrono::seconds>(d.retry_after).count());
         res.set(http::field::retry_after, std::to_string(secs));
-        log(429, "-");
-        if (co_await reply(std::move(res), client_keep_alive && parser.is_done())) continue;
-        co_return;
+        record(429, method, target, "-");
+        co_return co_await finish(std::move(res), keep_alive && parser.is_done());
       }
+    }
+
+    pool& p = *route.target;
+    const bool websocket = !is_connect && is_websocket_upgrade(head);
+    if (is_connect || websocket) {
+      if (!parser.is_done()) co_return co_await fail(http::status::bad_request, "a body on an upgrade");
+      request req = parser.release();
+      co_await open_tunnel(req, rc, p, is_connect, method, target);
+      co_return false;
     }
 
     // The body, under the route's limit.
     if (rc.max_body_bytes) parser.body_limit(*rc.max_body_bytes);
     if (!parser.is_done()) {
+      beast::error_code ec;
       if (beast::iequals(head[http::field::expect], "100-continue")) {
         http::response<http::empty_body> cont{http::status::continue_, version};
-        co_await http::async_write(client, cont, into(ec));
-        if (ec) co_return;
+        co_await http::async_write(client_, cont, into(ec));
+        if (ec) co_return false;
       }
-      client.expires_after(lim.request_timeout);
-      co_await http::async_read(client, buffer, parser, into(ec));
+      client_.expires_after(lim.request_timeout);
+      co_await http::async_read(client_, buffer_, parser, into(ec));
       if (ec == http::error::body_limit) {
-        co_await fail(http::status::payload_too_large, "the request body is above the limit");
-        co_return;
+        co_return co_await fail(http::status::payload_too_large, "the request body is above the limit");
       }
-      if (ec) co_return;
+      if (ec) co_return false;
     }
 
-    http::request<http::string_body> req = parser.release();
-    detail_::remove_hop_by_hop(req);
-    {
-      std::string xff(req["X-Forwarded-For"]);
-      req.set("X-Forwarded-For", xff.empty() ? peer_ip : xff + ", " + peer_ip);
+    request req = parser.release();
+    // A fresh cached answer needs no backend.
+    std::string cache_key;
+    if (rc.cache && rt_->cache && cache_may_serve(req)) {
+      cache_key.append(req[http::field::host]).append(" ").append(req.target());
+      std::transform(cache_key.begin(), cache_key.begin() + static_cast<std::ptrdiff_t>(cache_key.find(' ')),
+                     cache_key.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      if (auto e = rt_->cache->find(cache_key, steady_clock::now())) {
+        counters::add(ts_.stats.cache_hits);
+        response res = e->res;
+        res.set(http::field::age, std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                                      steady_clock::now() - e->stored)
+                                                      .count()));
+        res.set("X-Cache", "HIT");
+        record(res.result_int(), method, target, "cache");
+        co_return co_await finish(std::move(res), keep_alive);
+      }
+      counters::add(ts_.stats.cache_misses);
     }
-    req.set("X-Forwarded-Proto", "http");
-    req.set(http::field::via, "1.1 lbkit");
-    if (rc.rewrite_host) req.set(http::field::host, *rc.rewrite_host);
+
+    prepare_forward(req, rc, peer_ip_);
     req.keep_alive(true);
     req.prepare_payload();
 
-    pool& p = *route.target;
     std::optional<std::string> pinned;
     if (p.sticky()) {
       if (auto v = lbkit::find_cookie(req[http::field::cookie], p.sticky()->name())) {
@@ -244,80 +393,264 @@ asio::awaitable<void> serve(tcp::socket socket, thread_state& ts) {
       }
     }
     const lbkit::pick_context context =
-        p.config().hash_header.empty()
-            ? lbkit::pick_context::for_client(peer.address())
-            : lbkit::pick_context::for_bytes(req[p.config().hash_header]);
+        p.config().hash_header.empty() ? lbkit::pick_context::for_client(peer_.address())
+                                       : lbkit::pick_context::for_bytes(req[p.config().hash_header]);
 
     // Retries go to another backend. A refused connect sent nothing, so any request may be
     // retried after one (the body is buffered); after a timeout, a broken connection or a
-    // retryable status only an idempotent request is, since the backend may have acted on it.
+    // retryable status only an idempotent request is, since the backend may have acted on
+    // it. Every retry needs room in the pool's retry budget.
     const bool idempotent = detail_::idempotent(req.method());
     const std::uint32_t attempts = 1 + rc.retries;
+    const auto in_flight = p.start_request();
+    pool::retry_ticket retry;
+    std::uint32_t attempt = 0;
+    auto may_retry = [&] {
+      if (attempt + 1 >= attempts) return false;
+      auto t = p.try_retry(lim.retry_budget);
+      if (!t) {
+        counters::add(ts_.stats.retries_over_budget);
+        return false;
+      }
+      counters::add(ts_.stats.retries);
+      retry = std::move(t);
+      return true;
+    };
     const lbkit::backend_state* failed = nullptr;
     http::status failure = http::status::service_unavailable;
     std::string why = "no healthy backend";
-    bool answered = false;
-    for (std::uint32_t attempt = 0; attempt < attempts && !answered; ++attempt) {
-      lbkit::lease l;
-      if (pinned && attempt == 0) l = p.pick_member(ts.index, *pinned);
-      if (!l) l = p.pick(ts.index, context);
-      for (std::uint64_t salt = 1; l && &l.backend() == failed && salt <= 4; ++salt) {
-        l = p.pick(ts.index, lbkit::pick_context::for_hash(lbkit::hash_u64(context.hash + salt)));
-      }
+    for (;; ++attempt) {
+      lbkit::lease l = pick(p, attempt == 0 ? pinned : std::nullopt, context, failed);
       if (!l) {
-        failure = http::status::service_unavailable;
         why = std::string(lbkit::to_string(l.error()));
+        failure = http::status::service_unavailable;
         break;
       }
       const auto sent = steady_clock::now();
-      exchange_result r = co_await exchange(ts, p, l, req, lim);
+      exchange_result r = co_await exchange(ts_, p, l, req, lim);
       if (r.error != upstream_error::none) {
         failed = &l.backend();  // before report(), which lets go of the backend
         l.report(lbkit::outcome::gateway_failure);
         failure = r.error == upstream_error::timeout ? http::status::gateway_timeout
                                                      : http::status::bad_gateway;
-        why = r.error == upstream_error::connect ? "the backend refused the connection"
+        why = r.error == upstream_error::connect   ? "the backend refused the connection"
               : r.error == upstream_error::timeout ? "the backend did not answer in time"
                                                    : "the backend connection failed";
-        if (r.error != upstream_error::connect && !idempotent) break;
-        continue;
+        if ((r.error == upstream_error::connect || idempotent) && may_retry()) continue;
+        break;
       }
-      const unsigned status = r.response.result_int();
-      const bool retryable = std::find(rc.retry_on.begin(), rc.retry_on.end(), status) !=
-                             rc.retry_on.end();
-      if (retryable && idempotent && attempt + 1 < attempts) {
-        failed = &l.backend();  // before report(), which lets go of the backend
+      const unsigned status = r.res.result_int();
+      const bool gateway = status == 502 || status == 503 || status == 504;
+      if (idempotent &&
+          std::find(rc.retry_on.begin(), rc.retry_on.end(), status) != rc.retry_on.end() &&
+          may_retry()) {
+        failed = &l.backend();
         l.report(lbkit::outcome::gateway_failure);
         continue;
       }
-      const bool gateway = status == 502 || status == 503 || status == 504;
       const auto latency = steady_clock::now() - sent;
-
-      auto& res = r.response;
-      const bool head_request = req.method() == http::verb::head;
+      response& res = r.res;
       detail_::remove_hop_by_hop(res);
       res.set(http::field::via, "1.1 lbkit");
+      if (!cache_key.empty()) {
+        if (const auto lifetime = cache_lifetime(res)) {
+          rt_->cache->store(cache_key, res, *lifetime, steady_clock::now());
+        }
+        res.set("X-Cache", "MISS");
+      }
       if (p.sticky() && pinned != l.id()) {
         res.insert(http::field::set_cookie, p.sticky()->set_cookie(l.id()));
       }
-      if (!head_request) res.prepare_payload();
-      res.keep_alive(client_keep_alive);
-      log(status, l.id());
+      if (req.method() != http::verb::head) res.prepare_payload();
+      record(status, method, target, l.id());
       // Reported before the client write: that write measures the client, not the backend.
-      // (After report() the lease no longer names its backend.)
       l.report(gateway ? lbkit::outcome::gateway_failure
                : status >= 500 ? lbkit::outcome::failure
                                : lbkit::outcome::success,
                latency);
-      client.expires_after(lim.request_timeout);
-      co_await http::async_write(client, res, into(ec));
-      if (ec || !client_keep_alive) co_return;
-      answered = true;
+      co_return co_await finish(std::move(res), keep_alive);
     }
-    if (answered) continue;
-    log(static_cast<unsigned>(failure), "-");
-    if (!co_await reply(error_response(failure, version, why), client_keep_alive)) co_return;
+    record(static_cast<unsigned>(failure), method, target, "-");
+    co_return co_await finish(error_response(failure, version, why), keep_alive);
   }
+
+  // A lease from `p`: the pinned backend if it is eligible, else a pick, avoiding the backend
+  // that just failed when the policy would pick it again.
+  lbkit::lease pick(pool& p, const std::optional<std::string>& pinned,
+                    const lbkit::pick_context& context, const lbkit::backend_state* failed) {
+    lbkit::lease l;
+    if (pinned) l = p.pick_member(ts_.index, *pinned);
+    if (!l) l = p.pick(ts_.index, context);
+    for (std::uint64_t salt = 1; l && &l.backend() == failed && salt <= 4; ++salt) {
+      l = p.pick(ts_.index, lbkit::pick_context::for_hash(lbkit::hash_u64(context.hash + salt)));
+    }
+    return l;
+  }
+
+  // CONNECT or a WebSocket upgrade: a new connection to a backend (retried on another after a
+  // refused connect), the handshake, then a byte tunnel until either side ends it. CONNECT
+  // ends at the router, which answers 200 once the backend connection is up; an upgrade is
+  // forwarded, and tunnels only if the backend answers 101.
+  asio::awaitable<void> open_tunnel(request& req, const route_config& rc, pool& p, bool is_connect,
+                                    const std::string& method, const std::string& target) {
+    const limits_config& lim = rt_->cfg.limits;
+    const std::string upgrade(req[http::field::upgrade]);
+    prepare_forward(req, rc, peer_ip_);
+    if (!is_connect) {
+      req.set(http::field::connection, "upgrade");
+      req.set(http::field::upgrade, upgrade);
+    }
+    const auto context = lbkit::pick_context::for_client(peer_.address());
+    beast::tcp_stream up(co_await asio::this_coro::executor);
+    lbkit::lease l;
+    const lbkit::backend_state* failed = nullptr;
+    http::status failure = http::status::service_unavailable;
+    for (std::uint32_t attempt = 0; attempt <= rc.retries; ++attempt) {
+      l = pick(p, std::nullopt, context, failed);
+      if (!l) break;
+      const upstream_error e = co_await connect(up, l, lim.connect_timeout);
+      if (e == upstream_error::none) break;
+      failed = &l.backend();
+      l.report(lbkit::outcome::gateway_failure);
+      failure = e == upstream_error::timeout ? http::status::gateway_timeout : http::status::bad_gateway;
+      up.close();
+    }
+    if (!l) {
+      record(static_cast<unsigned>(failure), method, target, "-");
+      co_await finish(error_response(failure, req.version(), "no backend for the tunnel"), false);
+      co_return;
+    }
+    const std::string id = l.id();
+    const auto sent = steady_clock::now();
+    beast::error_code ec;
+    beast::flat_buffer upbuf;  // what the backend sent after its 101
+    if (is_connect) {
+      static constexpr std::string_view ok = "HTTP/1.1 200 Connection Established\r\n\r\n";
+      co_await asio::async_write(client_, asio::buffer(ok.data(), ok.size()), into(ec));
+      record(200, method, target, id);
+    } else {
+      up.expires_after(lim.request_timeout);
+      co_await http::async_write(up, req, into(ec));
+      http::response_parser<http::string_body> rp;
+      rp.body_limit(1024 * 1024);
+      if (!ec) co_await http::async_read(up, upbuf, rp, into(ec));
+      if (ec) {
+        l.report(lbkit::outcome::gateway_failure);
+        const auto s = ec == beast::error::timeout ? http::status::gateway_timeout : http::status::bad_gateway;
+        record(static_cast<unsigned>(s), method, target, id);
+        co_await finish(error_response(s, req.version(), "the backend failed the upgrade"), false);
+        co_return;
+      }
+      response res = rp.release();
+      const std::string accepted(res[http::field::upgrade]);
+      detail_::remove_hop_by_hop(res);
+      res.set(http::field::via, "1.1 lbkit");
+      record(res.result_int(), method, target, id);
+      if (res.result() != http::status::switching_protocols) {  // refused: an ordinary answer
+        l.report(res.result_int() >= 500 ? lbkit::outcome::failure : lbkit::outcome::success,
+                 steady_clock::now() - sent);
+        co_await finish(std::move(res), false);
+        co_return;
+      }
+      res.version(11);
+      res.set(http::field::connection, "upgrade");
+      res.set(http::field::upgrade, accepted);
+      client_.expires_after(lim.request_timeout);
+      co_await http::async_write(client_, res, into(ec));
+    }
+    // Bytes already read past either handshake go first.
+    if (!ec && upbuf.size() > 0) co_await asio::async_write(client_.socket(), upbuf.data(), into(ec));
+    if (!ec && buffer_.size() > 0) co_await asio::async_write(up.socket(), buffer_.data(), into(ec));
+    buffer_.clear();
+    if (!ec) {
+      counters::add(ts_.stats.tunnels_total);
+      counters::add(ts_.stats.tunnels_active);
+      client_.expires_never();
+      up.expires_never();
+      co_await tunnel(client_.socket(), up.socket(), lim.tunnel_idle_timeout);
+      counters::add(ts_.stats.tunnels_active, -1);
+    }
+    l.report(ec ? lbkit::outcome::gateway_failure : lbkit::outcome::success,
+             steady_clock::now() - sent);
+  }
+
+  thread_state& ts_;
+  beast::tcp_stream client_;
+  beast::flat_buffer buffer_;
+  lbkit::endpoint peer_;
+  std::string peer_ip_;
+  std::shared_ptr<runtime> rt_;
+  steady_clock::time_point started_;
+  unsigned version_ = 11;  // of the request being answered
+};
+
+}  // namespace
+
+asio::awaitable<void> serve(tcp::socket socket, thread_state& ts) {
+  counters::add(ts.stats.connections_total);
+  counters::add(ts.stats.connections_active);
+  struct leave {
+    thread_state& ts;
+    ~leave() { counters::add(ts.stats.connections_active, -1); }
+  } guard{ts};
+  session s(std::move(socket), ts);
+  co_await s.run();
+}
+
+std::string stats_text(const runtime& rt, const std::vector<std::unique_ptr<thread_state>>& threads,
+                       steady_clock::time_point started) {
+  std::string out;
+  auto line = [&](std::string_view key, std::uint64_t v) {
+    out.append(key).append(" ").append(std::to_string(v)).append("\n");
+  };
+  using member = counters::counter counters::*;
+  auto total = [&](member m) {
+    std::uint64_t n = 0;
+    for (const auto& t : threads) n += (t->stats.*m).load(std::memory_order_relaxed);
+    return n;
+  };
+  line("uptime_seconds", static_cast<std::uint64_t>(
+                             std::chrono::duration_cast<std::chrono::seconds>(steady_clock::now() - started)
+                                 .count()));
+  for (const auto& [name, m] : {std::pair<const char*, member>{"connections_active", &counters::connections_active},
+                                {"connections_total", &counters::connections_total},
+                                {"connections_refused", &counters::connections_refused},
+                                {"requests", &counters::requests}}) {
+    line(name, total(m));
+  }
+  for (std::size_t k = 0; k < 5; ++k) {
+    std::uint64_t n = 0;
+    for (const auto& t : threads) n += t->stats.responses[k].load(std::memory_order_relaxed);
+    line("responses_" + std::to_string(k + 1) + "xx", n);
+  }
+  for (const auto& [name, m] : {std::pair<const char*, member>{"retries", &counters::retries},
+                                {"retries_over_budget", &counters::retries_over_budget},
+                                {"cache_hits", &counters::cache_hits},
+                                {"cache_misses", &counters::cache_misses},
+                                {"tunnels_active", &counters::tunnels_active},
+                                {"tunnels_total", &counters::tunnels_total},
+                                {"client_timeouts", &counters::client_timeouts}}) {
+    line(name, total(m));
+  }
+  if (rt.cache) {
+    line("cache_entries", rt.cache->size());
+    line("cache_bytes", rt.cache->bytes());
+  }
+  for (const auto& p : rt.pools) {
+    const auto snap = p->registry().current();
+    for (const auto& m : snap->members()) {
+      const auto& s = m.state();
+      const char* health = s.ejected() ? "ejected"
+                           : s.active_health() == lbkit::health::healthy ? "up"
+                                                                          : "down";
+      out += "backend pool=" + p->config().name + " id=" + m.id() +
+             " address=" + m.address().to_string() + " weight=" + std::to_string(m.weight()) +
+             " health=" + health + " active=" + std::to_string(s.active()) +
+             " picks=" + std::to_string(s.requests()) + " failures=" + std::to_string(s.failures()) +
+             "\n";
+    }
+  }
+  return out;
 }
 
 }  // namespace l7

@@ -6,6 +6,8 @@
 // the right status when anything fails.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <deque>
@@ -53,11 +55,30 @@ class upstream_pool {
   std::unordered_map<std::uint64_t, std::deque<idle>> idle_;
 };
 
+// A thread's counters for the stats page: written by their thread, read by the stats page.
+struct counters {
+  using counter = std::atomic<std::uint64_t>;
+  counter connections_active{0}, connections_total{0}, connections_refused{0};
+  counter requests{0};
+  std::array<counter, 5> responses{};  // 1xx .. 5xx
+  counter retries{0}, retries_over_budget{0};
+  counter cache_hits{0}, cache_misses{0};
+  counter tunnels_active{0}, tunnels_total{0};
+  counter client_timeouts{0};  // header, idle-between-requests excluded
+
+  static void add(counter& c, std::int64_t d = 1) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(d),
+            std::memory_order_relaxed);  // one writer: no read-modify-write needed
+  }
+};
+
 // What one event-loop thread owns.
 struct thread_state {
   unsigned index = 0;
   std::shared_ptr<runtime> rt;  // replaced on reload, by a task posted to this thread
   upstream_pool upstream;
+  std::size_t max_connections = 0;  // this thread's share of limits.max_connections
+  counters stats;
 };
 
 namespace detail_ {
@@ -111,5 +132,10 @@ inline bool constant_time_equal(std::string_view a, std::string_view b) {
 
 // Serves one client connection until it closes, errs, idles out, or the router stops.
 asio::awaitable<void> serve(tcp::socket socket, thread_state& ts);
+
+// The stats page: `key value` lines summed over the threads, then one `backend key=value ...`
+// line per backend of each pool of `rt`.
+std::string stats_text(const runtime& rt, const std::vector<std::unique_ptr<thread_state>>& threads,
+                       std::chrono::steady_clock::time_point started);
 
 }  // namespace l7

@@ -5,7 +5,9 @@
 // every thread, and the old one lives until its last request ends.
 #pragma once
 
+#include <atomic>
 #include <cstdio>
+#include <utility>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,6 +16,7 @@
 #include <lbkit/lbkit.hpp>
 
 #include "../common/policies.hpp"
+#include "cache.hpp"
 #include "config.hpp"
 
 namespace l7 {
@@ -29,7 +32,40 @@ class pool {
 
   const pool_config& config() const noexcept { return cfg_; }
   lbkit::backend_registry& registry() noexcept { return registry_; }
+  const lbkit::backend_registry& registry() const noexcept { return registry_; }
   const std::optional<lbkit::sticky_cookie>& sticky() const noexcept { return sticky_; }
+
+  // The retry budget: a retry may start while the pool's retries in flight stay below
+  // `percent` of its requests in flight, or below 3 (Envoy's budget_percent and
+  // min_retry_concurrency). A retry_ticket ends the retry when it goes.
+  struct retry_ticket {
+    std::atomic<std::int64_t>* n = nullptr;
+    retry_ticket() = default;
+    explicit retry_ticket(std::atomic<std::int64_t>* c) : n(c) {}
+    retry_ticket(retry_ticket&& o) noexcept : n(std::exchange(o.n, nullptr)) {}
+    retry_ticket& operator=(retry_ticket&& o) noexcept {
+      std::swap(n, o.n);
+      return *this;
+    }
+    ~retry_ticket() {
+      if (n != nullptr) n->fetch_sub(1, std::memory_order_relaxed);
+    }
+    explicit operator bool() const noexcept { return n != nullptr; }
+  };
+  retry_ticket try_retry(std::uint32_t percent) noexcept {
+    const std::int64_t allowed = std::max<std::int64_t>(
+        3, in_flight_.load(std::memory_order_relaxed) * percent / 100);
+    if (retries_.fetch_add(1, std::memory_order_relaxed) >= allowed) {
+      retries_.fetch_sub(1, std::memory_order_relaxed);
+      return {};
+    }
+    return retry_ticket(&retries_);
+  }
+  // Counts a request in flight (for the budget) until the returned ticket goes.
+  retry_ticket start_request() noexcept {
+    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    return retry_ticket(&in_flight_);
+  }
 
   // Passive outlier detection, run by the main thread once a second.
   void evaluate_outliers() {
@@ -42,13 +78,25 @@ class pool {
   }
 
  protected:
-  explicit pool(const pool_config& cfg, const lbkit::siphash_key& key) : cfg_(cfg) {
+  // `previous`: the pool of this name in the configuration being replaced, if any.
+  pool(const pool_config& cfg, const lbkit::siphash_key& key, const pool* previous)
+      : cfg_(cfg) {
+    const auto before = previous != nullptr ? previous->registry_.current() : nullptr;
+    lbkit::change_set cs;
     for (const auto& b : cfg.backends) {
-      // With active checks a backend starts down and needs `rise` good answers (HAProxy).
-      [[maybe_unused]] auto r = registry_.add(
-          lbkit::backend(b.id, b.address, b.weight),
-          cfg.health == health_kind::none ? lbkit::health::healthy : lbkit::health::unhealthy);
+      // With active checks a backend starts down and needs `rise` good answers (HAProxy),
+      // unless a reload kept it: then it keeps the health it had, so that a reload does not
+      // take a checked pool down until its checks pass again.
+      lbkit::health initial =
+          cfg.health == health_kind::none ? lbkit::health::healthy : lbkit::health::unhealthy;
+      if (const lbkit::member* m = before ? before->find(b.id) : nullptr;
+          m != nullptr && cfg.health != health_kind::none &&
+          previous->cfg_.health != health_kind::none && m->address() == b.address) {
+        initial = m->state().active_health();
+      }
+      cs.add(lbkit::backend(b.id, b.address, b.weight), initial);
     }
+    [[maybe_unused]] auto r = registry_.apply(cs);  // ids and weights checked by the config
     if (!cfg.sticky_cookie.empty()) sticky_.emplace(key, cfg.sticky_cookie);
     if (cfg.passive_failures > 0) {
       lbkit::outlier_detection_options o;
@@ -88,6 +136,7 @@ class pool {
   lbkit::backend_registry registry_;
   std::optional<lbkit::sticky_cookie> sticky_;
   std::optional<lbkit::outlier_detector> outliers_;
+  std::atomic<std::int64_t> in_flight_{0}, retries_{0};
 
  protected:
   std::shared_ptr<void> checker_;  // stopped first on destruction (declared last)
@@ -96,8 +145,9 @@ class pool {
 template <class Policy>
 class pool_of final : public pool {
  public:
-  pool_of(const pool_config& cfg, const lbkit::siphash_key& key, unsigned threads)
-      : pool(cfg, key), balancer_(registry()) {
+  pool_of(const pool_config& cfg, const lbkit::siphash_key& key, unsigned threads,
+          const pool* previous)
+      : pool(cfg, key, previous), balancer_(registry()) {
     for (unsigned t = 0; t < threads; ++t) pickers_.push_back(balancer_.make_picker());
     start_health();
   }
@@ -126,15 +176,24 @@ struct runtime {
   std::vector<std::unique_ptr<pool>> pools;
   std::vector<live_route> routes;
   lbkit::route_table<std::size_t> table;  // → index into routes
+  std::unique_ptr<response_cache> cache;  // when a route caches
 
-  static std::shared_ptr<runtime> build(router_config c, const lbkit::siphash_key& key) {
+  // `previous`: the runtime this one replaces (health is carried over), or null.
+  static std::shared_ptr<runtime> build(router_config c, const lbkit::siphash_key& key,
+                                        const runtime* previous = nullptr) {
     auto rt = std::make_shared<runtime>();
     rt->cfg = std::move(c);
     std::map<std::string, pool*, std::less<>> by_name;
     for (const auto& entry : rt->cfg.pools) {
       const pool_config& pc = entry.second;
+      const pool* before = nullptr;
+      if (previous != nullptr) {
+        for (const auto& p : previous->pools) {
+          if (p->config().name == pc.name) before = p.get();
+        }
+      }
       examples::with_policy(pc.policy, [&]<class Policy>() {
-        rt->pools.push_back(std::make_unique<pool_of<Policy>>(pc, key, rt->cfg.threads));
+        rt->pools.push_back(std::make_unique<pool_of<Policy>>(pc, key, rt->cfg.threads, before));
       });
       by_name[entry.first] = rt->pools.back().get();
     }
@@ -148,6 +207,9 @@ struct runtime {
       }
       rt->routes.push_back(std::move(lr));
       [[maybe_unused]] auto added = rt->table.add(r.match, i);  // checked by parse_config
+      if (r.cache && !rt->cache && rt->cfg.limits.cache_bytes > 0) {
+        rt->cache = std::make_unique<response_cache>(rt->cfg.limits.cache_bytes);
+      }
     }
     return rt;
   }
