@@ -8,6 +8,7 @@ packages=(
   doctest-dev                                      # tests
   libbenchmark-dev                                 # bench/
   libcli11-dev                                     # examples: command lines
+  libboost-dev libtomlplusplus-dev                 # the L7 router: Asio + Beast, TOML
   haproxy nginx libnginx-mod-stream wrk            # interop tests and bench/proxy peers
 )
 
