@@ -314,8 +314,17 @@ lbkit::result<router_config> parse_config(std::string_view text, const std::stri
   reader r(name);
   router_config c;
   auto failed = [&] { return lbkit::make_error(lbkit::errc::invalid_argument, r.error()); };
-  if (!r.only(root, "", {"listen", "stats", "threads", "access_log", "limits", "pools", "routes", "auth"})) {
+  if (!r.only(root, "",
+              {"listen", "stats", "threads", "access_log", "sticky_key", "limits", "pools",
+               "routes", "auth"})) {
     return failed();
+  }
+  if (std::string hex; !r.string(root, "", "sticky_key", hex)) {
+    return failed();
+  } else if (!hex.empty()) {
+    auto k = lbkit::sticky_cookie::parse_key(hex);
+    if (!k) return r.fail(root.get("sticky_key"), "sticky_key", k.error().message), failed();
+    c.sticky_key = *k;
   }
   if (const toml::node* n = root.get("listen")) {
     const toml::array* a = n->as_array();

@@ -91,6 +91,9 @@ struct router_config {
   std::vector<std::string> bearer_tokens;  // accepted in Authorization: Bearer
   bool access_log = true;
   unsigned threads = 1;
+  // The key that signs sticky cookies; shared by a fleet (and across restarts) when set,
+  // else random per process.
+  std::optional<lbkit::siphash_key> sticky_key;
 };
 
 // Reads and checks a TOML file. Errors read "router.toml:12: pools.api.policy: ...".

@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
     lim.rlim_cur = lim.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &lim);
   }
-  const lbkit::siphash_key key = lbkit::sticky_cookie::random_key();
+  const lbkit::siphash_key key = cfg.sticky_key ? *cfg.sticky_key : lbkit::sticky_cookie::random_key();
   std::shared_ptr<runtime> current = runtime::build(cfg, key);
 
   // One io_context, acceptor set and thread_state per thread.
@@ -223,7 +223,8 @@ int main(int argc, char** argv) {
         } else {
           c->threads = n;      // threads and listeners stay as started
           c->listen = cfg.listen;
-          current = runtime::build(std::move(*c), key, current.get());
+          const lbkit::siphash_key k = c->sticky_key.value_or(key);
+          current = runtime::build(std::move(*c), k, current.get());
           for (unsigned t = 0; t < n; ++t) {
             asio::post(*contexts[t], [s = states[t].get(), rt = current] { s->rt = rt; });
           }
