@@ -163,12 +163,13 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
   std::string health = "none", interval;
   if (!r.only(t, w,
               {"policy", "backends", "health", "health_interval", "rise", "fall",
-               "passive_failures", "sticky_cookie", "hash_header", "max_idle",
-               "upstream_idle_timeout"}) ||
+               "passive_failures", "panic_threshold", "sticky_cookie", "hash_header",
+               "max_idle", "upstream_idle_timeout"}) ||
       !r.string(t, w, "policy", p.policy) || !r.string(t, w, "health", health) ||
       !r.duration(t, w, "health_interval", p.health_interval) ||
       !r.integer(t, w, "rise", p.rise, 1, 1000) || !r.integer(t, w, "fall", p.fall, 1, 1000) ||
       !r.integer(t, w, "passive_failures", p.passive_failures, 0, 1'000'000) ||
+      !r.number(t, w, "panic_threshold", p.panic_threshold, 0, 100) ||
       !r.string(t, w, "sticky_cookie", p.sticky_cookie) ||
       !r.string(t, w, "hash_header", p.hash_header) ||
       !r.integer(t, w, "max_idle", p.max_idle, 0, 100'000) ||

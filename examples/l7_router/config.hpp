@@ -38,6 +38,9 @@ struct pool_config {
   milliseconds health_interval{2000};
   std::uint32_t rise = 2, fall = 3;
   std::uint32_t passive_failures = 5;  // consecutive 5xx/connect failures that eject (0: off)
+  // Envoy's panic mode: below this percentage of healthy backends, spread picks over all of
+  // them. Off (0) by default, so that a pool with no healthy backend answers 503 at once.
+  double panic_threshold = 0;
   std::string sticky_cookie;           // empty: no sticky sessions
   std::string hash_header;             // hash policies: key on this header ("" = client address)
   std::size_t max_idle = 64;           // idle upstream connections kept per backend and thread

@@ -191,6 +191,7 @@ int main(int argc, char** argv) {
       acceptors[t].push_back(std::move(a));
     }
   }
+  for (unsigned t = 0; t < n; ++t) asio::co_spawn(*contexts[t], upkeep(*states[t]), asio::detached);
   const auto started = std::chrono::steady_clock::now();
   if (cfg.stats) {
     auto a = listen_on(*contexts[0], to_asio(*cfg.stats), "stats " + cfg.stats->to_string());
@@ -239,9 +240,10 @@ int main(int argc, char** argv) {
       for (unsigned t = 0; t < n; ++t) {
         asio::post(*contexts[t], [&, t] {
           for (auto& a : acceptors[t]) a->close();
+          stop_clients(*states[t]);
         });
-        // Open connections get the idle or request timeout to finish; then the loop is
-        // stopped whatever is left.
+        // Requests in flight finish (within request_timeout), tunnels run on; whatever is
+        // left at the drain deadline is cut.
       }
     });
   };

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 namespace l7 {
 namespace {
@@ -67,14 +68,14 @@ asio::awaitable<upstream_error> connect(beast::tcp_stream& s, const lbkit::lease
 // then the request goes once more over a fresh connection, as nginx does.
 asio::awaitable<exchange_result> exchange(thread_state& ts, const pool& p,
                                           const lbkit::lease& l, const request& req,
-                                          const limits_config& lim) {
+                                          const limits_config& lim, beast::flat_buffer& buf) {
   const std::uint64_t key = l.backend().serial();
-  std::optional<beast::tcp_stream> s = ts.upstream.take(key, p.config().upstream_idle_timeout);
-  bool reused = s.has_value();
+  upstream_pool::stream_ptr s = ts.upstream.take(key);
+  bool reused = s != nullptr;
   beast::error_code ec;
   for (;;) {
     if (!s) {
-      s.emplace(co_await asio::this_coro::executor);
+      s = std::make_unique<beast::tcp_stream>(co_await asio::this_coro::executor);
       if (auto e = co_await connect(*s, l, lim.connect_timeout); e != upstream_error::none) {
         co_return exchange_result{e, {}};
       }
@@ -84,12 +85,12 @@ asio::awaitable<exchange_result> exchange(thread_state& ts, const pool& p,
     http::response_parser<http::string_body> parser;
     parser.body_limit(64 * 1024 * 1024);
     if (req.method() == http::verb::head) parser.skip(true);
-    beast::flat_buffer buf;
+    buf.clear();
     if (!ec) co_await http::async_read(*s, buf, parser, into(ec));
     if (!ec) {
       exchange_result out{upstream_error::none, parser.release()};
       if (out.res.keep_alive() && buf.size() == 0) {
-        ts.upstream.give(key, std::move(*s), p.config().max_idle);
+        ts.upstream.give(key, std::move(s), p.config().max_idle, p.config().upstream_idle_timeout);
       }
       co_return out;
     }
@@ -177,10 +178,35 @@ std::int64_t now_ns() {
       .count();
 }
 
+// A read buffer from the thread's spares, given back when it goes.
+class borrowed_buffer {
+ public:
+  explicit borrowed_buffer(thread_state& ts) : ts_(ts) {
+    if (ts.spare_buffers.empty()) {
+      b_ = std::make_unique<beast::flat_buffer>();
+      b_->reserve(64 * 1024);
+    } else {
+      b_ = std::move(ts.spare_buffers.back());
+      ts.spare_buffers.pop_back();
+    }
+  }
+  ~borrowed_buffer() {
+    if (ts_.spare_buffers.size() < 64) ts_.spare_buffers.push_back(std::move(b_));
+  }
+  borrowed_buffer(const borrowed_buffer&) = delete;
+  borrowed_buffer& operator=(const borrowed_buffer&) = delete;
+  beast::flat_buffer& operator*() const noexcept { return *b_; }
+
+ private:
+  thread_state& ts_;
+  std::unique_ptr<beast::flat_buffer> b_;
+};
+
 // One client connection.
 class session {
  public:
   session(tcp::socket s, thread_state& ts) : ts_(ts), client_(std::move(s)) {
+    buffer_.reserve(4096);  // Beast reads as much as there is room for, and at least 512 bytes
     beast::error_code ec;
     peer_ = to_lbkit(client_.socket().remote_endpoint(ec));
     peer_ip_ = peer_.address().to_string();
@@ -188,21 +214,27 @@ class session {
   }
 
   asio::awaitable<void> run() {
+    rt_ = ts_.rt;
     for (bool first = true;; first = false) {
-      rt_ = ts_.rt;  // this request's configuration
-      const limits_config& lim = rt_->cfg.limits;
       beast::error_code ec;
       // Between requests a client may idle for idle_timeout; from the first byte of a request
       // its header must arrive within header_timeout (slowloris).
       if (!first && buffer_.size() == 0) {
-        client_.expires_after(lim.idle_timeout);
+        if (ts_.stopping) co_return;
+        client_.expires_after(rt_->cfg.limits.idle_timeout);
+        ts_.idle_clients.insert(&client_);
         const std::size_t n = co_await client_.async_read_some(buffer_.prepare(4096), into(ec));
+        ts_.idle_clients.erase(&client_);
         if (ec) co_return;
         buffer_.commit(n);
       }
+      rt_ = ts_.rt;  // this request's configuration (the latest, after a reload)
+      const limits_config& lim = rt_->cfg.limits;
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(lim.max_header_bytes));
-      parser.body_limit(lim.max_body_bytes);
+      // Beast checks a Content-Length against the body limit once, with the header; the
+      // route's limit is known only after routing, so handle() checks it.
+      parser.body_limit(std::numeric_limits<std::uint64_t>::max());
       client_.expires_after(lim.header_timeout);
       co_await http::async_read_header(client_, buffer_, parser, into(ec));
       if (ec == beast::error::timeout) {
@@ -233,6 +265,7 @@ class session {
         co_return;
       }
       if (!co_await handle(parser)) co_return;
+      if (buffer_.size() == 0 && buffer_.capacity() > 16 * 1024) buffer_.shrink_to_fit();
     }
   }
 
@@ -242,6 +275,7 @@ class session {
   // reset (a "lingering close", as nginx does).
   asio::awaitable<bool> finish(response res, bool keep) {
     res.version(version_);  // the router speaks its client's version, whatever the backend's
+    keep = keep && !ts_.stopping;
     res.keep_alive(keep);
     beast::error_code ec;
     client_.expires_after(rt_->cfg.limits.request_timeout);
@@ -289,13 +323,12 @@ class session {
       co_return co_await finish(error_response(s, version, why), keep_alive && parser.is_done());
     };
 
-    std::vector<lbkit::request_header> fields;
-    fields.reserve(16);
-    for (const auto& f : head) fields.push_back({f.name_string(), f.value()});
+    fields_.clear();
+    for (const auto& f : head) fields_.push_back({f.name_string(), f.value()});
     // CONNECT names its destination in the target (authority form): route on it as the host.
     const lbkit::request_view view{head.method_string(),
                                    is_connect ? head.target() : head[http::field::host],
-                                   is_connect ? std::string_view("/") : head.target(), fields};
+                                   is_connect ? std::string_view("/") : head.target(), fields_};
     const std::size_t* index = rt_->table.match(view);
     if (index == nullptr) co_return co_await fail(http::status::not_found, "no route for this request");
     live_route& route = rt_->routes[*index];
@@ -345,14 +378,22 @@ class session {
       co_return false;
     }
 
-    // The body, under the route's limit.
-    if (rc.max_body_bytes) parser.body_limit(*rc.max_body_bytes);
+    // The body, under the route's limit: a Content-Length is checked at once, a chunked body
+    // as it arrives.
+    const std::uint64_t body_limit = rc.max_body_bytes.value_or(lim.max_body_bytes);
+    if (parser.content_length() && *parser.content_length() > body_limit) {
+      co_return co_await fail(http::status::payload_too_large, "the request body is above the limit");
+    }
+    parser.body_limit(body_limit);
     if (!parser.is_done()) {
       beast::error_code ec;
       if (beast::iequals(head[http::field::expect], "100-continue")) {
         http::response<http::empty_body> cont{http::status::continue_, version};
         co_await http::async_write(client_, cont, into(ec));
         if (ec) co_return false;
+      }
+      if (const auto n = parser.content_length(); n && *n > buffer_.capacity()) {
+        buffer_.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(*n, 64 * 1024)));
       }
       client_.expires_after(lim.request_timeout);
       co_await http::async_read(client_, buffer_, parser, into(ec));
@@ -366,7 +407,9 @@ class session {
     // A fresh cached answer needs no backend.
     std::string cache_key;
     if (rc.cache && rt_->cache && cache_may_serve(req)) {
+      // The route is part of the key: two routes may send one URL to different pools.
       cache_key.append(req[http::field::host]).append(" ").append(req.target());
+      cache_key.append(" ").append(std::to_string(*index));
       std::transform(cache_key.begin(), cache_key.begin() + static_cast<std::ptrdiff_t>(cache_key.find(' ')),
                      cache_key.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
       if (auto e = rt_->cache->find(cache_key, steady_clock::now())) {
@@ -392,15 +435,14 @@ class session {
         pinned = p.sticky()->decode(*v);
       }
     }
-    const lbkit::pick_context context =
-        p.config().hash_header.empty() ? lbkit::pick_context::for_client(peer_.address())
-                                       : lbkit::pick_context::for_bytes(req[p.config().hash_header]);
+    const lbkit::pick_context context = context_for(p, req);
 
     // Retries go to another backend. A refused connect sent nothing, so any request may be
     // retried after one (the body is buffered); after a timeout, a broken connection or a
     // retryable status only an idempotent request is, since the backend may have acted on
     // it. Every retry needs room in the pool's retry budget.
     const bool idempotent = detail_::idempotent(req.method());
+    const borrowed_buffer upbuf(ts_);
     const std::uint32_t attempts = 1 + rc.retries;
     const auto in_flight = p.start_request();
     pool::retry_ticket retry;
@@ -427,7 +469,7 @@ class session {
         break;
       }
       const auto sent = steady_clock::now();
-      exchange_result r = co_await exchange(ts_, p, l, req, lim);
+      exchange_result r = co_await exchange(ts_, p, l, req, lim, *upbuf);
       if (r.error != upstream_error::none) {
         failed = &l.backend();  // before report(), which lets go of the backend
         l.report(lbkit::outcome::gateway_failure);
@@ -474,6 +516,13 @@ class session {
     co_return co_await finish(error_response(failure, version, why), keep_alive);
   }
 
+  // What a hash policy keys on: the pool's hash_header, else the client address.
+  lbkit::pick_context context_for(const pool& p, const request& req) const {
+    return p.config().hash_header.empty()
+               ? lbkit::pick_context::for_client(peer_.address())
+               : lbkit::pick_context::for_bytes(req[p.config().hash_header]);
+  }
+
   // A lease from `p`: the pinned backend if it is eligible, else a pick, avoiding the backend
   // that just failed when the policy would pick it again.
   lbkit::lease pick(pool& p, const std::optional<std::string>& pinned,
@@ -500,7 +549,7 @@ class session {
       req.set(http::field::connection, "upgrade");
       req.set(http::field::upgrade, upgrade);
     }
-    const auto context = lbkit::pick_context::for_client(peer_.address());
+    const auto context = context_for(p, req);
     beast::tcp_stream up(co_await asio::this_coro::executor);
     lbkit::lease l;
     const lbkit::backend_state* failed = nullptr;
@@ -576,7 +625,8 @@ class session {
 
   thread_state& ts_;
   beast::tcp_stream client_;
-  beast::flat_buffer buffer_;
+  beast::flat_buffer buffer_;  // from the client
+  std::vector<lbkit::request_header> fields_;  // the request's fields, for routing
   lbkit::endpoint peer_;
   std::string peer_ip_;
   std::shared_ptr<runtime> rt_;
@@ -595,6 +645,21 @@ asio::awaitable<void> serve(tcp::socket socket, thread_state& ts) {
   } guard{ts};
   session s(std::move(socket), ts);
   co_await s.run();
+}
+
+asio::awaitable<void> upkeep(thread_state& ts) {
+  asio::steady_timer tick(co_await asio::this_coro::executor);
+  beast::error_code ec;
+  while (!ts.stopping) {
+    tick.expires_after(std::chrono::seconds(1));
+    co_await tick.async_wait(into(ec));
+    ts.upstream.sweep();
+  }
+}
+
+void stop_clients(thread_state& ts) {
+  ts.stopping = true;
+  for (beast::tcp_stream* c : ts.idle_clients) c->cancel();
 }
 
 std::string stats_text(const runtime& rt, const std::vector<std::unique_ptr<thread_state>>& threads,

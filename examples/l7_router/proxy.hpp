@@ -14,6 +14,9 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
+
+#include <sys/socket.h>
 
 #include <lbkit/lbkit.hpp>
 
@@ -28,30 +31,49 @@ using std::chrono::steady_clock;
 // router does not open a connection per request and run out of ephemeral ports.
 class upstream_pool {
  public:
-  struct idle {
-    beast::tcp_stream stream;
-    steady_clock::time_point since;
-  };
-  std::optional<beast::tcp_stream> take(std::uint64_t backend, milliseconds max_idle_time) {
+  // A connection to `backend` idle for less than its timeout, if one is kept.
+  // Streams are held by pointer: moving a beast::tcp_stream allocates its state anew.
+  using stream_ptr = std::unique_ptr<beast::tcp_stream>;
+  stream_ptr take(std::uint64_t backend) {
     auto it = idle_.find(backend);
-    if (it == idle_.end()) return std::nullopt;
+    if (it == idle_.end()) return nullptr;
     auto& q = it->second;
+    const auto now = steady_clock::now();
     while (!q.empty()) {
       idle c = std::move(q.back());
       q.pop_back();
-      if (steady_clock::now() - c.since < max_idle_time && c.stream.socket().is_open()) {
-        return std::move(c.stream);
-      }
+      if (now < c.expires && c.stream->socket().is_open()) return std::move(c.stream);
     }
-    return std::nullopt;
+    return nullptr;
   }
-  void give(std::uint64_t backend, beast::tcp_stream s, std::size_t max_idle) {
+  // Keeps `s` for reuse for `timeout`, unless `max_idle` are kept already.
+  void give(std::uint64_t backend, stream_ptr s, std::size_t max_idle,
+            milliseconds timeout) {
     auto& q = idle_[backend];
     if (q.size() >= max_idle) return;  // closes s
-    q.push_back({std::move(s), steady_clock::now()});
+    q.push_back({std::move(s), steady_clock::now() + timeout});
+  }
+  // Closes the connections past their timeout, and those the backend closed or wrote to
+  // (nothing may arrive on an idle HTTP/1.1 connection), so that none lingers in CLOSE_WAIT
+  // or holds a backend that left with a reload.
+  void sweep() {
+    const auto now = steady_clock::now();
+    for (auto it = idle_.begin(); it != idle_.end();) {
+      auto& q = it->second;
+      std::erase_if(q, [&](idle& c) {
+        char byte;
+        return now >= c.expires ||
+               ::recv(c.stream->socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
+      });
+      it = q.empty() ? idle_.erase(it) : std::next(it);
+    }
   }
 
  private:
+  struct idle {
+    stream_ptr stream;
+    steady_clock::time_point expires;
+  };
   std::unordered_map<std::uint64_t, std::deque<idle>> idle_;
 };
 
@@ -79,6 +101,12 @@ struct thread_state {
   upstream_pool upstream;
   std::size_t max_connections = 0;  // this thread's share of limits.max_connections
   counters stats;
+  // 64 KiB read buffers for backend answers, lent to one exchange at a time: Beast reads as
+  // much as a buffer has room for, so a roomy one reads a large body in a few calls instead of
+  // a hundred, and only the exchanges in flight hold one.
+  std::vector<std::unique_ptr<beast::flat_buffer>> spare_buffers;
+  bool stopping = false;                           // SIGTERM: answer, then close
+  std::unordered_set<beast::tcp_stream*> idle_clients;  // waiting between requests
 };
 
 namespace detail_ {
@@ -132,6 +160,13 @@ inline bool constant_time_equal(std::string_view a, std::string_view b) {
 
 // Serves one client connection until it closes, errs, idles out, or the router stops.
 asio::awaitable<void> serve(tcp::socket socket, thread_state& ts);
+
+// Upkeep of a thread, once a second until it stops: closes stale upstream connections.
+asio::awaitable<void> upkeep(thread_state& ts);
+
+// On SIGTERM, on the thread: keep-alive clients waiting between requests are closed now, and
+// the others after their current request.
+void stop_clients(thread_state& ts);
 
 // The stats page: `key value` lines summed over the threads, then one `backend key=value ...`
 // line per backend of each pool of `rt`.

@@ -147,7 +147,9 @@ class pool_of final : public pool {
  public:
   pool_of(const pool_config& cfg, const lbkit::siphash_key& key, unsigned threads,
           const pool* previous)
-      : pool(cfg, key, previous), balancer_(registry()) {
+      : pool(cfg, key, previous),
+        balancer_(registry(), Policy{},
+                  lbkit::balancer_options{.panic_threshold = cfg.panic_threshold}) {
     for (unsigned t = 0; t < threads; ++t) pickers_.push_back(balancer_.make_picker());
     start_health();
   }

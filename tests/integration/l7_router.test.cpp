@@ -1,0 +1,1502 @@
+// SPDX-License-Identifier: MIT
+// lbkit_l7_router end to end: the real binary (LBKIT_L7_ROUTER_PATH, built in the same preset,
+// so sanitized alike) run on a TOML configuration written to a temporary file, between test
+// clients and Beast backends (tests/support/http_backend.hpp), all on loopback with ports
+// picked by the kernel. Covered: routing by host, path and header; exact counts under round
+// robin and smooth weighted round robin; sticky cookies, their fallback and forgeries;
+// failover under load with retries and health checks; every status the router makes itself
+// (400 401 403 404 405 413 429 431 502 503 504); slowloris and header-flood clients; WebSocket
+// and CONNECT tunnels; the response cache; configuration errors with their line; SIGHUP
+// reload; the stats page; forwarding headers; SIGTERM.
+//
+// Every wait is bounded and waits on a condition; no assertion rests on a sleep. Each router
+// is stopped with SIGTERM and must exit 0 with nothing from the sanitizers on stderr (its
+// destructor kills it by pid whatever happens). Configurations use short timeouts, so that
+// the cases that wait for one stay fast.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#if !defined(LBKIT_L7_ROUTER_PATH)
+
+TEST_CASE("lbkit_l7_router is not built (Boost, toml++ or CLI11 missing): its test is skipped") {
+  MESSAGE("examples/CMakeLists.txt did not build lbkit_l7_router");
+}
+
+#else
+
+// Boost 1.74's Asio needs these first (PITFALLS.md).
+#include <coroutine>
+#include <utility>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <lbkit/endpoint.hpp>
+
+#include "../support/http_backend.hpp"
+#include "../support/loopback.hpp"
+#include "../support/process.hpp"
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using namespace std::chrono_literals;
+using lbkit::endpoint;
+using lbkit::test::child_process;
+using lbkit::test::http_backend;
+using lbkit::test::loopback_server;
+using lbkit::test::received_request;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+namespace {
+
+// A client socket that waits longer than this for a byte has failed.
+constexpr auto io_timeout = 5s;
+
+milliseconds since(steady_clock::time_point t) {
+  return std::chrono::duration_cast<milliseconds>(steady_clock::now() - t);
+}
+
+// Waits until `done()` or `limit` passes, trying every `step`; returns done(). A bounded wait
+// on a condition.
+template <class F>
+bool eventually(F done, milliseconds limit = 5000ms, milliseconds step = 2ms) {
+  const auto until = steady_clock::now() + limit;
+  while (!done()) {
+    if (steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(step);
+  }
+  return true;
+}
+
+bool contains(std::string_view s, std::string_view part) {
+  return s.find(part) != std::string_view::npos;
+}
+
+// --- sockets -----------------------------------------------------------------------------
+
+// An owned descriptor.
+class socket_fd {
+ public:
+  socket_fd() = default;
+  explicit socket_fd(int fd) : fd_(fd) {}
+  socket_fd(socket_fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  socket_fd& operator=(socket_fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  socket_fd(const socket_fd&) = delete;
+  socket_fd& operator=(const socket_fd&) = delete;
+  ~socket_fd() { reset(); }
+  int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  void reset() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+void set_timeouts(int fd, std::chrono::microseconds t) {
+  const timeval tv{static_cast<time_t>(t.count() / 1'000'000),
+                   static_cast<suseconds_t>(t.count() % 1'000'000)};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+// A blocking TCP connection to `to` with 5 s send and receive timeouts; empty when the
+// connect failed.
+socket_fd connect_tcp(const endpoint& to) {
+  sockaddr_storage ss{};
+  const socklen_t len = to.to_sockaddr(ss);
+  socket_fd s(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  REQUIRE(s);
+  const int one = 1;
+  ::setsockopt(s.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  set_timeouts(s.get(), io_timeout);
+  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return {};
+  return s;
+}
+
+// A TCP socket bound to a free port of 127.0.0.1 and not listening: connects to it are
+// refused for as long as it lives, and no other test can take the port meanwhile.
+socket_fd reserve_port(std::uint16_t& port) {
+  socket_fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  REQUIRE(s);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  socklen_t len = sizeof a;
+  ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&a), &len);
+  port = ntohs(a.sin_port);
+  return s;
+}
+
+// Sends all of `bytes`; false on an error or a send timeout.
+bool send_all(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+// What a read to the end of a stream got, and how it ended.
+struct stream_end {
+  std::string data;
+  bool eof = false;  // an orderly end (FIN)
+  int error = 0;     // else errno: ECONNRESET, EAGAIN (the receive timeout), ...
+};
+
+stream_end read_to_end(int fd) {
+  stream_end r;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n > 0) {
+      r.data.append(buf, static_cast<std::size_t>(n));
+    } else if (n == 0) {
+      r.eof = true;
+      break;
+    } else if (errno != EINTR) {
+      r.error = errno;
+      break;
+    }
+  }
+  return r;
+}
+
+// Reads up to the end of a response head ("\r\n\r\n"); the head, and in `rest` what came
+// after it. Empty when the stream ended or timed out first. For answers that Beast's parser
+// cannot frame alone (a 200 to CONNECT has no length: the tunnel follows).
+std::optional<std::string> read_head(int fd, std::string& rest) {
+  std::string got;
+  char buf[4096];
+  for (;;) {
+    const auto end = got.find("\r\n\r\n");
+    if (end != std::string::npos) {
+      rest = got.substr(end + 4);
+      return got.substr(0, end + 4);
+    }
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return std::nullopt;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+// Whether the peer closes `fd` (FIN or RST) within `limit`; what it sent first is dropped.
+bool closed_within(int fd, milliseconds limit) {
+  const auto until = steady_clock::now() + limit;
+  char buf[4096];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<milliseconds>(until - steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return true;
+  }
+}
+
+// Test data that does not repeat at short strides.
+std::string pattern(std::size_t size) {
+  std::string s(size, '\0');
+  std::uint64_t x = 0x9E3779B97F4A7C15ULL;
+  for (auto& b : s) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    b = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+// Shuts a socket down after `limit` unless destroyed first: bounds blocking Beast calls,
+// which have no timeout of their own.
+class watchdog {
+ public:
+  watchdog(int fd, milliseconds limit)
+      : thread_([this, fd, limit] {
+          std::unique_lock lock(mu_);
+          if (!cv_.wait_for(lock, limit, [&] { return done_; })) {
+            fired_ = true;
+            ::shutdown(fd, SHUT_RDWR);
+          }
+        }) {}
+  watchdog(const watchdog&) = delete;
+  watchdog& operator=(const watchdog&) = delete;
+  ~watchdog() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  bool fired() {
+    std::lock_guard lock(mu_);
+    return fired_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;   // guarded by mu_
+  bool fired_ = false;  // guarded by mu_
+  std::thread thread_;  // last: it uses the members above
+};
+
+// --- HTTP clients ------------------------------------------------------------------------
+
+using response = http::response<http::string_body>;
+
+// "GET target HTTP/1.1" with a Host and the `extra` lines ("Name: value\r\n" each).
+std::string get(std::string_view target, std::string_view extra = "",
+                std::string_view host = "test") {
+  return "GET " + std::string(target) + " HTTP/1.1\r\nHost: " + std::string(host) + "\r\n" +
+         std::string(extra) + "\r\n";
+}
+
+std::string post(std::string_view target, std::string_view body, std::string_view extra = "") {
+  return "POST " + std::string(target) + " HTTP/1.1\r\nHost: test\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n" + std::string(extra) + "\r\n" + std::string(body);
+}
+
+// One HTTP/1.1 connection to the router: a raw socket (5 s timeouts, so every read is
+// bounded) and Beast's response parser fed by hand.
+class http_client {
+ public:
+  explicit http_client(const endpoint& to) : fd_(connect_tcp(to)) {}
+
+  bool connected() const { return static_cast<bool>(fd_); }
+  int fd() const { return fd_.get(); }
+  bool send(std::string_view bytes) { return fd_ && send_all(fd_.get(), bytes); }
+  // Closes the connection (a router drains open connections on SIGTERM: close them first).
+  void close() { fd_.reset(); }
+
+  // The next response; empty when the connection ended, timed out or sent something that is
+  // not HTTP first.
+  std::optional<response> read() {
+    if (!fd_) return std::nullopt;
+    http::response_parser<http::string_body> parser;
+    parser.eager(true);
+    parser.body_limit(std::uint64_t{64} << 20);
+    beast::error_code ec;
+    char buf[65536];
+    for (;;) {
+      if (!carry_.empty()) {
+        const std::size_t n = parser.put(asio::buffer(carry_), ec);
+        carry_.erase(0, n);
+        if (ec == http::error::need_more) {
+          ec = {};
+        } else if (ec) {
+          return std::nullopt;
+        }
+        if (parser.is_done()) return parser.release();
+        if (n > 0) continue;
+      }
+      const ssize_t got = ::recv(fd_.get(), buf, sizeof buf, 0);
+      if (got > 0) {
+        carry_.append(buf, static_cast<std::size_t>(got));
+        continue;
+      }
+      if (got < 0 && errno == EINTR) continue;
+      if (got == 0 && parser.got_some()) {  // a body that runs to the end of the stream
+        parser.put_eof(ec);
+        if (!ec && parser.is_done()) return parser.release();
+      }
+      return std::nullopt;
+    }
+  }
+
+  std::optional<response> request(std::string_view bytes) {
+    if (!send(bytes)) return std::nullopt;
+    return read();
+  }
+
+ private:
+  socket_fd fd_;
+  std::string carry_;  // read but not parsed yet
+};
+
+// One request on a connection of its own.
+std::optional<response> fetch(const endpoint& to, std::string_view request) {
+  http_client c(to);
+  return c.request(request);
+}
+
+// The body of a 200 answer on a connection of its own; "<status>" for another status, ""
+// when there was no answer.
+std::string fetch_body(const endpoint& to, std::string_view request) {
+  const auto r = fetch(to, request);
+  if (!r) return "";
+  return r->result_int() == 200 ? r->body() : "<" + std::to_string(r->result_int()) + ">";
+}
+
+std::string header(const response& r, std::string_view name) { return std::string(r[name]); }
+bool has(const response& r, std::string_view name) { return r.find(name) != r.end(); }
+
+// --- the router --------------------------------------------------------------------------
+
+// Text a sanitizer writes when it finds something (ASan, UBSan, LSan, TSan).
+bool sanitizer_report(const std::string& text) {
+  return contains(text, "Sanitizer") || contains(text, "runtime error:");
+}
+
+// A directory under /tmp, removed with what it holds.
+class temp_dir {
+ public:
+  temp_dir() {
+    char name[] = "/tmp/lbkit-l7-router-test-XXXXXX";
+    REQUIRE(::mkdtemp(name) != nullptr);
+    path_ = name;
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  // Writes `text` to `file` (whole, then closed) and returns its path.
+  std::string write(const std::string& file, const std::string& text) const {
+    const auto p = (path_ / file).string();
+    std::ofstream(p) << text;
+    return p;
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// lbkit_l7_router on `config`, once it printed the address it listens on (and the stats
+// address, when the configuration asks for one).
+class router_process {
+ public:
+  explicit router_process(const std::string& config, bool with_stats = false)
+      : path_(dir_.write("router.toml", config)),
+        proc_({LBKIT_L7_ROUTER_PATH, "--config", path_}) {
+    INFO("router stderr: " << proc_.stderr_text());
+    REQUIRE_MESSAGE(proc_.started(), proc_.start_error());
+    // Both lines come before any access-log line, in either order.
+    bool listening = false, stats = !with_stats;
+    while (!listening || !stats) {
+      const auto line = proc_.read_line(10s);
+      REQUIRE(line);
+      for (auto [prefix, out, seen] : {std::tuple{"listening on ", &listen_, &listening},
+                                      std::tuple{"stats on ", &stats_, &stats}}) {
+        const std::string_view p = prefix;
+        if (line->rfind(p, 0) != 0) continue;
+        const auto at = endpoint::parse(line->substr(p.size()));
+        REQUIRE_MESSAGE(at, *line);
+        *out = *at;
+        *seen = true;
+      }
+    }
+  }
+  router_process(const router_process&) = delete;
+  router_process& operator=(const router_process&) = delete;
+  // A router still running here belongs to a case that failed before stop(): show its log,
+  // then the child_process kills it.
+  ~router_process() {
+    if (proc_.running()) {
+      std::fprintf(stderr, "lbkit_l7_router (pid %d) stderr:\n%s\n", static_cast<int>(proc_.pid()),
+                   proc_.stderr_text().c_str());
+    }
+  }
+
+  const endpoint& address() const { return listen_; }
+  const endpoint& stats_address() const { return stats_; }
+  child_process& process() { return proc_; }
+  const std::string& config_path() const { return path_; }
+  // Replaces the configuration file (a SIGHUP reads it).
+  void rewrite(const std::string& config) const { dir_.write("router.toml", config); }
+  // The next access-log line.
+  std::optional<std::string> log_line() { return proc_.read_line(2s); }
+
+  // GET / on the stats listener.
+  std::optional<response> stats() { return fetch(stats_, get("/")); }
+
+  // SIGTERM; it must exit 0 within `limit`, with no sanitizer report on stderr.
+  void stop(milliseconds limit = 5000ms) {
+    REQUIRE(proc_.signal(SIGTERM));
+    const auto status = proc_.wait_exit(limit);
+    proc_.wait_output_closed(2s);
+    INFO("router stderr: " << proc_.stderr_text());
+    REQUIRE(status);
+    CHECK_MESSAGE(status->success(), status->to_string());
+    CHECK(!sanitizer_report(proc_.stderr_text()));
+  }
+
+ private:
+  temp_dir dir_;
+  std::string path_;
+  child_process proc_;
+  endpoint listen_, stats_;
+};
+
+// The router's global counter `key` from a stats page ("requests 17"), or -1.
+long long stats_counter(const std::string& page, std::string_view key) {
+  const std::string k = "\n" + std::string(key) + " ";
+  const auto at = ("\n" + page).find(k);
+  if (at == std::string::npos) return -1;
+  return std::atoll(page.c_str() + at + k.size() - 1);
+}
+
+// Field `name` of the line "backend pool=POOL id=ID ..." of a stats page, or "".
+std::string stats_field(const std::string& page, std::string_view pool, std::string_view id,
+                        std::string_view name) {
+  std::size_t from = 0;
+  while (from < page.size()) {
+    auto end = page.find('\n', from);
+    if (end == std::string::npos) end = page.size();
+    const std::string line = " " + page.substr(from, end - from) + " ";
+    from = end + 1;
+    if (line.rfind(" backend ", 0) != 0 || !contains(line, " pool=" + std::string(pool) + " ") ||
+        !contains(line, " id=" + std::string(id) + " ")) {
+      continue;
+    }
+    const std::string key = " " + std::string(name) + "=";
+    const auto at = line.find(key);
+    if (at == std::string::npos) return "";
+    const auto v = at + key.size();
+    return line.substr(v, line.find(' ', v) - v);
+  }
+  return "";
+}
+
+// --- configuration text ------------------------------------------------------------------
+
+const std::string listen_line = "listen = [\"127.0.0.1:0\"]\nthreads = 1\n";
+
+// `{ address = "127.0.0.1:PORT", id = "NAME" }` for a backend.
+std::string entry(const http_backend& b, unsigned weight = 1) {
+  return "{ address = \"" + b.address() + "\", id = \"" + b.name() + "\", weight = " +
+         std::to_string(weight) + " }";
+}
+
+// A [pools.NAME] table with these backends and `extra` lines.
+std::string pool_toml(std::string_view name, const std::vector<const http_backend*>& backends,
+                      std::string_view extra = "") {
+  std::string out = "[pools." + std::string(name) + "]\nbackends = [";
+  for (std::size_t i = 0; i < backends.size(); ++i) {
+    out += (i > 0 ? ", " : "") + entry(*backends[i]);
+  }
+  return out + "]\n" + std::string(extra) + "\n";
+}
+
+// A [[routes]] table with these lines.
+std::string route_toml(std::string_view lines) { return "[[routes]]\n" + std::string(lines) + "\n"; }
+
+// --- cookies -----------------------------------------------------------------------------
+
+// Unpadded base64url (RFC 4648 §5), as lbkit's sticky cookies use it.
+constexpr std::string_view base64url_chars =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+std::string base64url(std::string_view in) {
+  std::string out;
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char c : in) {
+    acc = acc << 8 | c;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out += base64url_chars[(acc >> bits) & 63];
+    }
+  }
+  if (bits > 0) out += base64url_chars[(acc << (6 - bits)) & 63];
+  return out;
+}
+
+std::optional<std::string> from_base64url(std::string_view in) {
+  std::string out;
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    const auto v = base64url_chars.find(c);
+    if (v == std::string_view::npos) return std::nullopt;
+    acc = acc << 6 | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+// The value of cookie `name` in a response's Set-Cookie, or empty.
+std::optional<std::string> set_cookie_value(const response& r, std::string_view name) {
+  const std::string prefix = std::string(name) + "=";
+  for (const auto& f : r) {
+    if (f.name() != http::field::set_cookie) continue;
+    const std::string_view v = f.value();
+    if (v.rfind(prefix, 0) != 0) continue;
+    return std::string(v.substr(prefix.size(), v.find(';') - prefix.size()));
+  }
+  return std::nullopt;
+}
+
+// The backend id a sticky cookie value names ("<base64url(id)>.<base64url(tag)>").
+std::string cookie_id(std::string_view value) {
+  const auto id = from_base64url(value.substr(0, value.find('.')));
+  return id ? *id : "";
+}
+
+// --- test backends other than HTTP ones ----------------------------------------------------
+
+// Reads a request head (to "\r\n\r\n") on a loopback_server connection; false if it did not
+// come within 2 s.
+bool read_request_head(int c, const loopback_server& self) {
+  set_timeouts(c, 50ms);
+  std::string got;
+  char buf[4096];
+  const auto until = steady_clock::now() + 2s;
+  while (!self.stopping() && steady_clock::now() < until) {
+    const ssize_t n = ::recv(c, buf, sizeof buf, 0);
+    if (n == 0) return false;
+    if (n > 0) got.append(buf, static_cast<std::size_t>(n));
+    if (contains(got, "\r\n\r\n")) return true;
+  }
+  return false;
+}
+
+// A backend that echoes every byte until the client's end (a CONNECT tunnel's far side).
+void echo(int c, const loopback_server& self) {
+  set_timeouts(c, 50ms);
+  std::vector<char> buf(256 * 1024);
+  bool ok = true;
+  while (ok && !self.stopping()) {
+    const ssize_t n = ::recv(c, buf.data(), buf.size(), 0);
+    if (n == 0) break;
+    if (n < 0) {
+      ok = errno == EAGAIN || errno == EINTR;
+      continue;
+    }
+    std::string_view rest(buf.data(), static_cast<std::size_t>(n));
+    while (!rest.empty() && !self.stopping()) {
+      const ssize_t m = ::send(c, rest.data(), rest.size(), MSG_NOSIGNAL);
+      if (m > 0) {
+        rest.remove_prefix(static_cast<std::size_t>(m));
+      } else if (m < 0 && errno != EAGAIN && errno != EINTR) {
+        ok = false;
+        break;
+      }
+    }
+  }
+  ::close(c);
+}
+
+// The far side of a WebSocket: accepts the upgrade and echoes every message, text as text
+// and binary as binary, until the close.
+void websocket_echo(asio::ip::tcp::socket& s, const http_backend::request& req,
+                    const http_backend&) {
+  websocket::stream<asio::ip::tcp::socket&> ws(s);
+  beast::error_code ec;
+  ws.accept(req, ec);
+  while (!ec) {
+    beast::flat_buffer b;
+    ws.read(b, ec);
+    if (ec) break;
+    ws.text(ws.got_text());
+    ws.write(b.data(), ec);
+  }
+}
+
+}  // namespace
+
+// -------------------------------------------------------------------------------------------
+
+TEST_CASE("routing: the host first, then exact path, longest prefix, then header conditions") {
+  http_backend api("api"), web("web"), assets("assets"), v2("v2"), logo("logo"), canary("canary");
+  router_process r(listen_line + pool_toml("api", {&api}) + pool_toml("web", {&web}) +
+                   pool_toml("assets", {&assets}) + pool_toml("v2", {&v2}) +
+                   pool_toml("logo", {&logo}) + pool_toml("canary", {&canary}) +
+                   route_toml("host = \"api.example.com\"\npool = \"api\"") +
+                   route_toml("path = \"/\"\npool = \"web\"") +
+                   route_toml("path = \"/static/\"\npool = \"assets\"") +
+                   route_toml("path = \"/static/v2/\"\npool = \"v2\"") +
+                   route_toml("path = \"/static/logo.png\"\nexact = true\npool = \"logo\"") +
+                   route_toml("headers = { X-Canary = \"1\" }\npool = \"canary\""));
+  struct one {
+    const char* host;
+    const char* target;
+    const char* extra;
+    const http_backend* to;
+  };
+  const one cases[] = {
+      {"api.example.com", "/", "", &api},
+      // The host decides before the path (as nginx's server blocks); its case and port are
+      // ignored.
+      {"API.Example.com:8080", "/static/logo.png", "", &api},
+      {"www.example.com", "/", "", &web},
+      {"www.example.com", "/about", "", &web},
+      {"www.example.com", "/static", "", &web},  // "/static/" is a prefix of longer paths only
+      {"www.example.com", "/static/app.css", "", &assets},
+      {"www.example.com", "/static/v2/app.css", "", &v2},  // the longer prefix
+      {"www.example.com", "/static/logo.png", "", &logo},  // exact before any prefix
+      {"www.example.com", "/static/logo.png?size=2", "", &logo},  // the query is not the path
+      {"www.example.com", "/static/logo.png.bak", "", &assets},
+      {"www.example.com", "/about", "X-Canary: 1\r\n", &canary},
+      {"www.example.com", "/about", "X-Canary: 2\r\n", &web},
+      // The path decides before header conditions.
+      {"www.example.com", "/static/app.css", "X-Canary: 1\r\n", &assets},
+  };
+  http_client c(r.address());
+  for (const auto& x : cases) {
+    CAPTURE(x.host);
+    CAPTURE(x.target);
+    CAPTURE(x.extra);
+    const auto res = c.request(get(x.target, x.extra, x.host));
+    REQUIRE(res);
+    CHECK(res->result_int() == 200);
+    CHECK(res->body() == x.to->name());
+    // The backend got the request as sent.
+    const auto seen = x.to->requests();
+    REQUIRE(!seen.empty());
+    CHECK(seen.back().target == x.target);
+    CHECK(seen.back().header("Host") == x.host);
+    // The access log: "<client-ip> <METHOD> <target> <status> <backend-id> <N>us".
+    const auto line = r.log_line();
+    REQUIRE(line);
+    const std::string start = "127.0.0.1 GET " + std::string(x.target) + " 200 " + x.to->name() + " ";
+    CHECK_MESSAGE(line->rfind(start, 0) == 0, *line);
+    CHECK_MESSAGE(line->ends_with("us"), *line);
+  }
+  c.close();
+  r.stop();
+}
+
+TEST_CASE("distribution: round robin and smooth weighted round robin give exact counts") {
+  // One router thread is one picker, the only walker of the policy's cycle; each batch of 16
+  // positions it claims (lbkit::detail::sequence) starts where its last batch ended, so its
+  // consecutive picks are consecutive positions of the cycle, whatever the random start.
+  // Every backend answers 200, so there are no retries and each request is one pick: N whole
+  // cycles give exact counts.
+  SUBCASE("weighted_round_robin 1:3, 400 requests: exactly 100 and 300") {
+    // The cycle has 4 slots, a once and b three times (interleaved: lbkit's smooth EDF
+    // table); 400 picks are 100 cycles.
+    http_backend a("a"), b("b");
+    router_process r(listen_line + "[pools.w]\npolicy = \"weighted_round_robin\"\nbackends = [" +
+                     entry(a, 1) + ", " + entry(b, 3) + "]\n\n" +
+                     route_toml("path = \"/\"\npool = \"w\""));
+    http_client c(r.address());
+    std::map<std::string, int> got;
+    for (int i = 0; i < 400; ++i) {
+      const auto res = c.request(get("/"));
+      REQUIRE(res);
+      ++got[res->body()];
+    }
+    CHECK(got.size() == 2);
+    CHECK(got["a"] == 100);
+    CHECK(got["b"] == 300);
+    CHECK(a.hits() == 100);
+    CHECK(b.hits() == 300);
+    c.close();
+    r.stop();
+  }
+  SUBCASE("round_robin over 3 backends, 300 requests: exactly 100 each") {
+    http_backend a("a"), b("b"), c3("c");
+    router_process r(listen_line + pool_toml("rr", {&a, &b, &c3}, "policy = \"round_robin\"") +
+                     route_toml("path = \"/\"\npool = \"rr\""));
+    http_client c(r.address());
+    std::map<std::string, int> got;
+    for (int i = 0; i < 300; ++i) {
+      const auto res = c.request(get("/"));
+      REQUIRE(res);
+      ++got[res->body()];
+    }
+    CHECK(got.size() == 3);
+    for (const char* name : {"a", "b", "c"}) CHECK_MESSAGE(got[name] == 100, name);
+    c.close();
+    r.stop();
+  }
+}
+
+TEST_CASE("sticky cookie: pins a client, re-pins it when its backend dies, ignores forgeries") {
+  http_backend a("a"), b("b"), c("c");
+  std::map<std::string, http_backend*> by_name = {{"a", &a}, {"b", &b}, {"c", &c}};
+  // No health checks: a dead backend stays in the pool, and the pinned request finds out by
+  // a refused connect, then goes to another backend (retries = 1, the default).
+  router_process r(listen_line +
+                   pool_toml("web", {&a, &b, &c},
+                             "policy = \"round_robin\"\nsticky_cookie = \"sid\"") +
+                   route_toml("path = \"/\"\npool = \"web\""));
+  http_client client(r.address());
+  auto with = [&](const std::string& value) {
+    auto res = client.request(get("/", "Cookie: other=1; sid=" + value + "\r\n"));
+    REQUIRE(res);
+    REQUIRE(res->result_int() == 200);
+    return *res;
+  };
+
+  const auto first = client.request(get("/"));
+  REQUIRE(first);
+  REQUIRE(first->result_int() == 200);
+  const auto pinned = set_cookie_value(*first, "sid");
+  REQUIRE(pinned);
+  CHECK(contains(header(*first, "Set-Cookie"), "Path=/"));
+  const std::string home = first->body();
+  CHECK(cookie_id(*pinned) == home);
+  // 12 requests, which round robin would spread over all three: all at home, no new cookie.
+  for (int i = 0; i < 12; ++i) {
+    const auto res = with(*pinned);
+    CHECK(res.body() == home);
+    CHECK(!has(res, "Set-Cookie"));
+  }
+
+  // Forgeries are ignored: picked as usual and given a valid cookie of their own. Another
+  // backend's id with this one's tag; a broken tag; no tag; garbage.
+  const std::string other = home == "a" ? "b" : "a";
+  const std::string tag = pinned->substr(pinned->find('.'));
+  for (const std::string& forged :
+       {base64url(other) + tag, *pinned + "x", base64url(other), std::string("garbage")}) {
+    CAPTURE(forged);
+    const auto res = with(forged);
+    const auto fresh = set_cookie_value(res, "sid");
+    REQUIRE(fresh);
+    CHECK(cookie_id(*fresh) == res.body());
+  }
+
+  // The pinned backend dies: the stale cookie's request lands elsewhere, re-pinned there.
+  by_name.at(home)->stop();
+  const auto moved = with(*pinned);
+  const std::string second = moved.body();
+  CHECK(second != home);
+  const auto repinned = set_cookie_value(moved, "sid");
+  REQUIRE(repinned);
+  CHECK(cookie_id(*repinned) == second);
+  for (int i = 0; i < 6; ++i) {
+    const auto res = with(*repinned);
+    CHECK(res.body() == second);
+    CHECK(!has(res, "Set-Cookie"));
+  }
+
+  // Back on the same port: the new cookie still leads to the backend it names, and the old
+  // one to its own backend again.
+  REQUIRE(by_name.at(home)->start());
+  for (int i = 0; i < 6; ++i) CHECK(with(*repinned).body() == second);
+  const auto back = with(*pinned);
+  CHECK(back.body() == home);
+  CHECK(!has(back, "Set-Cookie"));
+  client.close();
+  r.stop();
+}
+
+TEST_CASE("failover under load: retries hide a backend that dies; with all dead, 502 then 503") {
+  http_backend a("a"), b("b"), c("c");
+  router_process r("listen = [\"127.0.0.1:0\"]\nthreads = 2\n" +
+                   pool_toml("web", {&a, &b, &c},
+                             "policy = \"round_robin\"\nhealth = \"tcp\"\n"
+                             "health_interval = \"100ms\"\nrise = 1\nfall = 1") +
+                   route_toml("path = \"/\"\npool = \"web\"\nretries = 2"));
+  // Under active checks the backends start down and need one good check each.
+  REQUIRE(eventually([&] {
+    std::set<std::string> seen;
+    for (int i = 0; i < 6; ++i) seen.insert(fetch_body(r.address(), get("/")));
+    return seen == std::set<std::string>{"a", "b", "c"};
+  }));
+
+  // 4 clients, 150 GETs each on a keep-alive connection; b dies after a third of them.
+  constexpr int clients = 4, per_client = 150;
+  struct tally {
+    std::map<unsigned, int> statuses;
+    std::map<std::string, int> backends;
+    int broken = 0;  // a connection that ended or timed out without an answer
+  };
+  std::vector<tally> tallies(clients);
+  std::atomic<int> done{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < clients; ++i) {
+    threads.emplace_back([&, i] {
+      http_client cl(r.address());
+      for (int k = 0; k < per_client; ++k) {
+        const auto res = cl.request(get("/load"));
+        if (!res) {
+          ++tallies[static_cast<std::size_t>(i)].broken;
+          break;
+        }
+        ++tallies[static_cast<std::size_t>(i)].statuses[res->result_int()];
+        ++tallies[static_cast<std::size_t>(i)].backends[res->body()];
+        done.fetch_add(1);
+      }
+    });
+  }
+  const bool started = eventually([&] { return done.load() >= clients * per_client / 3; }, 10s);
+  b.stop();
+  for (auto& t : threads) t.join();
+  CHECK(started);
+  std::map<unsigned, int> statuses;
+  std::map<std::string, int> backends;
+  int broken = 0;
+  for (const auto& t : tallies) {
+    for (const auto& [s, n] : t.statuses) statuses[s] += n;
+    for (const auto& [name, n] : t.backends) backends[name] += n;
+    broken += t.broken;
+  }
+  INFO("statuses: " << [&] {
+    std::string s;
+    for (const auto& [k, n] : statuses) s += std::to_string(k) + " x" + std::to_string(n) + " ";
+    return s;
+  }());
+  CHECK(broken == 0);
+  CHECK(statuses[200] == clients * per_client);
+  CHECK(statuses.size() == 1);
+  CHECK(backends["a"] > 0);
+  CHECK(backends["c"] > 0);
+
+  // All dead: refused connects give 502 until the checks mark every backend down, then 503.
+  a.stop();
+  c.stop();
+  std::map<unsigned, int> after;
+  const bool unavailable = eventually(
+      [&] {
+        const auto res = fetch(r.address(), get("/"));
+        const unsigned s = res ? res->result_int() : 0;
+        ++after[s];
+        return s == 503;
+      },
+      3000ms, 10ms);
+  CHECK(unavailable);
+  for (const auto& [s, n] : after) CHECK_MESSAGE((s == 502 || s == 503), s << " x" << n);
+  r.stop();
+}
+
+TEST_CASE("the router's own answers: 400 401 403 404 413 429 431 502 503 504") {
+  http_backend ok("ok");
+  // A slow backend: 2 s, far above the request timeout of 300 ms.
+  http_backend slow("slow", [](const http_backend::request&, http_backend::response&,
+                               const http_backend& self) { self.pause(2s); });
+  // A backend that answers garbage, and one that closes in the middle of its answer.
+  loopback_server garbage([](int c, const loopback_server& self) {
+    if (read_request_head(c, self)) loopback_server::send_all(c, "this is not HTTP\r\n\r\n");
+    ::close(c);
+  });
+  loopback_server cut([](int c, const loopback_server& self) {
+    if (read_request_head(c, self)) {
+      loopback_server::send_all(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part");
+    }
+    ::close(c);
+  });
+  std::uint16_t dead_port = 0;
+  const auto reserved = reserve_port(dead_port);
+  router_process r(
+      listen_line +
+      "[limits]\nmax_header_bytes = 1024\nmax_body_bytes = 1024\nrequest_timeout = \"300ms\"\n"
+      "connect_timeout = \"300ms\"\n\n"
+      "[auth]\napi_keys = [\"k-good\"]\nbearer_tokens = [\"t-good\"]\n\n" +
+      pool_toml("ok", {&ok}) + pool_toml("slow", {&slow}, "passive_failures = 0") +
+      "[pools.garbage]\nbackends = [\"" + garbage.address().to_string() +
+      "\"]\npassive_failures = 0\n\n"
+      "[pools.cut]\nbackends = [\"" +
+      cut.address().to_string() +
+      "\"]\npassive_failures = 0\n\n"
+      // Under active checks a backend starts down; this one never comes up.
+      "[pools.down]\nbackends = [\"127.0.0.1:" +
+      std::to_string(dead_port) + "\"]\nhealth = \"tcp\"\nhealth_interval = \"100ms\"\n\n" +
+      route_toml("path = \"/key/\"\npool = \"ok\"\nauth = \"api_key\"") +
+      route_toml("path = \"/bearer/\"\npool = \"ok\"\nauth = \"bearer\"") +
+      route_toml("path = \"/tenant/\"\npool = \"ok\"\nrequired_headers = [\"X-Tenant\"]") +
+      route_toml("path = \"/upload/\"\npool = \"ok\"\nmax_body_bytes = 16") +
+      route_toml("path = \"/big/\"\npool = \"ok\"\nmax_body_bytes = 4096") +
+      route_toml("path = \"/limited/\"\npool = \"ok\"\nrate_limit = { rate = 1, burst = 2 }") +
+      route_toml("path = \"/ok/\"\npool = \"ok\"") +
+      route_toml("path = \"/garbage/\"\npool = \"garbage\"\nretries = 0") +
+      route_toml("path = \"/cut/\"\npool = \"cut\"\nretries = 0") +
+      route_toml("path = \"/slow/\"\npool = \"slow\"\nretries = 0") +
+      route_toml("path = \"/down/\"\npool = \"down\""));
+  auto status_of = [&](const std::string& request) -> unsigned {
+    const auto res = fetch(r.address(), request);
+    return res ? res->result_int() : 0;
+  };
+  // One router for all: each check uses its own route (and its own connection), so that
+  // they do not interfere.
+  std::size_t passed = 0;  // requests that should have reached `ok`
+  auto expect = [&](const std::string& request, unsigned status) {
+    const unsigned got = status_of(request);
+    CHECK_MESSAGE(got == status, request.substr(0, std::min<std::size_t>(request.size(), 80)));
+    passed += status == 200 ? 1 : 0;
+  };
+
+  // 404: no route.
+  expect(get("/nowhere"), 404);
+  // 401 without credentials, 403 with wrong ones: API key and bearer token.
+  expect(get("/key/x"), 401);
+  expect(get("/key/x", "X-API-Key: k-bad\r\n"), 403);
+  expect(get("/key/x", "X-API-Key: k-good\r\n"), 200);
+  expect(get("/bearer/x"), 401);
+  expect(get("/bearer/x", "Authorization: Basic dTpw\r\n"), 401);
+  expect(get("/bearer/x", "Authorization: Bearer t-bad\r\n"), 403);
+  expect(get("/bearer/x", "Authorization: Bearer t-good\r\n"), 200);
+  // 400: a required header is missing.
+  expect(get("/tenant/x"), 400);
+  expect(get("/tenant/x", "X-Tenant: 7\r\n"), 200);
+  // 413: a body above the route's max_body_bytes, which overrides limits.max_body_bytes
+  // (1024) below it and above it.
+  expect(post("/upload/x", std::string(17, 'b')), 413);
+  expect(post("/upload/x", std::string(16, 'b')), 200);
+  expect(post("/ok/", std::string(1025, 'b')), 413);
+  expect(post("/ok/", std::string(1024, 'b')), 200);
+  expect(post("/big/", std::string(4097, 'b')), 413);
+  expect(post("/big/", std::string(4096, 'b')), 200);
+  // 431: a header above limits.max_header_bytes.
+  expect(get("/ok/", "X-Big: " + std::string(2000, 'a') + "\r\n"), 431);
+  expect(get("/ok/", "X-Small: " + std::string(500, 'a') + "\r\n"), 200);
+  // 429 with Retry-After: rate 1/s, burst 2, three requests at once.
+  expect(get("/limited/"), 200);
+  expect(get("/limited/"), 200);
+  {
+    const auto res = fetch(r.address(), get("/limited/"));
+    REQUIRE(res);
+    CHECK(res->result_int() == 429);
+    const std::string retry = header(*res, "Retry-After");
+    CHECK(!retry.empty());
+    CHECK(retry.find_first_not_of("0123456789") == std::string::npos);
+    CHECK(std::atoi(retry.c_str()) >= 1);
+    CHECK(std::atoi(retry.c_str()) <= 2);
+  }
+  // 502: a backend that answers garbage, and one that closes mid-answer; retries = 0, so
+  // each is tried once.
+  expect(get("/garbage/"), 502);
+  expect(get("/cut/"), 502);
+  CHECK(garbage.accepted() == 1);
+  CHECK(cut.accepted() == 1);
+  // 503: no healthy backend.
+  expect(get("/down/"), 503);
+  // 504: the backend is slower than limits.request_timeout.
+  {
+    const auto start = steady_clock::now();
+    expect(get("/slow/"), 504);
+    CHECK(since(start) >= 250ms);
+    CHECK(since(start) < 1500ms);
+    CHECK(slow.hits() == 1);
+  }
+  CHECK_MESSAGE(ok.hits() == passed, "requests the router should have refused reached the backend");
+  r.stop();
+}
+
+TEST_CASE("slowloris: a header that trickles in is cut at header_timeout, others are served") {
+  http_backend ok("ok");
+  router_process r(listen_line +
+                   "[limits]\nheader_timeout = \"500ms\"\nidle_timeout = \"5s\"\n\n" +
+                   pool_toml("ok", {&ok}) + route_toml("path = \"/\"\npool = \"ok\""));
+  // Sends a request head one byte every 100 ms (it never ends: the padding goes on), until
+  // the router closes the connection or 3 s pass. How long after the first byte it closed,
+  // or nothing; what it sent before closing (a 408, say) in `answer`. `meanwhile` runs once,
+  // after the third byte.
+  auto drip = [&](int fd, std::string& answer,
+                  const std::function<void()>& meanwhile) -> std::optional<milliseconds> {
+    const std::string head = "GET /slow HTTP/1.1\r\nHost: test\r\nX-Padding: ";
+    const auto start = steady_clock::now();
+    for (std::size_t i = 0; since(start) < 3000ms; ++i) {
+      if (i == 3 && meanwhile) meanwhile();
+      const char ch = i < head.size() ? head[i] : 'a';
+      if (::send(fd, &ch, 1, MSG_NOSIGNAL) != 1) return since(start);  // EPIPE, ECONNRESET
+      const auto step_end = steady_clock::now() + 100ms;
+      for (;;) {
+        const auto left = std::chrono::duration_cast<milliseconds>(step_end - steady_clock::now());
+        if (left.count() <= 0) break;
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+        char buf[4096];
+        const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0) {
+          answer.append(buf, static_cast<std::size_t>(n));
+        } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+          return since(start);
+        }
+      }
+    }
+    return std::nullopt;
+  };
+  auto served = [&] { CHECK(fetch_body(r.address(), get("/normal")) == "ok"); };
+
+  SUBCASE("a fresh connection") {
+    const auto s = connect_tcp(r.address());
+    REQUIRE(s);
+    std::string answer;
+    const auto closed = drip(s.get(), answer, served);
+    REQUIRE_MESSAGE(closed, "still open 3 s after the first byte");
+    MESSAGE("closed " << closed->count() << " ms after the first byte");
+    CHECK(*closed >= 400ms);
+    CHECK((answer.empty() || answer.rfind("HTTP/1.1 408", 0) == 0));
+  }
+  SUBCASE("the second request of a keep-alive connection") {
+    http_client c(r.address());
+    const auto first = c.request(get("/first"));
+    REQUIRE(first);
+    CHECK(first->body() == "ok");
+    // Idle between requests is not a slow header: idle_timeout (5 s) applies, not 500 ms.
+    CHECK(!closed_within(c.fd(), 800ms));
+    const auto second = c.request(get("/second"));
+    REQUIRE(second);
+    CHECK(second->body() == "ok");
+    // Once the next request's first byte is in, header_timeout applies again.
+    std::string answer;
+    const auto closed = drip(c.fd(), answer, served);
+    REQUIRE_MESSAGE(closed, "still open 3 s after the first byte of the third request");
+    MESSAGE("closed " << closed->count() << " ms after the first byte of the third request");
+    CHECK(*closed >= 400ms);
+    CHECK((answer.empty() || answer.rfind("HTTP/1.1 408", 0) == 0));
+  }
+  CHECK(ok.hits("/slow") == 0);
+  r.stop();
+}
+
+TEST_CASE("a 10 MiB header gets 431; the router stays up and serves the next client") {
+  http_backend ok("ok");
+  router_process r(listen_line + pool_toml("ok", {&ok}) + route_toml("path = \"/\"\npool = \"ok\""));
+  constexpr std::size_t flood = std::size_t{10} << 20;
+  const auto s = connect_tcp(r.address());
+  REQUIRE(s);
+  // The writer stops at the router's end (EPIPE, ECONNRESET) or at a 5 s send stall.
+  std::atomic<std::size_t> sent{0};
+  std::thread writer([&, fd = s.get()] {
+    if (!send_all(fd, "GET / HTTP/1.1\r\nHost: test\r\nX-Flood: ")) return;
+    const std::string as(64 * 1024, 'a');
+    std::size_t total = 0;
+    while (total < flood) {
+      const ssize_t n = ::send(fd, as.data(), std::min(as.size(), flood - total), MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      total += static_cast<std::size_t>(n);
+      sent.store(total);
+    }
+  });
+  const auto got = read_to_end(s.get());  // to the router's end, or a 5 s silence
+  ::shutdown(s.get(), SHUT_RDWR);         // ends the writer if it is still blocked
+  writer.join();
+  const bool answered = got.data.rfind("HTTP/1.1 431", 0) == 0;
+  INFO("sent " << sent.load() << " bytes; got " << got.data.size() << " bytes, eof " << got.eof
+               << ", errno " << got.error << ": " << got.data.substr(0, 200));
+  CHECK((answered || got.eof || got.error == ECONNRESET));
+  CHECK_MESSAGE(answered, "no 431 before the connection ended");
+  CHECK(r.process().running());
+  CHECK(fetch_body(r.address(), get("/after")) == "ok");
+  CHECK(ok.hits() == 1);  // the flood reached no backend
+  r.stop();
+}
+
+TEST_CASE("WebSocket: the upgrade is tunnelled and messages are echoed both ways") {
+  http_backend ws_backend("ws");
+  ws_backend.on_upgrade(websocket_echo);
+  router_process r(listen_line + pool_toml("ws", {&ws_backend}) +
+                   route_toml("path = \"/ws\"\npool = \"ws\""));
+  asio::io_context io;
+  asio::ip::tcp::socket sock(io);
+  beast::error_code ec;
+  sock.connect({asio::ip::make_address("127.0.0.1"), r.address().port()}, ec);
+  REQUIRE(!ec);
+  {
+    const watchdog guard(sock.native_handle(), 10s);
+    websocket::stream<asio::ip::tcp::socket&> ws(sock);
+    websocket::response_type handshake;
+    ws.handshake(handshake, "ws.test", "/ws", ec);
+    INFO("handshake: " << ec.message() << "; status " << handshake.result_int() << ": "
+                       << handshake.body());
+    REQUIRE(!ec);
+    CHECK(handshake.result_int() == 101);
+    for (const std::string msg : {"one", "two", "three"}) {
+      ws.text(true);
+      ws.write(asio::buffer(msg), ec);
+      REQUIRE(!ec);
+      beast::flat_buffer b;
+      ws.read(b, ec);
+      REQUIRE_MESSAGE(!ec, ec.message());
+      CHECK(ws.got_text());
+      CHECK(beast::buffers_to_string(b.data()) == msg);
+    }
+    const std::string blob = pattern(100 * 1024);
+    ws.binary(true);
+    ws.write(asio::buffer(blob), ec);
+    REQUIRE(!ec);
+    beast::flat_buffer b;
+    ws.read(b, ec);
+    REQUIRE_MESSAGE(!ec, ec.message());
+    CHECK(ws.got_binary());
+    CHECK(b.size() == blob.size());
+    CHECK(beast::buffers_to_string(b.data()) == blob);
+    ws.close(websocket::close_code::normal, ec);
+    CHECK_MESSAGE(!ec, ec.message());
+  }
+  sock.close(ec);
+  const auto seen = ws_backend.requests();
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].target == "/ws");
+  CHECK(beast::iequals(seen[0].header("Upgrade").value_or(""), "websocket"));
+  r.stop();
+}
+
+TEST_CASE("CONNECT: a route that lists it tunnels bytes both ways; other routes answer 405") {
+  loopback_server tunnel_end(echo);
+  http_backend web("web");
+  router_process r(listen_line + "[pools.tunnel]\nbackends = [\"" +
+                   tunnel_end.address().to_string() + "\"]\n\n" + pool_toml("web", {&web}) +
+                   route_toml("methods = [\"CONNECT\"]\npool = \"tunnel\"") +
+                   route_toml("host = \"web.test\"\npool = \"web\""));
+  {
+    const auto s = connect_tcp(r.address());
+    REQUIRE(s);
+    REQUIRE(send_all(s.get(), "CONNECT anything:443 HTTP/1.1\r\nHost: anything:443\r\n\r\n"));
+    std::string rest;
+    const auto head = read_head(s.get(), rest);
+    REQUIRE_MESSAGE(head, "no answer to CONNECT");
+    INFO("answer: " << *head);
+    REQUIRE(head->rfind("HTTP/1.1 200", 0) == 0);
+    // 256 KiB through the tunnel and back, written while the echo is read.
+    const std::string data = pattern(256 * 1024);
+    std::thread writer([&, fd = s.get()] { send_all(fd, data); });
+    std::string back = rest;
+    char buf[65536];
+    while (back.size() < data.size()) {
+      const ssize_t n = ::recv(s.get(), buf, sizeof buf, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      back.append(buf, static_cast<std::size_t>(n));
+    }
+    ::shutdown(s.get(), SHUT_RDWR);
+    writer.join();
+    CHECK(back.size() == data.size());
+    CHECK(back == data);
+  }
+  {
+    const auto s = connect_tcp(r.address());
+    REQUIRE(s);
+    REQUIRE(send_all(s.get(), "CONNECT web.test:443 HTTP/1.1\r\nHost: web.test:443\r\n\r\n"));
+    std::string rest;
+    const auto head = read_head(s.get(), rest);
+    REQUIRE(head);
+    INFO("answer: " << *head);
+    CHECK(head->rfind("HTTP/1.1 405", 0) == 0);
+  }
+  CHECK(fetch_body(r.address(), get("/", "", "web.test")) == "web");
+  CHECK(web.hits() == 1);  // the refused CONNECT did not reach it
+  r.stop();
+}
+
+TEST_CASE("cache: fresh responses are served from the cache until they expire") {
+  // Each answer says how many times its target was asked for; its Cache-Control depends on
+  // the path.
+  http_backend origin("origin", [](const http_backend::request& req, http_backend::response& res,
+                                   const http_backend& self) {
+    const std::string target(req.target());
+    res.body() = target + " #" + std::to_string(self.hits(target));
+    if (target.starts_with("/nostore")) {
+      res.set(http::field::cache_control, "no-store");
+    } else if (target.starts_with("/private")) {
+      res.set(http::field::cache_control, "private, max-age=60");
+    } else {
+      res.set(http::field::cache_control, "max-age=1");
+    }
+  });
+  http_backend canary("canary", [](const http_backend::request&, http_backend::response& res,
+                                   const http_backend&) {
+    res.set(http::field::cache_control, "max-age=60");
+  });
+  router_process r(listen_line + pool_toml("origin", {&origin}) + pool_toml("canary", {&canary}) +
+                   route_toml("path = \"/\"\npool = \"origin\"\ncache = true") +
+                   route_toml("headers = { X-Canary = \"1\" }\npool = \"canary\"\ncache = true"));
+  http_client c(r.address());
+  auto fetch_ok = [&](const std::string& target) {
+    auto res = c.request(get(target));
+    REQUIRE(res);
+    REQUIRE(res->result_int() == 200);
+    return *res;
+  };
+
+  const auto miss = fetch_ok("/c");
+  CHECK(header(miss, "X-Cache") == "MISS");
+  CHECK(miss.body() == "/c #1");
+  const auto hit = fetch_ok("/c");
+  CHECK(header(hit, "X-Cache") == "HIT");
+  CHECK(hit.body() == "/c #1");
+  const std::string age = header(hit, "Age");
+  REQUIRE_MESSAGE(!age.empty(), "no Age on a hit");
+  CHECK(age.find_first_not_of("0123456789") == std::string::npos);
+  CHECK(std::atoi(age.c_str()) <= 1);
+  CHECK(origin.hits("/c") == 1);
+  // Another route for the same host and target has its own entries: an answer of one route's
+  // pool is never served on another route.
+  {
+    const auto res = c.request(get("/c", "X-Canary: 1\r\n"));
+    REQUIRE(res);
+    CHECK(res->body() == "canary");
+    CHECK(header(*res, "X-Cache") == "MISS");
+    CHECK(canary.hits() == 1);
+  }
+
+  // max-age=1: a miss again within 3 s, and the backend asked a second time.
+  std::optional<response> later;
+  CHECK(eventually(
+      [&] {
+        later = fetch_ok("/c");
+        return header(*later, "X-Cache") == "MISS";
+      },
+      3000ms, 50ms));
+  REQUIRE(later);
+  CHECK(later->body() == "/c #2");
+  CHECK(origin.hits("/c") == 2);
+
+  // no-store and private answers are never stored.
+  for (const std::string target : {"/nostore", "/private"}) {
+    CAPTURE(target);
+    for (int i = 1; i <= 3; ++i) {
+      const auto res = fetch_ok(target);
+      CHECK(header(res, "X-Cache") != "HIT");
+      CHECK(res.body() == target + " #" + std::to_string(i));
+    }
+    CHECK(origin.hits(target) == 3);
+  }
+
+  // The query is part of the key.
+  CHECK(header(fetch_ok("/c?a=1"), "X-Cache") == "MISS");
+  CHECK(header(fetch_ok("/c?a=2"), "X-Cache") == "MISS");
+  const auto again = fetch_ok("/c?a=1");
+  CHECK(header(again, "X-Cache") == "HIT");
+  CHECK(again.body() == "/c?a=1 #1");
+  CHECK(origin.hits("/c?a=1") == 1);
+  CHECK(origin.hits("/c?a=2") == 1);
+  c.close();
+  r.stop();
+}
+
+TEST_CASE("configuration errors name the file, the line and the key; --check exits 2 or 0") {
+  temp_dir dir;
+  // Lines 1 to 4; each case's error is on the line given.
+  const std::string head =
+      "listen = [\"127.0.0.1:0\"]\n"
+      "\n"
+      "[pools.web]\n"
+      "backends = [\"127.0.0.1:9\"]\n";
+  const std::string route = "\n[[routes]]\npool = \"web\"\n";
+  struct bad {
+    std::string text;
+    int line;
+    std::string key;
+  };
+  const bad cases[] = {
+      {head + "policy = \"round_robbin\"\n" + route, 5, "policy"},
+      {head + "colour = \"blue\"\n" + route, 5, "colour"},
+      {head + "health_interval = \"soon\"\n" + route, 5, "health_interval"},
+      {head + "\n[[routes]]\npath = \"/\"\npool = \"nope\"\n", 8, "pool"},
+      {head + route + "exact = \"yes\"\n", 8, "exact"},
+  };
+  for (const auto& one : cases) {
+    const std::string path = dir.write("bad.toml", one.text);
+    const std::string where = path + ":" + std::to_string(one.line) + ":";
+    CAPTURE(one.text);
+    child_process proc({LBKIT_L7_ROUTER_PATH, "--config", path, "--check"});
+    REQUIRE(proc.started());
+    const auto status = proc.wait_exit(10s);
+    proc.wait_output_closed(2s);
+    const std::string err = proc.stderr_text();
+    INFO("stderr: " << err);
+    REQUIRE(status);
+    CHECK(status->exited);
+    CHECK(status->code == 2);
+    CHECK(contains(err, where));
+    CHECK(contains(err, one.key));
+    CHECK(!sanitizer_report(err));
+  }
+  const std::string good = dir.write("good.toml", head + route);
+  child_process proc({LBKIT_L7_ROUTER_PATH, "--config", good, "--check"});
+  const auto status = proc.wait_exit(10s);
+  proc.wait_output_closed(2s);
+  INFO("stderr: " << proc.stderr_text());
+  REQUIRE(status);
+  CHECK_MESSAGE(status->success(), status->to_string());
+}
+
+TEST_CASE("SIGHUP reloads the configuration; a broken file is rejected and the old one kept") {
+  http_backend x("x"), y("y");
+  auto config = [&](const http_backend& b, std::string_view pool_extra = "") {
+    return listen_line + pool_toml("p", {&b}, pool_extra) + route_toml("path = \"/\"\npool = \"p\"");
+  };
+  router_process r(config(x));
+  http_client kept(r.address());  // open across both reloads
+  auto kept_body = [&] {
+    const auto res = kept.request(get("/kept"));
+    return res ? res->body() : "<no answer>";
+  };
+  CHECK(kept_body() == "x");
+  CHECK(fetch_body(r.address(), get("/")) == "x");
+
+  r.rewrite(config(y));
+  REQUIRE(r.process().signal(SIGHUP));
+  CHECK(eventually([&] { return fetch_body(r.address(), get("/")) == "y"; }));
+  // The connection from before the reload is still served, on the new configuration.
+  CHECK(kept_body() == "y");
+
+  r.rewrite(config(x, "policy = \"round_robbin\""));
+  REQUIRE(r.process().signal(SIGHUP));
+  CHECK(eventually([&] { return contains(r.process().stderr_text(), "rejected"); }));
+  const std::string err = r.process().stderr_text();
+  INFO("router stderr: " << err);
+  CHECK(contains(err, r.config_path() + ":"));
+  CHECK(contains(err, "policy"));
+  CHECK(fetch_body(r.address(), get("/")) == "y");
+  CHECK(kept_body() == "y");
+  CHECK(r.process().running());
+  kept.close();
+  r.stop();
+}
+
+TEST_CASE("stats: plain-text counters and one line per backend") {
+  http_backend a("a"), b("b");
+  router_process r("stats = \"127.0.0.1:0\"\n" + listen_line +
+                       pool_toml("web", {&a, &b}, "policy = \"round_robin\"") +
+                       route_toml("path = \"/\"\npool = \"web\""),
+                   true);
+  std::map<std::string, int> got;
+  for (int i = 0; i < 4; ++i) ++got[fetch_body(r.address(), get("/"))];
+  CHECK(got["a"] == 2);
+  CHECK(got["b"] == 2);
+  const auto res = r.stats();
+  REQUIRE(res);
+  CHECK(res->result_int() == 200);
+  CHECK(header(*res, "Content-Type").rfind("text/plain", 0) == 0);
+  const std::string page = res->body();
+  INFO("stats page:\n" << page);
+  CHECK(stats_counter(page, "requests") == 4);
+  for (const char* id : {"a", "b"}) {
+    CAPTURE(id);
+    CHECK(stats_field(page, "web", id, "health") == "up");
+    CHECK(stats_field(page, "web", id, "picks") == "2");
+  }
+  r.stop();
+}
+
+TEST_CASE("forwarding: X-Forwarded-*, Via, no hop-by-hop fields either way, Host rewrite") {
+  http_backend plain("plain", [](const http_backend::request& req, http_backend::response& res,
+                                 const http_backend&) {
+    if (req.target() == "/hop") {
+      res.set(http::field::connection, "X-Private");
+      res.set("X-Private", "1");
+      res.set(http::field::keep_alive, "timeout=5");
+    }
+  });
+  http_backend internal("internal");
+  router_process r(listen_line + pool_toml("plain", {&plain}) + pool_toml("internal", {&internal}) +
+                   route_toml("path = \"/\"\npool = \"plain\"") +
+                   route_toml("path = \"/internal/\"\npool = \"internal\"\n"
+                              "rewrite_host = \"internal.svc\""));
+  http_client c(r.address());
+  const auto res = c.request(
+      "GET /hello HTTP/1.1\r\nHost: public.test\r\nConnection: keep-alive, X-Secret\r\n"
+      "X-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n"
+      "Proxy-Authorization: Basic dTpw\r\nX-Kept: yes\r\n\r\n");
+  REQUIRE(res);
+  CHECK(res->result_int() == 200);
+  CHECK(contains(header(*res, "Via"), "lbkit"));
+  {
+    REQUIRE(plain.hits() == 1);
+    const received_request seen = plain.requests().back();
+    CHECK(seen.header("X-Forwarded-For") == "127.0.0.1");
+    CHECK(seen.header("X-Forwarded-Proto") == "http");
+    CHECK(contains(seen.header("Via").value_or(""), "lbkit"));
+    CHECK(seen.count("X-Secret") == 0);
+    CHECK(seen.count("Keep-Alive") == 0);
+    CHECK(seen.count("TE") == 0);
+    CHECK(seen.count("Proxy-Authorization") == 0);
+    CHECK(!contains(seen.header("Connection").value_or(""), "X-Secret"));
+    CHECK(seen.header("X-Kept") == "yes");
+    CHECK(seen.header("Host") == "public.test");
+  }
+  // Behind another proxy: the client address is appended to the list.
+  {
+    const auto again =
+        c.request(get("/hello", "X-Forwarded-For: 203.0.113.9\r\n", "public.test"));
+    REQUIRE(again);
+    const received_request seen = plain.requests().back();
+    CHECK(seen.header("X-Forwarded-For") == "203.0.113.9, 127.0.0.1");
+    CHECK(seen.count("X-Forwarded-For") == 1);
+  }
+  // Hop-by-hop fields of the answer stay on the backend's hop too.
+  {
+    const auto hop = c.request(get("/hop", "", "public.test"));
+    REQUIRE(hop);
+    CHECK(hop->result_int() == 200);
+    CHECK(!has(*hop, "X-Private"));
+    CHECK(!has(*hop, "Keep-Alive"));
+    CHECK(hop->body() == "plain");
+  }
+  // rewrite_host: the backend sees the configured Host.
+  {
+    const auto in = c.request(get("/internal/x", "", "public.test"));
+    REQUIRE(in);
+    CHECK(in->body() == "internal");
+    REQUIRE(internal.hits() == 1);
+    const received_request seen = internal.requests().back();
+    CHECK(seen.header("Host") == "internal.svc");
+    CHECK(seen.target == "/internal/x");
+  }
+  c.close();
+  r.stop();
+}
+
+TEST_CASE("SIGTERM: the router stops accepting and exits 0 promptly") {
+  http_backend ok("ok");
+  router_process r(listen_line + "[limits]\nidle_timeout = \"1s\"\n\n" + pool_toml("ok", {&ok}) +
+                   route_toml("path = \"/\"\npool = \"ok\""));
+  SUBCASE("no connection open") {
+    CHECK(fetch_body(r.address(), get("/", "Connection: close\r\n")) == "ok");
+    const auto start = steady_clock::now();
+    r.stop(3000ms);
+    CHECK(since(start) < 3000ms);
+  }
+  SUBCASE("an idle keep-alive connection open: closed by idle_timeout (1 s) at the latest") {
+    http_client idle(r.address());
+    const auto res = idle.request(get("/"));
+    REQUIRE(res);
+    CHECK(res->body() == "ok");
+    const auto start = steady_clock::now();
+    r.stop(3000ms);
+    CHECK(since(start) < 3000ms);
+    CHECK(closed_within(idle.fd(), 100ms));
+  }
+  CHECK(!connect_tcp(r.address()));  // the listener is gone
+}
+
+#endif  // LBKIT_L7_ROUTER_PATH
