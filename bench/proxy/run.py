@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""Side-by-side proxy benchmark: lbkit's example proxy against HAProxy and nginx.
+"""Side-by-side proxy benchmark: lbkit's example proxies against HAProxy and nginx.
 
 Starts three nginx backends (one nginx, three ports) and, for the chosen --mode, one proxy per
-target in front of the same backends, each with one thread/worker. wrk then drives every
-target in turn with keep-alive HTTP, in interleaved rounds, for each body size. Per run it
-records requests/s, latency p50/p99 (wrk's histogram, via report.lua) and the CPU time per
-request of the proxy's own processes (utime+stime from /proc). It prints markdown tables:
-medians over rounds with ratios to HAProxy, then every round.
+target in front of the same backends, each with one thread/worker: --mode l4 compares
+lbkit_l4_proxy with HAProxy mode tcp and nginx stream, --mode l7 compares lbkit_l7_router with
+nginx proxy_pass (upstream keepalive) and HAProxy mode http. wrk then drives every target in
+turn with keep-alive HTTP, in interleaved rounds, for each body size. Per run it records
+requests/s, latency p50/p99 (wrk's histogram, via report.lua), the CPU time per request of the
+proxy's own processes (utime+stime from /proc), connects and new TIME_WAIT sockets towards the
+backends (connection churn). A run with any wrk error or non-2xx answer fails. It prints
+markdown tables: medians over rounds with ratios to the mode's baseline (HAProxy for l4, nginx
+for l7), the l7 targets met or not, then every round.
 
 On a 2-core machine wrk is pinned to one core and every server to the other, for all
 targets alike, and each run waits (bounded) for both cores to be idle first.
@@ -42,6 +46,7 @@ CONF = HERE / "conf"
 REPORT_LUA = HERE / "report.lua"
 NGINX_MODULES = Path("/usr/lib/nginx/modules")
 DEFAULT_LBKIT_L4 = REPO / "build/release/examples/lbkit_l4_proxy"
+DEFAULT_LBKIT_L7 = REPO / "build/release/examples/lbkit_l7_router"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Body name -> contents. The name is also the URL path on the backends.
@@ -115,11 +120,15 @@ class Processes:
     def __init__(self) -> None:
         self.started: list[Server] = []
 
-    def start(self, name: str, cmd: list[str], port: int, tmp: Path, timeout: float = 10.0) -> Server:
+    def start(self, name: str, cmd: list[str], port: int, tmp: Path, timeout: float = 10.0,
+              discard_stdout: bool = False) -> Server:
+        """Starts cmd and waits until it accepts on port. stdout and stderr go to a log file,
+        or stdout to /dev/null with discard_stdout (a per-request access log)."""
         log_path = tmp / f"{name}.log"
         with open(log_path, "wb") as out:
             # A new session keeps a terminal ^C away from the servers: we stop them ourselves.
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL if discard_stdout else out,
+                                    stderr=out if discard_stdout else subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         server = Server(name, proc, port, log_path)
         self.started.append(server)
@@ -207,6 +216,22 @@ def tcp_active_opens() -> int:
     return int(lines[1][lines[0].index("ActiveOpens")])
 
 
+def time_wait_sockets(ports: set[int]) -> set[tuple[str, str]]:
+    """IPv4 TCP sockets in TIME_WAIT with one of ports at either end, as (local, remote).
+
+    The same list `ss -tan state time-wait` prints, read from /proc/net/tcp. A proxy that
+    closes its upstream connection after a request leaves one here per request (on its side;
+    on the backend's if the backend closes), for 60 s.
+    """
+    out = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if len(f) > 3 and f[3] == "06":  # TCP_TIME_WAIT
+            if int(f[1].rsplit(":", 1)[1], 16) in ports or int(f[2].rsplit(":", 1)[1], 16) in ports:
+                out.add((f[1], f[2]))
+    return out
+
+
 def tool_version(cmd: list[str], pattern: str) -> str:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
@@ -230,7 +255,7 @@ def machine_description(args: argparse.Namespace) -> list[str]:
     haproxy = tool_version(["haproxy", "-v"], r"version (\S+)")
     nginx = tool_version(["nginx", "-v"], r"nginx/(\S+)")
     wrk = tool_version(["wrk", "-v"], r"wrk (\S+)")
-    return [
+    lines = [
         f"- date: {time.strftime('%Y-%m-%d')}",
         f"- machine: {os.cpu_count()} vCPU ({model}), {os_name}, Linux {platform.release()}",
         f"- haproxy {haproxy}, nginx {nginx}, wrk {wrk}",
@@ -239,6 +264,11 @@ def machine_description(args: argparse.Namespace) -> list[str]:
         + (f"wrk on CPU {args.client_cpu}, backends and proxies on CPU {args.server_cpu}"
            if args.pin else "no CPU pinning"),
     ]
+    if args.mode == "l7" and any(t.name == "lbkit" for t in args.target_list):
+        lines.append("- lbkit: access log " + (
+            "off (`--no-access-log`)" if router_has_flag(args.lbkit_l7, "--no-access-log")
+            else "on, its stdout sent to /dev/null (the shortcut has no flag to turn it off)"))
+    return lines
 
 
 # --------------------------------------------------------------------------- targets
@@ -311,6 +341,62 @@ def start_lbkit_l4(bench: Bench, port: int) -> Server:
     return bench.procs.start("lbkit", bench.server_cmd(cmd), port, bench.tmp)
 
 
+def router_binary(path: str) -> Path:
+    binary = Path(path)
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        raise Skip(f"{binary} not found; build it (cmake --preset release && cmake --build "
+                   f"--preset release --target lbkit_l7_router) or pass --lbkit-l7 / set "
+                   f"LBKIT_L7_ROUTER")
+    return binary
+
+
+_help_texts: dict[str, str] = {}
+
+
+def router_has_flag(path: str, flag: str) -> bool:
+    """Whether `path --help` lists flag (the router may gain e.g. --no-access-log)."""
+    if path not in _help_texts:
+        try:
+            out = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=10)
+            _help_texts[path] = out.stdout + out.stderr
+        except (OSError, subprocess.TimeoutExpired):
+            _help_texts[path] = ""
+    return re.search(re.escape(flag) + r"\b", _help_texts[path]) is not None
+
+
+def start_lbkit_l7(bench: Bench, port: int) -> Server:
+    binary = router_binary(bench.args.lbkit_l7)
+    cmd = [str(binary), "--listen", f"127.0.0.1:{port}"]
+    for b in bench.backend_ports:
+        cmd += ["--backend", f"127.0.0.1:{b}"]
+    cmd += ["--threads", "1"]
+    if router_has_flag(str(binary), "--no-access-log"):
+        cmd.append("--no-access-log")
+    # Otherwise the router writes (and flushes) one access-log line per request: to
+    # /dev/null, so the cost left is the formatting and one write(2) per request.
+    return bench.procs.start("lbkit", bench.server_cmd(cmd), port, bench.tmp, discard_stdout=True)
+
+
+def start_lbkit_l7_nolog(bench: Bench, port: int) -> Server:
+    binary = router_binary(bench.args.lbkit_l7)
+    cfg = render(CONF / "l7/lbkit-router.toml", bench.tmp / "lbkit-router.toml", bench.values(port))
+    return bench.procs.start("lbkit_nolog", bench.server_cmd([str(binary), "--config", str(cfg)]),
+                             port, bench.tmp, discard_stdout=True)
+
+
+def start_nginx_l7(bench: Bench, port: int) -> Server:
+    conf = render(CONF / "l7/nginx-http.conf", bench.tmp / "nginx-l7.conf", bench.values(port))
+    return bench.procs.start("nginx", start_nginx(bench, "nginx-l7", conf), port, bench.tmp)
+
+
+def start_haproxy_l7(bench: Bench, port: int) -> Server:
+    if not shutil.which("haproxy"):
+        raise Skip("haproxy not installed")
+    cfg = render(CONF / "l7/haproxy.cfg", bench.tmp / "haproxy-l7.cfg", bench.values(port))
+    return bench.procs.start("haproxy", bench.server_cmd(["haproxy", "-db", "-f", str(cfg)]),
+                             port, bench.tmp)
+
+
 @dataclasses.dataclass(frozen=True)
 class Target:
     name: str
@@ -320,9 +406,7 @@ class Target:
     default: bool = True  # run without --targets
 
 
-# Targets per mode, in the order of round 1. "haproxy" is the reference for the ratios.
-# L7 (planned, not built yet): nginx http proxy_pass with upstream keepalive, HAProxy mode http,
-# lbkit_l7_router -- add conf/l7/ templates and start functions, then list them here.
+# Targets per mode, in the order of round 1. REFERENCE names each mode's baseline for ratios.
 TARGETS: dict[str, list[Target]] = {
     "l4": [
         Target("direct", "wrk straight to backend 1 (reference only, no proxy)", None),
@@ -334,9 +418,26 @@ TARGETS: dict[str, list[Target]] = {
         Target("haproxy_splice", "as haproxy, plus option splice-auto", start_haproxy_splice_l4,
                default=False),
     ],
-    "l7": [],
+    "l7": [
+        Target("direct", "wrk straight to backend 1 (reference only, no proxy)", None),
+        Target("nginx", "nginx proxy_pass, upstream keepalive 1024, worker_processes 1",
+               start_nginx_l7),
+        Target("haproxy", "HAProxy mode http, http-reuse always, nbthread 1", start_haproxy_l7),
+        Target("lbkit", "lbkit_l7_router --listen … --backend ×3 --threads 1", start_lbkit_l7),
+        # The shortcut cannot turn the access log off; a config file can.
+        Target("lbkit_nolog", "as lbkit, from a config file with access_log = false",
+               start_lbkit_l7_nolog, default=False),
+    ],
 }
-REFERENCE = "haproxy"
+REFERENCE = {"l4": "haproxy", "l7": "nginx"}
+LABEL = {"haproxy": "HAProxy", "nginx": "nginx"}
+
+# Per mode: what lbkit targets must reach against the baseline, as (Run field, label,
+# lowest ratio, highest ratio). Checked on the medians of the per-round ratios.
+GOALS: dict[str, list[tuple[str, str, float | None, float | None]]] = {
+    "l7": [("rps", "req/s", 0.9, None), ("proxy_us_per_req", "CPU/req", None, 1.1),
+           ("p99_us", "p99", None, 1.2)],
+}
 
 
 # --------------------------------------------------------------------------- measuring
@@ -354,10 +455,13 @@ class Run:
     backend_us_per_req: float
     requests: int
     errors: int
+    non2xx: int  # wrk's "Non-2xx or 3xx responses" (also counted in errors)
     conns_opened: int
+    time_wait: int  # TIME_WAIT sockets towards the backends that appeared during the run
     idle_before: float
     other_load: float  # cores busy with something else during the run
     bytes_per_req: float
+    failed: str = ""  # why this run does not count ("" if it does)
 
 
 def run_wrk(args: argparse.Namespace, port: int, body: str, duration: int, procs_to_kill: list) -> dict:
@@ -374,10 +478,17 @@ def run_wrk(args: argparse.Namespace, port: int, body: str, duration: int, procs
         raise RuntimeError(f"wrk did not finish: {' '.join(cmd)}")
     finally:
         procs_to_kill.remove(proc)
+    result = None
     for line in out.splitlines():
         if line.startswith("LBKIT_WRK "):
-            return json.loads(line[len("LBKIT_WRK "):])
-    raise RuntimeError(f"no result from wrk ({' '.join(cmd)}):\n{out}")
+            result = json.loads(line[len("LBKIT_WRK "):])
+    if result is None:
+        raise RuntimeError(f"no result from wrk ({' '.join(cmd)}):\n{out}")
+    # wrk's own summary, next to report.lua's counters (both should agree).
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["non2xx"] = max(result["status"], int(m.group(1)) if m else 0)
+    result["socket_errors"] = next((l.strip() for l in out.splitlines() if "Socket errors" in l), "")
+    return result
 
 
 def own_seconds() -> float:
@@ -404,9 +515,20 @@ def measure(bench: Bench, target: str, server: Server | None, backends: Server, 
         return ((server.cpu_ticks() if server else 0), backends.cpu_ticks(), tcp_active_opens(),
                 own_seconds(), busy_ticks(cpus), time.monotonic())
 
+    tw_ports = set(bench.backend_ports)
+    tw_before = time_wait_sockets(tw_ports)
     before = snapshot()
-    r = run_wrk(args, port, body, args.duration, wrk_procs)
+    try:
+        r = run_wrk(args, port, body, args.duration, wrk_procs)
+    except RuntimeError as e:  # e.g. the proxy is gone: this run fails, the others go on
+        r = {k: 0 for k in ("requests", "bytes", "p50_us", "p99_us", "connect", "read", "write",
+                            "status", "timeout", "non2xx")}
+        r |= {"duration_us": 1, "socket_errors": str(e).splitlines()[-1]}
     after = snapshot()
+    # Closes at the end of the run (wrk's for direct, or a proxy closing upstream connections
+    # as its clients go) finish their FIN exchange on the busy server CPU: give them a moment.
+    time.sleep(args.time_wait_delay)
+    time_wait = len(time_wait_sockets(tw_ports) - tw_before)
     proxy, backend, opens, own, busy, wall = (b - a for a, b in zip(before, after))
     n = max(1, r["requests"])
     us_per_tick = 1e6 / CLK_TCK
@@ -420,10 +542,24 @@ def measure(bench: Bench, target: str, server: Server | None, backends: Server, 
         backend_us_per_req=backend * us_per_tick / n,
         requests=r["requests"],
         errors=sum(r[k] for k in ("connect", "read", "write", "status", "timeout")),
-        conns_opened=opens, idle_before=idle, other_load=other, bytes_per_req=r["bytes"] / n)
+        non2xx=r["non2xx"], conns_opened=opens, time_wait=time_wait, idle_before=idle,
+        other_load=other, bytes_per_req=r["bytes"] / n)
+    problems = []
+    if run.non2xx:
+        problems.append(f"{run.non2xx} non-2xx answers")
+    if run.errors > r["status"]:
+        problems.append(r["socket_errors"] or f"{run.errors - r['status']} socket errors")
+    if not r["requests"]:
+        problems.append(r["socket_errors"] if r["duration_us"] == 1 else "no requests")
+    if server and server.proc.poll() is not None:
+        tail = " / ".join(server.log_tail(3).splitlines())
+        problems.append(f"{server.name} exited with {server.proc.returncode}"
+                        + (f": {tail}" if tail else ""))
+    run.failed = "; ".join(dict.fromkeys(problems))
     log(f"  round {rnd} {body:>5} {target:<14} {run.rps:9.0f} req/s  p50 {run.p50_us:6.0f} µs  "
         f"p99 {run.p99_us:6.0f} µs  proxy {fmt(run.proxy_us_per_req, 2):>6} µs/req  "
-        f"errors {run.errors}  connects {run.conns_opened}  other load {other:.2f} cores")
+        f"errors {run.errors}  connects {run.conns_opened}  TIME_WAIT {run.time_wait}  "
+        f"other load {other:.2f} cores" + (f"  FAILED: {run.failed}" if run.failed else ""))
     return run
 
 
@@ -455,53 +591,101 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def paired_ratio(runs: list[Run], target: str, field: str) -> float | None:
-    """Median over rounds of target/haproxy, each ratio taken within one round."""
-    ref = {r.round: getattr(r, field) for r in runs if r.target == REFERENCE}
-    vals = [getattr(r, field) / ref[r.round] for r in runs
+def paired_ratio(runs: list[Run], target: str, field: str, reference: str) -> float | None:
+    """Median over rounds of target/reference, each ratio taken within one round.
+
+    Failed runs do not count (nor, in their round, do the other targets' ratios to them).
+    """
+    ok = [r for r in runs if not r.failed]
+    ref = {r.round: getattr(r, field) for r in ok if r.target == reference}
+    vals = [getattr(r, field) / ref[r.round] for r in ok
             if r.target == target and getattr(r, field) is not None and ref.get(r.round)]
     return median(vals)
 
 
+def goal_rows(args: argparse.Namespace, targets: list[Target], runs: list[Run]) -> list[str]:
+    """The lbkit targets' ratios against GOALS[mode], one row per body and target."""
+    goals, reference = GOALS.get(args.mode), REFERENCE[args.mode]
+    if not goals or not any(r.target.startswith("lbkit") for r in runs):
+        return []
+    label = LABEL.get(reference, reference)
+    bounds = ", ".join(f"{name} {'≥ ' + format(lo, 'g') if lo is not None else '≤ ' + format(hi, 'g')}×"
+                       for _, name, lo, hi in goals)
+    out = [f"**Against the targets** ({bounds} {label}, medians of the per-round ratios):", "",
+           "| body | target | " + " | ".join(f"{name} vs {label}" for _, name, _, _ in goals)
+           + " | met |", "|---|---|" + "---:|" * len(goals) + "---|"]
+    for body in args.body_list:
+        body_runs = [r for r in runs if r.body == body]
+        for t in targets:
+            if not t.name.startswith("lbkit") or not any(r.target == t.name for r in body_runs):
+                continue
+            cells, missed = [], []
+            for field, name, lo, hi in goals:
+                v = paired_ratio(body_runs, t.name, field, reference)
+                cells.append(ratio(v))
+                if v is None or (lo is not None and v < lo) or (hi is not None and v > hi):
+                    missed.append(name)
+            out.append(f"| {body} | {t.name} | " + " | ".join(cells) + " | "
+                       + ("yes" if not missed else "no: " + ", ".join(missed)) + " |")
+    return out + [""]
+
+
 def report(args: argparse.Namespace, targets: list[Target], skipped: dict[str, str],
            runs: list[Run]) -> str:
+    reference = REFERENCE[args.mode]
+    label = LABEL.get(reference, reference)
     out = machine_description(args)
     out += [f"- command: `{' '.join(['bench/proxy/run.py'] + sys.argv[1:])}`", ""]
     for body in args.body_list:
         out += [f"#### {body} body (`GET /{body}`)", "",
-                "Medians over rounds; ratios are to HAProxy in the same round (median of the "
-                "per-round ratios). CPU is the proxy's own processes only.", "",
-                "| target | req/s | p50 µs | p99 µs | proxy CPU µs/req | req/s vs HAProxy "
-                "| CPU/req vs HAProxy | p99 vs HAProxy |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                f"Medians over rounds; ratios are to {label} in the same round (median of the "
+                "per-round ratios). CPU is the proxy's own processes only. TIME_WAIT is the "
+                "most new TIME_WAIT sockets towards the backends in one run. Failed runs do "
+                "not count.", "",
+                f"| target | req/s | p50 µs | p99 µs | proxy CPU µs/req | req/s vs {label} "
+                f"| CPU/req vs {label} | p99 vs {label} | TIME_WAIT |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         body_runs = [r for r in runs if r.body == body]
         for t in targets:
-            mine = [r for r in body_runs if r.target == t.name]
             if t.name in skipped:
                 out.append(f"| {t.name} | *skipped: {skipped[t.name].split(';')[0]}* "
-                           "| | | | | | |")
+                           "| | | | | | | |")
                 continue
+            mine = [r for r in body_runs if r.target == t.name and not r.failed]
+            failed = sum(1 for r in body_runs if r.target == t.name and r.failed)
             cpu = [r.proxy_us_per_req for r in mine if r.proxy_us_per_req is not None]
             out.append(
-                f"| {t.name} | {fmt(median([r.rps for r in mine]))} "
+                f"| {t.name}{f' ({failed} runs failed)' if failed else ''} "
+                f"| {fmt(median([r.rps for r in mine]))} "
                 f"| {fmt(median([r.p50_us for r in mine]))} | {fmt(median([r.p99_us for r in mine]))} "
-                f"| {fmt(median(cpu), 2)} | {ratio(paired_ratio(body_runs, t.name, 'rps'))} "
-                f"| {ratio(paired_ratio(body_runs, t.name, 'proxy_us_per_req'))} "
-                f"| {ratio(paired_ratio(body_runs, t.name, 'p99_us'))} |")
+                f"| {fmt(median(cpu), 2)} | {ratio(paired_ratio(body_runs, t.name, 'rps', reference))} "
+                f"| {ratio(paired_ratio(body_runs, t.name, 'proxy_us_per_req', reference))} "
+                f"| {ratio(paired_ratio(body_runs, t.name, 'p99_us', reference))} "
+                f"| {max((r.time_wait for r in mine), default='—')} |")
         out.append("")
+    out += goal_rows(args, targets, runs)
+    churn = ("65 from wrk (64 + one probe) and as many again from an L4 proxy means no "
+             "connection churn" if args.mode == "l4" else
+             "65 from wrk (64 + one probe); a proxy that reuses upstream connections adds "
+             "few or none once its pool is warm")
     out += ["#### Every run", "",
             "Backend CPU is the three nginx backends together. Connects is the system-wide "
-            "count of `connect()` calls during the run: 65 from wrk (64 + one probe) and as "
-            "many again from an L4 proxy means no connection churn. Idle is the lower of the two CPUs' idle share in the second before "
-            "the run; other is the CPU time (in cores) that something else used on the two CPUs "
-            "during the run.", "",
+            f"count of `connect()` calls during the run: {churn}. TIME_WAIT counts the "
+            "sockets towards the backend ports that entered TIME_WAIT during the run (for "
+            "`direct`, up to 64 from wrk's own closes at the end"
+            + (", for an L4 proxy up to 64 as it closes each upstream connection after its "
+               "client's" if args.mode == "l4" else "") + "). Idle is the lower of the two CPUs' idle "
+            "share in the second before the run; other is the CPU time (in cores) that "
+            "something else used on the two CPUs during the run. A run with any wrk error "
+            "or non-2xx answer is marked failed and left out of the medians.", "",
             "| body | round | target | req/s | p50 µs | p99 µs | proxy CPU µs/req "
-            "| backend CPU µs/req | errors | connects | idle | other |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| backend CPU µs/req | errors | connects | TIME_WAIT | idle | other |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(runs, key=lambda r: (args.body_list.index(r.body), r.round)):
         out.append(f"| {r.body} | {r.round} | {r.target} | {r.rps:.0f} | {r.p50_us:.0f} "
                    f"| {r.p99_us:.0f} | {fmt(r.proxy_us_per_req, 2)} | {r.backend_us_per_req:.2f} "
-                   f"| {r.errors} | {r.conns_opened} | {r.idle_before:.0%} | {r.other_load:.2f} |")
+                   f"| {r.errors}{f' (failed: {r.failed})' if r.failed else ''} "
+                   f"| {r.conns_opened} | {r.time_wait} | {r.idle_before:.0%} | {r.other_load:.2f} |")
     return "\n".join(out) + "\n"
 
 
@@ -512,9 +696,11 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--mode", choices=sorted(TARGETS), default="l4",
-                   help="target set: l4 proxies (l7 is planned, not implemented yet)")
+                   help="target set: l4 proxies (baseline HAProxy) or l7 HTTP proxies "
+                   "(baseline nginx)")
     p.add_argument("--targets", default=None,
-                   help="comma-separated targets, in this order (default: all but haproxy_splice)")
+                   help="comma-separated targets, in this order (default: all but "
+                   "haproxy_splice for l4, lbkit_nolog for l7)")
     p.add_argument("--bodies", default=",".join(BODIES), help="comma-separated body names")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
@@ -529,15 +715,16 @@ def parse_args() -> argparse.Namespace:
                    help="idle share each pinned CPU needs over 1 s before a run")
     p.add_argument("--idle-wait", type=float, default=5.0,
                    help="longest wait for an idle machine before a run, seconds")
+    p.add_argument("--time-wait-delay", type=float, default=1.0,
+                   help="seconds after wrk before new TIME_WAIT sockets are counted")
     p.add_argument("--port-base", type=int, default=18100,
                    help="first port tried for servers (below the ephemeral range)")
     p.add_argument("--lbkit-l4", default=os.environ.get("LBKIT_L4_PROXY", str(DEFAULT_LBKIT_L4)),
                    help="lbkit_l4_proxy binary (env LBKIT_L4_PROXY)")
+    p.add_argument("--lbkit-l7", default=os.environ.get("LBKIT_L7_ROUTER", str(DEFAULT_LBKIT_L7)),
+                   help="lbkit_l7_router binary (env LBKIT_L7_ROUTER)")
     p.add_argument("--json", type=Path, help="also write every run as JSON to this file")
     args = p.parse_args()
-    if not TARGETS[args.mode]:
-        p.error(f"--mode {args.mode} is not implemented yet (planned: nginx proxy_pass with "
-                "upstream keepalive, HAProxy mode http, lbkit_l7_router)")
     known = {t.name: t for t in TARGETS[args.mode]}
     names = (args.targets.split(",") if args.targets
              else [t.name for t in TARGETS[args.mode] if t.default])
@@ -554,6 +741,18 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def server_log_notes(tmp: Path, lines: int = 5) -> None:
+    """Shows on stderr what the servers logged (errors, warnings), which should be nothing."""
+    for path in sorted(tmp.glob("*.log")):
+        text = path.read_text(errors="replace").strip()
+        if not text:
+            continue
+        tail = text.splitlines()[-lines:]
+        log(f"note: {path.name} ({len(text.splitlines())} lines), last:\n    " + "\n    ".join(tail))
+        if "temporary file" in text:
+            log("note: nginx buffered upstream responses to temporary files (disk I/O)")
+
+
 def main() -> int:
     args = parse_args()
     for tool in ["nginx", "wrk"] + (["taskset"] if args.pin else []):
@@ -565,7 +764,7 @@ def main() -> int:
 
     targets: list[Target] = args.target_list
     n_runs = len(targets) * len(args.body_list)
-    bound = n_runs * (args.rounds * (args.duration + args.idle_wait + 2)
+    bound = n_runs * (args.rounds * (args.duration + args.idle_wait + args.time_wait_delay + 2)
                       + (args.warmup + args.idle_wait + 2 if args.warmup else 0))
     log(f"{args.rounds} rounds × {n_runs} runs of {args.duration:g} s; "
         f"at most ~{bound / 60:.1f} min if the machine never goes idle")
@@ -636,6 +835,11 @@ def main() -> int:
         print(report(args, targets, skipped, runs))
         if args.json:
             args.json.write_text(json.dumps([dataclasses.asdict(r) for r in runs], indent=1))
+        server_log_notes(tmp)
+        if failed := [r for r in runs if r.failed]:
+            log(f"error: {len(failed)} of {len(runs)} runs failed: " + "; ".join(
+                f"round {r.round} {r.body} {r.target}: {r.failed}" for r in failed))
+            return 1
         return 0
     finally:
         for proc in wrk_procs:

@@ -900,7 +900,9 @@ TEST_CASE("failover under load: retries hide a backend that dies; with all dead,
       },
       3000ms, 10ms);
   CHECK(unavailable);
-  for (const auto& [s, n] : after) CHECK_MESSAGE((s == 502 || s == 503), s << " x" << n);
+  for (const auto& entry : after) {
+    CHECK_MESSAGE((entry.first == 502 || entry.first == 503), entry.first << " x" << entry.second);
+  }
   r.stop();
 }
 
