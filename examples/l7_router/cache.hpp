@@ -18,10 +18,11 @@
 #include <unordered_map>
 
 #include "asio.hpp"
+#include "body.hpp"
 
 namespace l7 {
 
-using response = http::response<http::string_body>;
+using response = http::response<raw_body>;
 
 namespace detail_ {
 

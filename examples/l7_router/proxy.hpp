@@ -21,6 +21,7 @@
 #include <lbkit/lbkit.hpp>
 
 #include "asio.hpp"
+#include "cache.hpp"
 #include "runtime.hpp"
 
 namespace l7 {
@@ -139,12 +140,13 @@ void remove_hop_by_hop(Fields& f) {
   }
 }
 
-inline http::response<http::string_body> error_response(http::status s, unsigned version,
+inline response error_response(http::status s, unsigned version,
                                                          std::string_view why) {
-  http::response<http::string_body> res{s, version};
+  response res{s, version};
   res.set(http::field::server, "lbkit_l7_router");
   res.set(http::field::content_type, "text/plain");
-  res.body() = std::string(http::obsolete_reason(s)) + ": " + std::string(why) + "\n";
+  const std::string text = std::string(http::obsolete_reason(s)) + ": " + std::string(why) + "\n";
+  res.body().assign(text);
   res.prepare_payload();
   return res;
 }

@@ -17,7 +17,7 @@ using clock_type = l7::response_cache::clock;
 response ok(std::string_view cache_control, std::string body = "body") {
   response r{l7::http::status::ok, 11};
   if (!cache_control.empty()) r.set(l7::http::field::cache_control, cache_control);
-  r.body() = std::move(body);
+  r.body().assign(body);
   r.prepare_payload();
   return r;
 }
@@ -88,14 +88,14 @@ TEST_CASE("response_cache: fresh until the lifetime, then a miss") {
   REQUIRE(cache.store("h /a", ok("max-age=2", "A"), 2s, t0));
   auto e = cache.find("h /a", t0 + 1999ms);
   REQUIRE(e);
-  CHECK(e->res.body() == "A");
+  CHECK(e->res.body().view() == "A");
   CHECK(e->stored == t0);
   CHECK_FALSE(cache.find("h /b", t0));
   CHECK_FALSE(cache.find("h /a", t0 + 2s));  // expired at exactly its lifetime, and dropped
   CHECK(cache.size() == 0);
   CHECK(cache.bytes() == 0);
   // A hit's copy outlives the entry.
-  CHECK(e->res.body() == "A");
+  CHECK(e->res.body().view() == "A");
 }
 
 TEST_CASE("response_cache: bounded by bytes, least recently used first") {
