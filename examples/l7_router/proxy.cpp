@@ -50,10 +50,11 @@ bool is_websocket_upgrade(const Message& m) {
 // formatted into one string and sent with the body in one gather write. Beast's serializer
 // does the same through generic buffer-sequence views that cost more CPU than the rest of
 // the request path (6% of the router's CPU on small answers).
+// `head` is the caller's, reused from message to message, and must live until the write ends.
 template <class Message>
-asio::awaitable<void> write_message(beast::tcp_stream& s, const Message& m, beast::error_code& ec) {
-  std::string head;
-  head.reserve(512);
+asio::awaitable<std::size_t> write_message(beast::tcp_stream& s, const Message& m,
+                                           std::string& head, beast::error_code& ec) {
+  head.clear();
   if constexpr (Message::is_request::value) {
     head.append(m.method_string()).append(" ").append(m.target()).append(" HTTP/1.1\r\n");
   } else {
@@ -65,15 +66,15 @@ asio::awaitable<void> write_message(beast::tcp_stream& s, const Message& m, beas
   }
   for (const auto& f : m) head.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
   head.append("\r\n");
-  const std::string_view body = [&] {
-    if constexpr (std::is_same_v<typename Message::body_type, raw_body>) {
-      return m.body().view();
-    } else {
-      return std::string_view(m.body());
-    }
-  }();
-  const std::array<asio::const_buffer, 2> parts{asio::buffer(head), asio::buffer(body.data(), body.size())};
-  co_await asio::async_write(s, parts, into(ec));
+  std::string_view body;
+  if constexpr (std::is_same_v<typename Message::body_type, raw_body>) {
+    body = m.body().view();
+  } else {
+    body = m.body();
+  }
+  return asio::async_write(
+      s, std::array<asio::const_buffer, 2>{asio::buffer(head), asio::buffer(body.data(), body.size())},
+      into(ec));
 }
 
 // How an exchange with a backend failed, for the status the client gets.
@@ -100,7 +101,8 @@ asio::awaitable<upstream_error> connect(beast::tcp_stream& s, const lbkit::lease
 // then the request goes once more over a fresh connection, as nginx does.
 asio::awaitable<exchange_result> exchange(thread_state& ts, const pool& p,
                                           const lbkit::lease& l, const request& req,
-                                          const limits_config& lim, beast::flat_buffer& buf) {
+                                          const limits_config& lim, beast::flat_buffer& buf,
+                                          std::string& head) {
   const std::uint64_t key = l.backend().serial();
   upstream_pool::stream_ptr s = ts.upstream.take(key);
   bool reused = s != nullptr;
@@ -113,7 +115,7 @@ asio::awaitable<exchange_result> exchange(thread_state& ts, const pool& p,
       }
     }
     s->expires_after(lim.request_timeout);
-    co_await write_message(*s, req, ec);
+    co_await write_message(*s, req, head, ec);
     http::response_parser<raw_body> parser;
     parser.body_limit(64 * 1024 * 1024);
     if (req.method() == http::verb::head) parser.skip(true);
@@ -311,7 +313,7 @@ class session {
     res.keep_alive(keep);
     beast::error_code ec;
     client_.expires_after(rt_->cfg.limits.request_timeout);
-    co_await write_message(client_, res, ec);
+    co_await write_message(client_, res, head_, ec);
     if (!ec && keep) co_return true;
     client_.socket().shutdown(tcp::socket::shutdown_send, ec);
     client_.expires_after(std::chrono::seconds(2));
@@ -501,7 +503,7 @@ class session {
         break;
       }
       const auto sent = steady_clock::now();
-      exchange_result r = co_await exchange(ts_, p, l, req, lim, *upbuf);
+      exchange_result r = co_await exchange(ts_, p, l, req, lim, *upbuf, head_);
       if (r.error != upstream_error::none) {
         failed = &l.backend();  // before report(), which lets go of the backend
         l.report(lbkit::outcome::gateway_failure);
@@ -659,6 +661,7 @@ class session {
   beast::tcp_stream client_;
   beast::flat_buffer buffer_;  // from the client
   std::vector<lbkit::request_header> fields_;  // the request's fields, for routing
+  std::string head_;                           // a message header being written
   lbkit::endpoint peer_;
   std::string peer_ip_;
   std::shared_ptr<runtime> rt_;
