@@ -163,7 +163,7 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
   std::string health = "none", interval;
   if (!r.only(t, w,
               {"policy", "backends", "health", "health_interval", "rise", "fall",
-               "passive_failures", "panic_threshold", "sticky_cookie", "hash_header",
+               "passive_failures", "panic_threshold", "sticky_cookie", "hash_cookie", "hash_header",
                "max_idle", "upstream_idle_timeout"}) ||
       !r.string(t, w, "policy", p.policy) || !r.string(t, w, "health", health) ||
       !r.duration(t, w, "health_interval", p.health_interval) ||
@@ -171,7 +171,7 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
       !r.integer(t, w, "passive_failures", p.passive_failures, 0, 1'000'000) ||
       !r.number(t, w, "panic_threshold", p.panic_threshold, 0, 100) ||
       !r.string(t, w, "sticky_cookie", p.sticky_cookie) ||
-      !r.string(t, w, "hash_header", p.hash_header) ||
+      !r.string(t, w, "hash_header", p.hash_header) || !r.string(t, w, "hash_cookie", p.hash_cookie) ||
       !r.integer(t, w, "max_idle", p.max_idle, 0, 100'000) ||
       !r.duration(t, w, "upstream_idle_timeout", p.upstream_idle_timeout)) {
     return false;
@@ -191,9 +191,11 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
     return r.fail(t.get("health"), w + ".health",
                   lbkit::detail::quote(health) + " is not none, tcp or http:PATH");
   }
-  if (!p.sticky_cookie.empty()) {
-    if (auto v = lbkit::validate_cookie_name(p.sticky_cookie); !v) {
-      return r.fail(t.get("sticky_cookie"), w + ".sticky_cookie", v.error().message);
+  for (const auto& [key, name] : {std::pair{"sticky_cookie", &p.sticky_cookie},
+                                   std::pair{"hash_cookie", &p.hash_cookie}}) {
+    if (name->empty()) continue;
+    if (auto v = lbkit::validate_cookie_name(*name); !v) {
+      return r.fail(t.get(key), w + "." + key, v.error().message);
     }
   }
   const toml::array* backends = t.get_as<toml::array>("backends");

@@ -42,7 +42,9 @@ struct pool_config {
   // them. Off (0) by default, so that a pool with no healthy backend answers 503 at once.
   double panic_threshold = 0;
   std::string sticky_cookie;           // empty: no sticky sessions
-  std::string hash_header;             // hash policies: key on this header ("" = client address)
+  // Hash policies key on this cookie's value, else on this header, else the client address.
+  std::string hash_cookie;
+  std::string hash_header;
   std::size_t max_idle = 64;           // idle upstream connections kept per backend and thread
   milliseconds upstream_idle_timeout{60'000};
 };

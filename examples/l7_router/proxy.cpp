@@ -101,8 +101,8 @@ asio::awaitable<upstream_error> connect(beast::tcp_stream& s, const lbkit::lease
 // then the request goes once more over a fresh connection, as nginx does.
 asio::awaitable<exchange_result> exchange(thread_state& ts, const pool& p,
                                           const lbkit::lease& l, const request& req,
-                                          const limits_config& lim, beast::flat_buffer& buf,
-                                          std::string& head) {
+                                          const limits_config& lim, steady_clock::time_point deadline,
+                                          beast::flat_buffer& buf, std::string& head) {
   const std::uint64_t key = l.backend().serial();
   upstream_pool::stream_ptr s = ts.upstream.take(key);
   bool reused = s != nullptr;
@@ -110,11 +110,13 @@ asio::awaitable<exchange_result> exchange(thread_state& ts, const pool& p,
   for (;;) {
     if (!s) {
       s = std::make_unique<beast::tcp_stream>(co_await asio::this_coro::executor);
-      if (auto e = co_await connect(*s, l, lim.connect_timeout); e != upstream_error::none) {
+      const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());
+      if (auto e = co_await connect(*s, l, std::min(lim.connect_timeout, left));
+          e != upstream_error::none) {
         co_return exchange_result{e, {}};
       }
     }
-    s->expires_after(lim.request_timeout);
+    s->expires_at(deadline);
     co_await write_message(*s, req, head, ec);
     http::response_parser<raw_body> parser;
     parser.body_limit(64 * 1024 * 1024);
@@ -477,12 +479,14 @@ class session {
     // it. Every retry needs room in the pool's retry budget.
     const bool idempotent = detail_::idempotent(req.method());
     const borrowed_buffer upbuf(ts_);
+    // request_timeout bounds the exchanges with backends together, retries included.
+    const auto deadline = steady_clock::now() + lim.request_timeout;
     const std::uint32_t attempts = 1 + rc.retries;
     const auto in_flight = p.start_request();
     pool::retry_ticket retry;
     std::uint32_t attempt = 0;
     auto may_retry = [&] {
-      if (attempt + 1 >= attempts) return false;
+      if (attempt + 1 >= attempts || steady_clock::now() >= deadline) return false;
       auto t = p.try_retry(lim.retry_budget);
       if (!t) {
         counters::add(ts_.stats.retries_over_budget);
@@ -503,7 +507,7 @@ class session {
         break;
       }
       const auto sent = steady_clock::now();
-      exchange_result r = co_await exchange(ts_, p, l, req, lim, *upbuf, head_);
+      exchange_result r = co_await exchange(ts_, p, l, req, lim, deadline, *upbuf, head_);
       if (r.error != upstream_error::none) {
         failed = &l.backend();  // before report(), which lets go of the backend
         l.report(lbkit::outcome::gateway_failure);
@@ -550,11 +554,17 @@ class session {
     co_return co_await finish(error_response(failure, version, why), keep_alive);
   }
 
-  // What a hash policy keys on: the pool's hash_header, else the client address.
+  // What a hash policy keys on: the pool's hash_cookie when the request has it, its
+  // hash_header, else the client address.
   lbkit::pick_context context_for(const pool& p, const request& req) const {
-    return p.config().hash_header.empty()
-               ? lbkit::pick_context::for_client(peer_.address())
-               : lbkit::pick_context::for_bytes(req[p.config().hash_header]);
+    const pool_config& c = p.config();
+    if (!c.hash_cookie.empty()) {
+      if (auto v = lbkit::find_cookie(req[http::field::cookie], c.hash_cookie)) {
+        return lbkit::pick_context::for_bytes(*v);
+      }
+    }
+    if (!c.hash_header.empty()) return lbkit::pick_context::for_bytes(req[c.hash_header]);
+    return lbkit::pick_context::for_client(peer_.address());
   }
 
   // A lease from `p`: the pinned backend if it is eligible, else a pick, avoiding the backend
