@@ -270,5 +270,10 @@ int main(int argc, char** argv) {
   }
   for (auto& c : contexts) c->stop();
   workers.clear();
+  // Destroying a context destroys the coroutines still suspended in it (a tunnel cut at the
+  // deadline, say), whose sessions count themselves out of their thread_state: contexts go
+  // first.
+  acceptors.clear();
+  contexts.clear();
   return 0;
 }
