@@ -270,10 +270,11 @@ int main(int argc, char** argv) {
   }
   for (auto& c : contexts) c->stop();
   workers.clear();
-  // Destroying a context destroys the coroutines still suspended in it (a tunnel cut at the
-  // deadline, say), whose sessions count themselves out of their thread_state: contexts go
-  // first.
+  // Sockets go before their context; a context goes before the thread states, since
+  // destroying it destroys the coroutines still suspended in it (a tunnel cut at the
+  // deadline, say), whose sessions count themselves out of their thread_state.
   acceptors.clear();
+  for (auto& s : states) s->upstream.clear();
   contexts.clear();
   return 0;
 }

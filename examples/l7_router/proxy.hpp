@@ -54,6 +54,7 @@ class upstream_pool {
     if (q.size() >= max_idle) return;  // closes s
     q.push_back({std::move(s), steady_clock::now() + timeout});
   }
+  void clear() { idle_.clear(); }
   // Closes the connections past their timeout, and those the backend closed or wrote to
   // (nothing may arrive on an idle HTTP/1.1 connection), so that none lingers in CLOSE_WAIT
   // or holds a backend that left with a reload.

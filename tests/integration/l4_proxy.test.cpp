@@ -14,10 +14,8 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -27,8 +25,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -45,6 +41,7 @@
 #include <lbkit/endpoint.hpp>
 #include <lbkit/net/proxy_protocol.hpp>
 
+#include "../support/end_to_end.hpp"
 #include "../support/loopback.hpp"
 #include "../support/process.hpp"
 #include "../support/udp_echo.hpp"
@@ -58,72 +55,19 @@ TEST_CASE("lbkit_l4_proxy is not built (CLI11 missing): its integration test is 
 #else
 
 using namespace std::chrono_literals;
+using namespace lbkit::test;  // tests/support: servers, child processes, client sockets
 using lbkit::endpoint;
 using lbkit::ip_address;
-using lbkit::test::child_process;
-using lbkit::test::loopback_server;
-using lbkit::test::udp_echo_server;
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
 namespace {
 
-// A client socket that waits longer than this for a byte has failed.
-constexpr auto io_timeout = 5s;
-
 ip_address ip(std::string_view text) { return *ip_address::parse(text); }
-
-milliseconds since(steady_clock::time_point t) {
-  return std::chrono::duration_cast<milliseconds>(steady_clock::now() - t);
-}
-
-// Waits until `done()` or `limit` passes; returns done(). A bounded wait on a condition.
-template <class F>
-bool eventually(F done, milliseconds limit = 5000ms) {
-  const auto until = steady_clock::now() + limit;
-  while (!done()) {
-    if (steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
-}
 
 // --- sockets -----------------------------------------------------------------------------
 
-// An owned descriptor.
-class socket_fd {
- public:
-  socket_fd() = default;
-  explicit socket_fd(int fd) : fd_(fd) {}
-  socket_fd(socket_fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  socket_fd& operator=(socket_fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  socket_fd(const socket_fd&) = delete;
-  socket_fd& operator=(const socket_fd&) = delete;
-  ~socket_fd() { reset(); }
-  int get() const noexcept { return fd_; }
-  explicit operator bool() const noexcept { return fd_ >= 0; }
-  void reset() noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-void set_timeouts(int fd, std::chrono::microseconds t) {
-  const timeval tv{static_cast<time_t>(t.count() / 1'000'000),
-                   static_cast<suseconds_t>(t.count() % 1'000'000)};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
-
+// The local address of a socket.
 endpoint local_of(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
@@ -139,65 +83,6 @@ socket_fd open_socket(int type, const endpoint& at) {
   REQUIRE(s);
   REQUIRE(::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len) == 0);
   return s;
-}
-
-// A blocking TCP connection to `to`, from `from` (any port) when given, with 5 s send and
-// receive timeouts. Empty when the connect failed; `error` then holds its errno.
-socket_fd connect_tcp(const endpoint& to, std::optional<ip_address> from = std::nullopt,
-                      int* error = nullptr) {
-  sockaddr_storage ss{};
-  const socklen_t len = to.to_sockaddr(ss);
-  socket_fd s(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  REQUIRE(s);
-  if (from) {
-    sockaddr_storage fs{};
-    const socklen_t flen = endpoint(*from, 0).to_sockaddr(fs);
-    REQUIRE(::bind(s.get(), reinterpret_cast<sockaddr*>(&fs), flen) == 0);
-  }
-  const int one = 1;
-  ::setsockopt(s.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  set_timeouts(s.get(), io_timeout);
-  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-    if (error != nullptr) *error = errno;
-    return {};
-  }
-  return s;
-}
-
-// Sends all of `bytes`; false on an error or a send timeout.
-bool send_all(int fd, std::string_view bytes) {
-  while (!bytes.empty()) {
-    const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    bytes.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
-
-// What a read to the end of a stream got, and how it ended.
-struct stream_end {
-  std::string data;
-  bool eof = false;  // an orderly end (FIN)
-  int error = 0;     // else errno: ECONNRESET, EAGAIN (the receive timeout), ...
-};
-
-stream_end read_to_end(int fd, std::size_t limit = std::size_t{64} << 20) {
-  stream_end r;
-  char buf[65536];
-  while (r.data.size() < limit) {
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n > 0) {
-      r.data.append(buf, static_cast<std::size_t>(n));
-    } else if (n == 0) {
-      r.eof = true;
-      break;
-    } else if (errno != EINTR) {
-      r.error = errno;
-      break;
-    }
-  }
-  return r;
 }
 
 // The next line (without "\n") from a socket, reading byte by byte; empty on an error.
@@ -225,15 +110,7 @@ bool closed_without_data(int fd) {
 class pattern {
  public:
   static constexpr std::size_t size = (std::size_t{1} << 20) + 13;
-  pattern() : bytes_(size) {
-    std::uint64_t x = 0x9E3779B97F4A7C15ULL;
-    for (auto& b : bytes_) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      b = static_cast<char>(x >> 24);
-    }
-  }
+  pattern() : bytes_(pattern_bytes(size)) {}
   // The bytes of the stream from `offset` on, at most `max` of them, without wrapping.
   std::string_view at(std::uint64_t offset, std::size_t max) const {
     const auto pos = static_cast<std::size_t>(offset % size);
@@ -251,7 +128,7 @@ class pattern {
   }
 
  private:
-  std::vector<char> bytes_;
+  std::string bytes_;
 };
 
 // --- test backends -----------------------------------------------------------------------
@@ -277,32 +154,6 @@ std::string fetch_name(const endpoint& proxy, std::optional<ip_address> from = s
   if (!s) return "";
   auto r = read_to_end(s.get());
   return r.eof ? r.data : "";
-}
-
-// A backend that echoes every byte until the client's end, then ends too.
-void echo(int c, const loopback_server& self) {
-  set_timeouts(c, 50ms);
-  std::vector<char> buf(256 * 1024);
-  bool ok = true;
-  while (ok && !self.stopping()) {
-    const ssize_t n = ::recv(c, buf.data(), buf.size(), 0);
-    if (n == 0) break;
-    if (n < 0) {
-      ok = errno == EAGAIN || errno == EINTR;
-      continue;
-    }
-    std::string_view rest(buf.data(), static_cast<std::size_t>(n));
-    while (!rest.empty() && !self.stopping()) {
-      const ssize_t m = ::send(c, rest.data(), rest.size(), MSG_NOSIGNAL);
-      if (m > 0) {
-        rest.remove_prefix(static_cast<std::size_t>(m));
-      } else if (m < 0 && errno != EAGAIN && errno != EINTR) {
-        ok = false;
-        break;
-      }
-    }
-  }
-  ::close(c);
 }
 
 // A backend that answers each line "x" with "pong:x" until the client's end.
@@ -383,12 +234,6 @@ stream_end round_trip(const endpoint& to, std::string_view bytes,
 
 // --- the proxy -----------------------------------------------------------------------------
 
-// Text a sanitizer writes when it finds something (ASan, UBSan, LSan, TSan).
-bool sanitizer_report(const std::string& text) {
-  return text.find("Sanitizer") != std::string::npos ||
-         text.find("runtime error:") != std::string::npos;
-}
-
 // lbkit_l4_proxy as a child process, started with `args` plus a stats listener, once it
 // printed the addresses it listens on.
 class proxy_process {
@@ -422,12 +267,7 @@ class proxy_process {
   proxy_process& operator=(const proxy_process&) = delete;
   // A proxy still running here belongs to a case that failed before stop(): show its log,
   // then the child_process kills it.
-  ~proxy_process() {
-    if (proc_.running()) {
-      std::fprintf(stderr, "lbkit_l4_proxy (pid %d) stderr:\n%s\n", static_cast<int>(proc_.pid()),
-                   proc_.stderr_text().c_str());
-    }
-  }
+  ~proxy_process() { show_log_if_running(proc_, "lbkit_l4_proxy"); }
 
   const endpoint& address(std::size_t i = 0) const { return listen_.at(i); }
   child_process& process() { return proc_; }
@@ -465,15 +305,7 @@ class proxy_process {
   std::string health(std::string_view id) { return field(stats(), id, "health"); }
 
   // SIGTERM; it must exit 0 within `limit`, with no sanitizer report on stderr.
-  void stop(milliseconds limit = 5000ms) {
-    REQUIRE(proc_.signal(SIGTERM));
-    const auto status = proc_.wait_exit(limit);
-    proc_.wait_output_closed(2s);
-    INFO("proxy stderr: " << proc_.stderr_text());
-    REQUIRE(status);
-    CHECK_MESSAGE(status->success(), status->to_string());
-    CHECK(!sanitizer_report(proc_.stderr_text()));
-  }
+  void stop(milliseconds limit = 5000ms) { stop_cleanly(proc_, "proxy", limit); }
 
  private:
   static std::vector<std::string> with_defaults(std::vector<std::string> args) {
@@ -532,30 +364,6 @@ int haproxy_version() {
   return major * 100 + minor;
 }
 
-// A directory under /tmp, removed with what it holds.
-class temp_dir {
- public:
-  temp_dir() {
-    char name[] = "/tmp/lbkit-l4-proxy-test-XXXXXX";
-    REQUIRE(::mkdtemp(name) != nullptr);
-    path_ = name;
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string write(const std::string& file, const std::string& text) const {
-    const auto p = (path_ / file).string();
-    std::ofstream(p) << text;
-    return p;
-  }
-
- private:
-  std::filesystem::path path_;
-};
-
 // HAProxy in the foreground (-db) with `config`, whose frontend binds `fd@3`: the listening
 // socket this test made and passes down, so that its port is known and accepts before HAProxy
 // is even running (connections wait in the backlog until it serves them).
@@ -580,7 +388,7 @@ class haproxy_process {
     return {haproxy_path, "-db", "-f", dir_.write("haproxy.cfg", config)};
   }
 
-  temp_dir dir_;
+  temp_dir dir_{"lbkit-l4-proxy-test"};
   socket_fd listener_;
   endpoint address_;
   child_process proc_;

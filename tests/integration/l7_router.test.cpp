@@ -14,7 +14,6 @@
 // destructor kills it by pid whatever happens). Configurations use short timeouts, so that
 // the cases that wait for one stay fast.
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -27,9 +26,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -63,6 +59,7 @@ TEST_CASE("lbkit_l7_router is not built (Boost, toml++ or CLI11 missing): its te
 
 #include <lbkit/endpoint.hpp>
 
+#include "../support/end_to_end.hpp"
 #include "../support/http_backend.hpp"
 #include "../support/loopback.hpp"
 #include "../support/process.hpp"
@@ -72,88 +69,14 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace websocket = beast::websocket;
 using namespace std::chrono_literals;
+using namespace lbkit::test;  // tests/support: servers, child processes, client sockets
 using lbkit::endpoint;
-using lbkit::test::child_process;
-using lbkit::test::http_backend;
-using lbkit::test::loopback_server;
-using lbkit::test::received_request;
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
 namespace {
 
-// A client socket that waits longer than this for a byte has failed.
-constexpr auto io_timeout = 5s;
-
-milliseconds since(steady_clock::time_point t) {
-  return std::chrono::duration_cast<milliseconds>(steady_clock::now() - t);
-}
-
-// Waits until `done()` or `limit` passes, trying every `step`; returns done(). A bounded wait
-// on a condition.
-template <class F>
-bool eventually(F done, milliseconds limit = 5000ms, milliseconds step = 2ms) {
-  const auto until = steady_clock::now() + limit;
-  while (!done()) {
-    if (steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(step);
-  }
-  return true;
-}
-
-bool contains(std::string_view s, std::string_view part) {
-  return s.find(part) != std::string_view::npos;
-}
-
 // --- sockets -----------------------------------------------------------------------------
-
-// An owned descriptor.
-class socket_fd {
- public:
-  socket_fd() = default;
-  explicit socket_fd(int fd) : fd_(fd) {}
-  socket_fd(socket_fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  socket_fd& operator=(socket_fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  socket_fd(const socket_fd&) = delete;
-  socket_fd& operator=(const socket_fd&) = delete;
-  ~socket_fd() { reset(); }
-  int get() const noexcept { return fd_; }
-  explicit operator bool() const noexcept { return fd_ >= 0; }
-  void reset() noexcept {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-void set_timeouts(int fd, std::chrono::microseconds t) {
-  const timeval tv{static_cast<time_t>(t.count() / 1'000'000),
-                   static_cast<suseconds_t>(t.count() % 1'000'000)};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
-
-// A blocking TCP connection to `to` with 5 s send and receive timeouts; empty when the
-// connect failed.
-socket_fd connect_tcp(const endpoint& to) {
-  sockaddr_storage ss{};
-  const socklen_t len = to.to_sockaddr(ss);
-  socket_fd s(::socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  REQUIRE(s);
-  const int one = 1;
-  ::setsockopt(s.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  set_timeouts(s.get(), io_timeout);
-  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) return {};
-  return s;
-}
 
 // A TCP socket bound to a free port of 127.0.0.1 and not listening: connects to it are
 // refused for as long as it lives, and no other test can take the port meanwhile.
@@ -168,42 +91,6 @@ socket_fd reserve_port(std::uint16_t& port) {
   ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&a), &len);
   port = ntohs(a.sin_port);
   return s;
-}
-
-// Sends all of `bytes`; false on an error or a send timeout.
-bool send_all(int fd, std::string_view bytes) {
-  while (!bytes.empty()) {
-    const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    bytes.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
-
-// What a read to the end of a stream got, and how it ended.
-struct stream_end {
-  std::string data;
-  bool eof = false;  // an orderly end (FIN)
-  int error = 0;     // else errno: ECONNRESET, EAGAIN (the receive timeout), ...
-};
-
-stream_end read_to_end(int fd) {
-  stream_end r;
-  char buf[65536];
-  for (;;) {
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n > 0) {
-      r.data.append(buf, static_cast<std::size_t>(n));
-    } else if (n == 0) {
-      r.eof = true;
-      break;
-    } else if (errno != EINTR) {
-      r.error = errno;
-      break;
-    }
-  }
-  return r;
 }
 
 // Reads up to the end of a response head ("\r\n\r\n"); the head, and in `rest` what came
@@ -237,19 +124,6 @@ bool closed_within(int fd, milliseconds limit) {
     const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return true;
   }
-}
-
-// Test data that does not repeat at short strides.
-std::string pattern(std::size_t size) {
-  std::string s(size, '\0');
-  std::uint64_t x = 0x9E3779B97F4A7C15ULL;
-  for (auto& b : s) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    b = static_cast<char>(x >> 24);
-  }
-  return s;
 }
 
 // Shuts a socket down after `limit` unless destroyed first: bounds blocking Beast calls,
@@ -379,36 +253,6 @@ bool has(const response& r, std::string_view name) { return r.find(name) != r.en
 
 // --- the router --------------------------------------------------------------------------
 
-// Text a sanitizer writes when it finds something (ASan, UBSan, LSan, TSan).
-bool sanitizer_report(const std::string& text) {
-  return contains(text, "Sanitizer") || contains(text, "runtime error:");
-}
-
-// A directory under /tmp, removed with what it holds.
-class temp_dir {
- public:
-  temp_dir() {
-    char name[] = "/tmp/lbkit-l7-router-test-XXXXXX";
-    REQUIRE(::mkdtemp(name) != nullptr);
-    path_ = name;
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  // Writes `text` to `file` (whole, then closed) and returns its path.
-  std::string write(const std::string& file, const std::string& text) const {
-    const auto p = (path_ / file).string();
-    std::ofstream(p) << text;
-    return p;
-  }
-
- private:
-  std::filesystem::path path_;
-};
-
 // lbkit_l7_router on `config`, once it printed the address it listens on (and the stats
 // address, when the configuration asks for one).
 class router_process {
@@ -438,12 +282,7 @@ class router_process {
   router_process& operator=(const router_process&) = delete;
   // A router still running here belongs to a case that failed before stop(): show its log,
   // then the child_process kills it.
-  ~router_process() {
-    if (proc_.running()) {
-      std::fprintf(stderr, "lbkit_l7_router (pid %d) stderr:\n%s\n", static_cast<int>(proc_.pid()),
-                   proc_.stderr_text().c_str());
-    }
-  }
+  ~router_process() { show_log_if_running(proc_, "lbkit_l7_router"); }
 
   const endpoint& address() const { return listen_; }
   const endpoint& stats_address() const { return stats_; }
@@ -458,18 +297,10 @@ class router_process {
   std::optional<response> stats() { return fetch(stats_, get("/")); }
 
   // SIGTERM; it must exit 0 within `limit`, with no sanitizer report on stderr.
-  void stop(milliseconds limit = 5000ms) {
-    REQUIRE(proc_.signal(SIGTERM));
-    const auto status = proc_.wait_exit(limit);
-    proc_.wait_output_closed(2s);
-    INFO("router stderr: " << proc_.stderr_text());
-    REQUIRE(status);
-    CHECK_MESSAGE(status->success(), status->to_string());
-    CHECK(!sanitizer_report(proc_.stderr_text()));
-  }
+  void stop(milliseconds limit = 5000ms) { stop_cleanly(proc_, "router", limit); }
 
  private:
-  temp_dir dir_;
+  temp_dir dir_{"lbkit-l7-router-test"};
   std::string path_;
   child_process proc_;
   endpoint listen_, stats_;
@@ -601,32 +432,6 @@ bool read_request_head(int c, const loopback_server& self) {
     if (contains(got, "\r\n\r\n")) return true;
   }
   return false;
-}
-
-// A backend that echoes every byte until the client's end (a CONNECT tunnel's far side).
-void echo(int c, const loopback_server& self) {
-  set_timeouts(c, 50ms);
-  std::vector<char> buf(256 * 1024);
-  bool ok = true;
-  while (ok && !self.stopping()) {
-    const ssize_t n = ::recv(c, buf.data(), buf.size(), 0);
-    if (n == 0) break;
-    if (n < 0) {
-      ok = errno == EAGAIN || errno == EINTR;
-      continue;
-    }
-    std::string_view rest(buf.data(), static_cast<std::size_t>(n));
-    while (!rest.empty() && !self.stopping()) {
-      const ssize_t m = ::send(c, rest.data(), rest.size(), MSG_NOSIGNAL);
-      if (m > 0) {
-        rest.remove_prefix(static_cast<std::size_t>(m));
-      } else if (m < 0 && errno != EAGAIN && errno != EINTR) {
-        ok = false;
-        break;
-      }
-    }
-  }
-  ::close(c);
 }
 
 // The far side of a WebSocket: accepts the upgrade and echoes every message, text as text
@@ -1019,6 +824,53 @@ TEST_CASE("the router's own answers: 400 401 403 404 413 429 431 502 503 504") {
   r.stop();
 }
 
+TEST_CASE("request_timeout bounds a request's attempts together; hash_cookie keys hash policies") {
+  SUBCASE("three slow backends and retries = 2: one 504 at the timeout, not three timeouts") {
+    const auto slow = [](const http_backend::request&, http_backend::response&,
+                         const http_backend& self) { self.pause(2s); };
+    http_backend a("a", slow), b("b", slow), c("c", slow);
+    router_process r(listen_line + "[limits]\nrequest_timeout = \"400ms\"\n\n" +
+                     pool_toml("p", {&a, &b, &c}) +
+                     route_toml("path = \"/\"\npool = \"p\"\nretries = 2"));
+    http_client cl(r.address());
+    const auto start = steady_clock::now();
+    const auto res = cl.request(get("/"));
+    REQUIRE(res);
+    CHECK(res->result_int() == 504);
+    // One deadline for every attempt: the answer comes at 400 ms and no retry starts after
+    // it; a timeout per attempt would take 1200 ms over three backends.
+    CHECK(since(start) >= 350ms);
+    CHECK(since(start) < 1000ms);
+    CHECK(a.hits() + b.hits() + c.hits() == 1);
+    cl.close();
+    r.stop();
+  }
+  SUBCASE("maglev with hash_cookie: each session value sticks to a backend, values spread") {
+    http_backend a("a"), b("b"), c("c");
+    router_process r(listen_line +
+                     pool_toml("h", {&a, &b, &c}, "policy = \"maglev\"\nhash_cookie = \"session\"") +
+                     route_toml("path = \"/\"\npool = \"h\""));
+    http_client cl(r.address());
+    std::set<std::string> seen;
+    for (int user = 0; user < 16; ++user) {
+      std::string first;
+      for (int i = 0; i < 4; ++i) {
+        const auto res = cl.request(
+            get("/", "Cookie: theme=dark; session=user" + std::to_string(user) + "\r\n"));
+        REQUIRE(res);
+        if (i == 0) first = res->body();
+        CHECK(res->body() == first);
+      }
+      seen.insert(first);
+    }
+    // Every request comes from one client address, so keying on it would give one backend.
+    // 16 values on 3 equal backends all landing on one: probability 3 * (1/3)^16 < 1e-7.
+    CHECK(seen.size() > 1);
+    cl.close();
+    r.stop();
+  }
+}
+
 TEST_CASE("slowloris: a header that trickles in is cut at header_timeout, others are served") {
   http_backend ok("ok");
   router_process r(listen_line +
@@ -1150,7 +1002,7 @@ TEST_CASE("WebSocket: the upgrade is tunnelled and messages are echoed both ways
       CHECK(ws.got_text());
       CHECK(beast::buffers_to_string(b.data()) == msg);
     }
-    const std::string blob = pattern(100 * 1024);
+    const std::string blob = pattern_bytes(100 * 1024);
     ws.binary(true);
     ws.write(asio::buffer(blob), ec);
     REQUIRE(!ec);
@@ -1188,7 +1040,7 @@ TEST_CASE("CONNECT: a route that lists it tunnels bytes both ways; other routes 
     INFO("answer: " << *head);
     REQUIRE(head->rfind("HTTP/1.1 200", 0) == 0);
     // 256 KiB through the tunnel and back, written while the echo is read.
-    const std::string data = pattern(256 * 1024);
+    const std::string data = pattern_bytes(256 * 1024);
     std::thread writer([&, fd = s.get()] { send_all(fd, data); });
     std::string back = rest;
     char buf[65536];
@@ -1305,7 +1157,7 @@ TEST_CASE("cache: fresh responses are served from the cache until they expire") 
 }
 
 TEST_CASE("configuration errors name the file, the line and the key; --check exits 2 or 0") {
-  temp_dir dir;
+  temp_dir dir("lbkit-l7-router-test");
   // Lines 1 to 4; each case's error is on the line given.
   const std::string head =
       "listen = [\"127.0.0.1:0\"]\n"
