@@ -265,9 +265,7 @@ def machine_description(args: argparse.Namespace) -> list[str]:
            if args.pin else "no CPU pinning"),
     ]
     if args.mode == "l7" and any(t.name == "lbkit" for t in args.target_list):
-        lines.append("- lbkit: access log " + (
-            "off (`--no-access-log`)" if router_has_flag(args.lbkit_l7, "--no-access-log")
-            else "on, its stdout sent to /dev/null (the shortcut has no flag to turn it off)"))
+        lines.append("- lbkit: `--no-access-log`, as nginx and HAProxy run with no log")
     return lines
 
 
@@ -350,38 +348,13 @@ def router_binary(path: str) -> Path:
     return binary
 
 
-_help_texts: dict[str, str] = {}
-
-
-def router_has_flag(path: str, flag: str) -> bool:
-    """Whether `path --help` lists flag (the router may gain e.g. --no-access-log)."""
-    if path not in _help_texts:
-        try:
-            out = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=10)
-            _help_texts[path] = out.stdout + out.stderr
-        except (OSError, subprocess.TimeoutExpired):
-            _help_texts[path] = ""
-    return re.search(re.escape(flag) + r"\b", _help_texts[path]) is not None
-
-
 def start_lbkit_l7(bench: Bench, port: int) -> Server:
     binary = router_binary(bench.args.lbkit_l7)
     cmd = [str(binary), "--listen", f"127.0.0.1:{port}"]
     for b in bench.backend_ports:
         cmd += ["--backend", f"127.0.0.1:{b}"]
-    cmd += ["--threads", "1"]
-    if router_has_flag(str(binary), "--no-access-log"):
-        cmd.append("--no-access-log")
-    # Otherwise the router writes (and flushes) one access-log line per request: to
-    # /dev/null, so the cost left is the formatting and one write(2) per request.
+    cmd += ["--threads", "1", "--no-access-log"]
     return bench.procs.start("lbkit", bench.server_cmd(cmd), port, bench.tmp, discard_stdout=True)
-
-
-def start_lbkit_l7_nolog(bench: Bench, port: int) -> Server:
-    binary = router_binary(bench.args.lbkit_l7)
-    cfg = render(CONF / "l7/lbkit-router.toml", bench.tmp / "lbkit-router.toml", bench.values(port))
-    return bench.procs.start("lbkit_nolog", bench.server_cmd([str(binary), "--config", str(cfg)]),
-                             port, bench.tmp, discard_stdout=True)
 
 
 def start_nginx_l7(bench: Bench, port: int) -> Server:
@@ -423,10 +396,8 @@ TARGETS: dict[str, list[Target]] = {
         Target("nginx", "nginx proxy_pass, upstream keepalive 1024, worker_processes 1",
                start_nginx_l7),
         Target("haproxy", "HAProxy mode http, http-reuse always, nbthread 1", start_haproxy_l7),
-        Target("lbkit", "lbkit_l7_router --listen … --backend ×3 --threads 1", start_lbkit_l7),
-        # The shortcut cannot turn the access log off; a config file can.
-        Target("lbkit_nolog", "as lbkit, from a config file with access_log = false",
-               start_lbkit_l7_nolog, default=False),
+        Target("lbkit", "lbkit_l7_router --listen … --backend ×3 --threads 1 --no-access-log",
+               start_lbkit_l7),
     ],
 }
 REFERENCE = {"l4": "haproxy", "l7": "nginx"}
@@ -700,7 +671,7 @@ def parse_args() -> argparse.Namespace:
                    "(baseline nginx)")
     p.add_argument("--targets", default=None,
                    help="comma-separated targets, in this order (default: all but "
-                   "haproxy_splice for l4, lbkit_nolog for l7)")
+                   "haproxy_splice for l4)")
     p.add_argument("--bodies", default=",".join(BODIES), help="comma-separated body names")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
