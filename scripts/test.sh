@@ -4,9 +4,9 @@
 #   2. clang   clang 14, ASan + UBSan, -Werror -Wthread-safety: the same
 #   3. tsan    clang 14, ThreadSanitizer: the same, then the stress tests 5 more times
 #   4. release g++ 12, -O2: the same, plus the demo and the benchmarks build
-# The L7 router (Boost.Beast, slow to compile) and its integration test are built and run
-# under debug (g++, ASan + UBSan) and tsan (clang, TSan) only: both compilers, every
-# sanitizer, and the CI run stays inside its time budget.
+# The L7 router (Boost.Beast, slow to compile) and its tests are built and run under clang
+# (ASan + UBSan) only, so that the CI run stays inside its time budget; the other presets
+# build it too when configured by hand (LBKIT_L7_ROUTER is ON by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -15,7 +15,7 @@ jobs=$(nproc)
 for preset in debug clang tsan release; do
   echo "==== $preset"
   router=OFF
-  if [[ $preset == debug || $preset == tsan ]]; then router=ON; fi
+  if [[ $preset == clang ]]; then router=ON; fi
   cmake --preset "$preset" -DLBKIT_L7_ROUTER=$router >/dev/null
   cmake --build --preset "$preset" -j "$jobs"
   ctest --preset "$preset" -j "$jobs"
