@@ -28,15 +28,9 @@ tcp::endpoint to_asio(const lbkit::endpoint& e) {
 
 // Whether a comma-separated header value lists `token` (case-insensitively).
 bool lists_token(std::string_view list, std::string_view token) {
-  while (!list.empty()) {
-    const auto comma = list.find(',');
-    std::string_view t = list.substr(0, comma);
-    list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
-    while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
-    while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
-    if (beast::iequals(t, token)) return true;
-  }
-  return false;
+  bool found = false;
+  detail_::for_each_item(list, [&](std::string_view t) { found |= beast::iequals(t, token); });
+  return found;
 }
 
 // A WebSocket handshake (RFC 6455 §4.1): GET with `Connection: upgrade`, `Upgrade: websocket`.

@@ -123,15 +123,7 @@ inline bool idempotent(http::verb v) {
 template <class Fields>
 void remove_hop_by_hop(Fields& f) {
   std::vector<std::string> named;
-  std::string_view rest = f[http::field::connection];
-  while (!rest.empty()) {  // a comma-separated list (clang 14 cannot use views::split here)
-    const auto comma = rest.find(',');
-    std::string_view token = rest.substr(0, comma);
-    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
-    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
-    if (!token.empty()) named.emplace_back(token);
-  }
+  for_each_item(f[http::field::connection], [&](std::string_view t) { named.emplace_back(t); });
   for (const auto& n : named) f.erase(n);
   for (auto field : {http::field::connection, http::field::keep_alive,
                      http::field::proxy_connection, http::field::te, http::field::trailer,
