@@ -23,11 +23,11 @@ namespace {
   std::exit(2);
 }
 
-asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, thread_state& ts) {
-  asio::steady_timer backoff(acceptor.get_executor());
+awaitable<void> accept_loop(tcp_acceptor& acceptor, thread_state& ts) {
+  steady_timer backoff(acceptor.get_executor());
   for (;;) {
     beast::error_code ec;
-    tcp::socket s = co_await acceptor.async_accept(into(ec));
+    tcp_socket s = co_await acceptor.async_accept(into(ec));
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
     if (ec) {  // EMFILE and the like: wait a little, connections may close meanwhile
       backoff.expires_after(std::chrono::milliseconds(10));
@@ -43,19 +43,19 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, thread_state& ts) {
 }
 
 // The stats page: any GET on the stats listener, answered and closed.
-asio::awaitable<void> stats_loop(tcp::acceptor& acceptor,
+awaitable<void> stats_loop(tcp_acceptor& acceptor,
                                  const std::vector<std::unique_ptr<thread_state>>& states,
                                  std::chrono::steady_clock::time_point started) {
   for (;;) {
     beast::error_code ec;
-    tcp::socket s = co_await acceptor.async_accept(into(ec));
+    tcp_socket s = co_await acceptor.async_accept(into(ec));
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
     if (ec) continue;
     asio::co_spawn(
         acceptor.get_executor(),
-        [](tcp::socket sock, const std::vector<std::unique_ptr<thread_state>>& all,
-           std::chrono::steady_clock::time_point t0) -> asio::awaitable<void> {
-          beast::tcp_stream stream(std::move(sock));
+        [](tcp_socket sock, const std::vector<std::unique_ptr<thread_state>>& all,
+           std::chrono::steady_clock::time_point t0) -> awaitable<void> {
+          tcp_stream stream(std::move(sock));
           beast::flat_buffer buf;
           http::request<http::empty_body> req;
           beast::error_code e;
@@ -68,16 +68,16 @@ asio::awaitable<void> stats_loop(tcp::acceptor& acceptor,
           res.keep_alive(false);
           res.prepare_payload();
           co_await http::async_write(stream, res, into(e));
-          stream.socket().shutdown(tcp::socket::shutdown_send, e);
+          stream.socket().shutdown(tcp_socket::shutdown_send, e);
         }(std::move(s), states, started),
         asio::detached);
   }
 }
 
 // A listening socket on `at`, shared between threads with SO_REUSEPORT.
-std::unique_ptr<tcp::acceptor> listen_on(asio::io_context& ctx, const tcp::endpoint& at,
+std::unique_ptr<tcp_acceptor> listen_on(asio::io_context& ctx, const tcp::endpoint& at,
                                          const std::string& name) {
-  auto a = std::make_unique<tcp::acceptor>(ctx);
+  auto a = std::make_unique<tcp_acceptor>(ctx);
   beast::error_code ec;
   a->open(at.protocol(), ec);
   a->set_option(asio::socket_base::reuse_address(true), ec);
@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
   const unsigned n = cfg.threads;
   std::vector<std::unique_ptr<asio::io_context>> contexts;
   std::vector<std::unique_ptr<thread_state>> states;
-  std::vector<std::vector<std::unique_ptr<tcp::acceptor>>> acceptors(n);
+  std::vector<std::vector<std::unique_ptr<tcp_acceptor>>> acceptors(n);
   std::vector<tcp::endpoint> bound;
   for (unsigned t = 0; t < n; ++t) {
     contexts.push_back(std::make_unique<asio::io_context>(1));

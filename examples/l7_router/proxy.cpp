@@ -46,7 +46,7 @@ bool is_websocket_upgrade(const Message& m) {
 // the request path (6% of the router's CPU on small answers).
 // `head` is the caller's, reused from message to message, and must live until the write ends.
 template <class Message>
-asio::awaitable<std::size_t> write_message(beast::tcp_stream& s, const Message& m,
+awaitable<std::size_t> write_message(tcp_stream& s, const Message& m,
                                            std::string& head, beast::error_code& ec) {
   head.clear();
   if constexpr (Message::is_request::value) {
@@ -80,7 +80,7 @@ struct exchange_result {
 };
 
 // Opens a new connection to the lease's backend.
-asio::awaitable<upstream_error> connect(beast::tcp_stream& s, const lbkit::lease& l,
+awaitable<upstream_error> connect(tcp_stream& s, const lbkit::lease& l,
                                         milliseconds timeout) {
   beast::error_code ec;
   s.expires_after(timeout);
@@ -93,7 +93,7 @@ asio::awaitable<upstream_error> connect(beast::tcp_stream& s, const lbkit::lease
 // Sends `req` to the lease's backend over a pooled connection (or a new one) and reads the
 // answer. A pooled connection the backend closed meanwhile fails before any answer byte;
 // then the request goes once more over a fresh connection, as nginx does.
-asio::awaitable<exchange_result> exchange(thread_state& ts, const pool& p,
+awaitable<exchange_result> exchange(thread_state& ts, const pool& p,
                                           const lbkit::lease& l, const request& req,
                                           const limits_config& lim, steady_clock::time_point deadline,
                                           beast::flat_buffer& buf, std::string& head) {
@@ -103,7 +103,7 @@ asio::awaitable<exchange_result> exchange(thread_state& ts, const pool& p,
   beast::error_code ec;
   for (;;) {
     if (!s) {
-      s = std::make_unique<beast::tcp_stream>(co_await asio::this_coro::executor);
+      s = std::make_unique<tcp_stream>(co_await asio::this_coro::executor);
       const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());
       if (auto e = co_await connect(*s, l, std::min(lim.connect_timeout, left));
           e != upstream_error::none) {
@@ -138,19 +138,19 @@ asio::awaitable<exchange_result> exchange(thread_state& ts, const pool& p,
 struct tunnel_state {
   steady_clock::time_point last;
   int open = 2;  // pumps still running
-  asio::steady_timer wake;
+  steady_timer wake;
 };
 
 // Copies from → to until end of stream (passed on as a half-close) or an error (which closes
 // both sockets, ending the other direction too).
-asio::awaitable<void> pump(tunnel_state& st, tcp::socket& from, tcp::socket& to) {
+awaitable<void> pump(tunnel_state& st, tcp_socket& from, tcp_socket& to) {
   std::vector<char> buf(16 * 1024);
   beast::error_code ec;
   for (;;) {
     const std::size_t n = co_await from.async_read_some(asio::buffer(buf), into(ec));
     if (!ec && n > 0) co_await asio::async_write(to, asio::buffer(buf.data(), n), into(ec));
     if (ec == asio::error::eof) {
-      to.shutdown(tcp::socket::shutdown_send, ec);
+      to.shutdown(tcp_socket::shutdown_send, ec);
       break;
     }
     if (ec) {
@@ -166,9 +166,9 @@ asio::awaitable<void> pump(tunnel_state& st, tcp::socket& from, tcp::socket& to)
 
 // A byte tunnel between a and b until both directions end, or nothing went through for
 // `idle` (then both are closed).
-asio::awaitable<void> tunnel(tcp::socket& a, tcp::socket& b, milliseconds idle) {
+awaitable<void> tunnel(tcp_socket& a, tcp_socket& b, milliseconds idle) {
   const auto ex = co_await asio::this_coro::executor;
-  tunnel_state st{steady_clock::now(), 2, asio::steady_timer(ex)};
+  tunnel_state st{steady_clock::now(), 2, steady_timer(ex)};
   asio::co_spawn(ex, pump(st, a, b), asio::detached);
   asio::co_spawn(ex, pump(st, b, a), asio::detached);
   bool cut = false;
@@ -235,7 +235,7 @@ class borrowed_buffer {
 // One client connection.
 class session {
  public:
-  session(tcp::socket s, thread_state& ts) : ts_(ts), client_(std::move(s)) {
+  session(tcp_socket s, thread_state& ts) : ts_(ts), client_(std::move(s)) {
     buffer_.reserve(4096);  // Beast reads as much as there is room for, and at least 512 bytes
     beast::error_code ec;
     peer_ = to_lbkit(client_.socket().remote_endpoint(ec));
@@ -243,7 +243,7 @@ class session {
     client_.socket().set_option(tcp::no_delay(true), ec);
   }
 
-  asio::awaitable<void> run() {
+  awaitable<void> run() {
     rt_ = ts_.rt;
     for (bool first = true;; first = false) {
       beast::error_code ec;
@@ -303,7 +303,7 @@ class session {
   // Writes `res`; then either keeps the connection (returns true) or closes it, draining
   // what the client still sends for a moment so that it reads the answer rather than a
   // reset (a "lingering close", as nginx does).
-  asio::awaitable<bool> finish(response res, bool keep) {
+  awaitable<bool> finish(response res, bool keep) {
     res.version(version_);  // the router speaks its client's version, whatever the backend's
     keep = keep && !ts_.stopping;
     res.keep_alive(keep);
@@ -311,7 +311,7 @@ class session {
     client_.expires_after(rt_->cfg.limits.request_timeout);
     co_await write_message(client_, res, head_, ec);
     if (!ec && keep) co_return true;
-    client_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    client_.socket().shutdown(tcp_socket::shutdown_send, ec);
     client_.expires_after(std::chrono::seconds(2));
     while (!ec) {
       buffer_.clear();
@@ -337,7 +337,7 @@ class session {
   }
 
   // One request whose header has been read. Returns whether the connection stays open.
-  asio::awaitable<bool> handle(http::request_parser<http::string_body>& parser) {
+  awaitable<bool> handle(http::request_parser<http::string_body>& parser) {
     const limits_config& lim = rt_->cfg.limits;
     auto& head = parser.get();
     const unsigned version = version_ = head.version();
@@ -347,7 +347,7 @@ class session {
     const std::string method(head.method_string());
     const std::string target(rt_->cfg.access_log ? head.target() : std::string_view());
 
-    auto fail = [&](http::status s, std::string_view why) -> asio::awaitable<bool> {
+    auto fail = [&](http::status s, std::string_view why) -> awaitable<bool> {
       record(static_cast<unsigned>(s), method, target, "-");
       // The body of a refused request may still be on the wire: close rather than read it.
       co_return co_await finish(error_response(s, version, why), keep_alive && parser.is_done());
@@ -578,7 +578,7 @@ class session {
   // refused connect), the handshake, then a byte tunnel until either side ends it. CONNECT
   // ends at the router, which answers 200 once the backend connection is up; an upgrade is
   // forwarded, and tunnels only if the backend answers 101.
-  asio::awaitable<void> open_tunnel(request& req, const route_config& rc, pool& p, bool is_connect,
+  awaitable<void> open_tunnel(request& req, const route_config& rc, pool& p, bool is_connect,
                                     const std::string& method, const std::string& target) {
     const limits_config& lim = rt_->cfg.limits;
     const std::string upgrade(req[http::field::upgrade]);
@@ -588,7 +588,7 @@ class session {
       req.set(http::field::upgrade, upgrade);
     }
     const auto context = context_for(p, req);
-    beast::tcp_stream up(co_await asio::this_coro::executor);
+    tcp_stream up(co_await asio::this_coro::executor);
     lbkit::lease l;
     const lbkit::backend_state* failed = nullptr;
     http::status failure = http::status::service_unavailable;
@@ -662,7 +662,7 @@ class session {
   }
 
   thread_state& ts_;
-  beast::tcp_stream client_;
+  tcp_stream client_;
   beast::flat_buffer buffer_;  // from the client
   std::vector<lbkit::request_header> fields_;  // the request's fields, for routing
   std::string head_;                           // a message header being written
@@ -675,7 +675,7 @@ class session {
 
 }  // namespace
 
-asio::awaitable<void> serve(tcp::socket socket, thread_state& ts) {
+awaitable<void> serve(tcp_socket socket, thread_state& ts) {
   counters::add(ts.stats.connections_total);
   counters::add(ts.stats.connections_active);
   struct leave {
@@ -686,8 +686,8 @@ asio::awaitable<void> serve(tcp::socket socket, thread_state& ts) {
   co_await s.run();
 }
 
-asio::awaitable<void> upkeep(thread_state& ts) {
-  asio::steady_timer tick(co_await asio::this_coro::executor);
+awaitable<void> upkeep(thread_state& ts) {
+  steady_timer tick(co_await asio::this_coro::executor);
   beast::error_code ec;
   while (!ts.stopping) {
     tick.expires_after(std::chrono::seconds(1));
@@ -698,7 +698,7 @@ asio::awaitable<void> upkeep(thread_state& ts) {
 
 void stop_clients(thread_state& ts) {
   ts.stopping = true;
-  for (beast::tcp_stream* c : ts.idle_clients) c->cancel();
+  for (tcp_stream* c : ts.idle_clients) c->cancel();
 }
 
 std::string stats_text(const runtime& rt, const std::vector<std::unique_ptr<thread_state>>& threads,

@@ -33,8 +33,8 @@ using std::chrono::steady_clock;
 class upstream_pool {
  public:
   // A connection to `backend` idle for less than its timeout, if one is kept.
-  // Streams are held by pointer: moving a beast::tcp_stream allocates its state anew.
-  using stream_ptr = std::unique_ptr<beast::tcp_stream>;
+  // Streams are held by pointer: moving a tcp_stream allocates its state anew.
+  using stream_ptr = std::unique_ptr<tcp_stream>;
   stream_ptr take(std::uint64_t backend) {
     auto it = idle_.find(backend);
     if (it == idle_.end()) return nullptr;
@@ -108,7 +108,7 @@ struct thread_state {
   // a hundred, and only the exchanges in flight hold one.
   std::vector<std::unique_ptr<beast::flat_buffer>> spare_buffers;
   bool stopping = false;                           // SIGTERM: answer, then close
-  std::unordered_set<beast::tcp_stream*> idle_clients;  // waiting between requests
+  std::unordered_set<tcp_stream*> idle_clients;  // waiting between requests
 };
 
 namespace detail_ {
@@ -154,10 +154,10 @@ inline bool constant_time_equal(std::string_view a, std::string_view b) {
 }  // namespace detail_
 
 // Serves one client connection until it closes, errs, idles out, or the router stops.
-asio::awaitable<void> serve(tcp::socket socket, thread_state& ts);
+awaitable<void> serve(tcp_socket socket, thread_state& ts);
 
 // Upkeep of a thread, once a second until it stops: closes stale upstream connections.
-asio::awaitable<void> upkeep(thread_state& ts);
+awaitable<void> upkeep(thread_state& ts);
 
 // On SIGTERM, on the thread: keep-alive clients waiting between requests are closed now, and
 // the others after their current request.
