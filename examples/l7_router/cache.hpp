@@ -81,7 +81,7 @@ bool cache_may_serve(const Request& req) {
 }
 
 // How long a response may be served from a shared cache, or nullopt if it may not be stored.
-inline std::optional<std::chrono::seconds> cache_lifetime(const response& res) {
+inline std::optional<std::chrono::seconds> cache_lifetime(const http::response_header<>& res) {
   if (res.result() != http::status::ok) return std::nullopt;
   if (res.find(http::field::vary) != res.end() || res.find(http::field::set_cookie) != res.end()) {
     return std::nullopt;
@@ -135,7 +135,7 @@ class response_cache {
              clock::time_point now) {
     std::size_t bytes = key.size() + res.body().size() + 256;
     for (const auto& f : res) bytes += f.name_string().size() + f.value().size() + 4;
-    if (bytes > max_bytes_ / 8) return false;
+    if (bytes > max_entry_bytes()) return false;
     auto e = std::make_shared<entry>(entry{res, now, now + lifetime});
     std::lock_guard lock(mutex_);
     if (auto it = index_.find(key); it != index_.end()) erase(it->second);
@@ -145,6 +145,8 @@ class response_cache {
     bytes_ += bytes;
     return true;
   }
+
+  std::size_t max_entry_bytes() const noexcept { return max_bytes_ / 8; }
 
   std::size_t bytes() const {
     std::lock_guard lock(mutex_);

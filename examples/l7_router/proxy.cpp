@@ -40,48 +40,46 @@ bool is_websocket_upgrade(const Message& m) {
          lists_token(m[http::field::upgrade], "websocket");
 }
 
-// Writes a message whose framing is settled (a Content-Length, or no body): its header is
-// formatted into one string and sent with the body in one gather write. Beast's serializer
-// does the same through generic buffer-sequence views that cost more CPU than the rest of
-// the request path (6% of the router's CPU on small answers).
+// Writes a message header whose framing is settled (a Content-Length, or no body) followed
+// by `body` (all of the body, or its first part): the header is formatted into one string
+// and sent with the body in one gather write. Beast's serializer does the same through
+// generic buffer-sequence views that cost more CPU than the rest of the request path (6% of
+// the router's CPU on small answers).
 // `head` is the caller's, reused from message to message, and must live until the write ends.
-template <class Message>
-awaitable<std::size_t> write_message(tcp_stream& s, const Message& m,
-                                           std::string& head, beast::error_code& ec) {
+template <bool isRequest, class Fields>
+awaitable<std::size_t> write_message(tcp_stream& s, const http::header<isRequest, Fields>& h,
+                                     asio::const_buffer body, std::string& head,
+                                     beast::error_code& ec) {
   head.clear();
-  if constexpr (Message::is_request::value) {
-    head.append(m.method_string()).append(" ").append(m.target()).append(" HTTP/1.1\r\n");
+  if constexpr (isRequest) {
+    head.append(h.method_string()).append(" ").append(h.target()).append(" HTTP/1.1\r\n");
   } else {
-    head.append(m.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        .append(std::to_string(m.result_int()))
+    head.append(h.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        .append(std::to_string(h.result_int()))
         .append(" ")
-        .append(m.reason())
+        .append(h.reason())
         .append("\r\n");
   }
-  for (const auto& f : m) head.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
+  for (const auto& f : h) head.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
   head.append("\r\n");
-  std::string_view body;
-  if constexpr (std::is_same_v<typename Message::body_type, raw_body>) {
-    body = m.body().view();
-  } else {
-    body = m.body();
-  }
-  return asio::async_write(
-      s, std::array<asio::const_buffer, 2>{asio::buffer(head), asio::buffer(body.data(), body.size())},
-      into(ec));
+  return asio::async_write(s, std::array<asio::const_buffer, 2>{asio::buffer(head), body},
+                           into(ec));
+}
+
+asio::const_buffer body_of(const request& m) { return asio::buffer(m.body()); }
+asio::const_buffer body_of(const response& m) {
+  return asio::buffer(m.body().view().data(), m.body().view().size());
 }
 
 // How an exchange with a backend failed, for the status the client gets.
 enum class upstream_error { none, connect, timeout, io };
 
-struct exchange_result {
-  upstream_error error = upstream_error::none;
-  response res;
-};
+upstream_error upstream_error_of(const beast::error_code& ec) {
+  return ec == beast::error::timeout ? upstream_error::timeout : upstream_error::io;
+}
 
 // Opens a new connection to the lease's backend.
-awaitable<upstream_error> connect(tcp_stream& s, const lbkit::lease& l,
-                                        milliseconds timeout) {
+awaitable<upstream_error> connect(tcp_stream& s, const lbkit::lease& l, milliseconds timeout) {
   beast::error_code ec;
   s.expires_after(timeout);
   co_await s.async_connect(to_asio(l.address()), into(ec));
@@ -90,47 +88,56 @@ awaitable<upstream_error> connect(tcp_stream& s, const lbkit::lease& l,
   co_return upstream_error::none;
 }
 
+using response_parser = http::response_parser<raw_body>;
+
+// The largest answer body read whole before it is passed on: a chunked one, one up to the end
+// of the connection, or one the cache may keep. Bodies of known length are streamed instead.
+constexpr std::uint64_t max_buffered_body = 64 * 1024 * 1024;
+
+// A backend's answer whose header has been read into `parser`; its body may still be on the
+// wire, behind what `buf` holds. The stream's expiry is the request's deadline.
+struct exchange_result {
+  upstream_error error = upstream_error::none;
+  upstream_pool::stream_ptr stream;
+  bool keep_alive = false;  // whether the backend keeps the connection open after this answer
+};
+
 // Sends `req` to the lease's backend over a pooled connection (or a new one) and reads the
-// answer. A pooled connection the backend closed meanwhile fails before any answer byte;
-// then the request goes once more over a fresh connection, as nginx does.
-awaitable<exchange_result> exchange(thread_state& ts, const pool& p,
-                                          const lbkit::lease& l, const request& req,
-                                          const limits_config& lim, steady_clock::time_point deadline,
-                                          beast::flat_buffer& buf, std::string& head) {
-  const std::uint64_t key = l.backend().serial();
-  upstream_pool::stream_ptr s = ts.upstream.take(key);
-  bool reused = s != nullptr;
+// answer's header. A pooled connection the backend closed meanwhile fails before any answer
+// byte; then the request goes once more over a fresh connection, as nginx does.
+awaitable<exchange_result> exchange(thread_state& ts, const lbkit::lease& l, const request& req,
+                                    const limits_config& lim, steady_clock::time_point deadline,
+                                    beast::flat_buffer& buf, std::string& head,
+                                    std::optional<response_parser>& parser) {
+  exchange_result out{upstream_error::none, ts.upstream.take(l.backend().serial()), false};
+  bool reused = out.stream != nullptr;
   beast::error_code ec;
   for (;;) {
-    if (!s) {
-      s = std::make_unique<tcp_stream>(co_await asio::this_coro::executor);
+    if (!out.stream) {
+      out.stream = std::make_unique<tcp_stream>(co_await asio::this_coro::executor);
       const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());
-      if (auto e = co_await connect(*s, l, std::min(lim.connect_timeout, left));
-          e != upstream_error::none) {
-        co_return exchange_result{e, {}};
-      }
+      out.error = co_await connect(*out.stream, l, std::min(lim.connect_timeout, left));
+      if (out.error != upstream_error::none) co_return out;
     }
-    s->expires_at(deadline);
-    co_await write_message(*s, req, head, ec);
-    http::response_parser<raw_body> parser;
-    parser.body_limit(64 * 1024 * 1024);
-    if (req.method() == http::verb::head) parser.skip(true);
+    out.stream->expires_at(deadline);
+    co_await write_message(*out.stream, req, body_of(req), head, ec);
+    parser.emplace();
+    // A streamed body has no limit; a buffered one gets its own (read_rest).
+    parser->body_limit(std::numeric_limits<std::uint64_t>::max());
+    if (req.method() == http::verb::head) parser->skip(true);
     buf.clear();
-    if (!ec) co_await http::async_read(*s, buf, parser, into(ec));
+    if (!ec) co_await http::async_read_header(*out.stream, buf, *parser, into(ec));
     if (!ec) {
-      exchange_result out{upstream_error::none, parser.release()};
-      if (out.res.keep_alive() && buf.size() == 0) {
-        ts.upstream.give(key, std::move(s), p.config().max_idle, p.config().upstream_idle_timeout);
-      }
+      out.keep_alive = parser->get().keep_alive();  // before the hop-by-hop fields go
       co_return out;
     }
-    if (reused && !parser.got_some() && ec != beast::error::timeout) {
+    if (reused && !parser->got_some() && ec != beast::error::timeout) {
       reused = false;  // a stale keep-alive connection: try a fresh one, once
-      s.reset();
+      out.stream.reset();
       continue;
     }
-    co_return exchange_result{
-        ec == beast::error::timeout ? upstream_error::timeout : upstream_error::io, {}};
+    out.error = upstream_error_of(ec);
+    co_return out;
   }
 }
 
@@ -300,16 +307,28 @@ class session {
   }
 
  private:
-  // Writes `res`; then either keeps the connection (returns true) or closes it, draining
-  // what the client still sends for a moment so that it reads the answer rather than a
-  // reset (a "lingering close", as nginx does).
+  // Writes `res`; then either keeps the connection (returns true) or closes it (conclude).
   awaitable<bool> finish(response res, bool keep) {
-    res.version(version_);  // the router speaks its client's version, whatever the backend's
     keep = keep && !ts_.stopping;
-    res.keep_alive(keep);
     beast::error_code ec;
+    co_await write_head(res, keep, body_of(res), ec);
+    co_return co_await conclude(keep, ec);
+  }
+
+  // Writes the header of an answer to the client, in the client's HTTP version whatever the
+  // backend's, with `body` (all of it, or its first part).
+  template <class Header>
+  awaitable<void> write_head(Header& h, bool keep, asio::const_buffer body, beast::error_code& ec) {
+    h.version(version_);
+    h.keep_alive(keep);
     client_.expires_after(rt_->cfg.limits.request_timeout);
-    co_await write_message(client_, res, head_, ec);
+    co_await write_message(client_, h, body, head_, ec);
+  }
+
+  // After an answer: returns true when the connection stays open; else closes it, draining
+  // what the client still sends for a moment so that it reads the answer rather than a reset
+  // (a "lingering close", as nginx does).
+  awaitable<bool> conclude(bool keep, beast::error_code ec) {
     if (!ec && keep) co_return true;
     client_.socket().shutdown(tcp_socket::shutdown_send, ec);
     client_.expires_after(std::chrono::seconds(2));
@@ -318,6 +337,30 @@ class session {
       co_await client_.async_read_some(buffer_.prepare(16 * 1024), into(ec));
     }
     co_return false;
+  }
+
+  // Streams an answer of `length` body bytes to the client: its header with the body bytes
+  // read along with it, then the rest as it arrives from `up`, through `buf`. `up_ec` is set
+  // when the backend fails, `ec` when the client does. Returns whether all of the body, and
+  // nothing more, came from the backend (then its connection may be reused); bytes beyond
+  // the Content-Length (a broken backend) are not passed on.
+  awaitable<bool> relay(tcp_stream& up, beast::flat_buffer& buf, response& res, bool keep,
+                        std::uint64_t length, beast::error_code& up_ec, beast::error_code& ec) {
+    const auto first = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), length));
+    const bool surplus = buf.size() > first;
+    co_await write_head(res, keep, asio::buffer(buf.data().data(), first), ec);
+    std::uint64_t left = length - first;
+    while (!ec && left > 0) {
+      buf.clear();
+      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.capacity()));
+      const std::size_t n = co_await up.async_read_some(buf.prepare(want), into(up_ec));
+      if (up_ec) co_return false;
+      buf.commit(n);
+      left -= n;
+      client_.expires_after(rt_->cfg.limits.request_timeout);
+      co_await asio::async_write(client_, buf.data(), into(ec));
+    }
+    co_return left == 0 && !surplus;
   }
 
   // Counts the status and writes the access log line.
@@ -493,6 +536,8 @@ class session {
     const lbkit::backend_state* failed = nullptr;
     http::status failure = http::status::service_unavailable;
     std::string why = "no healthy backend";
+    beast::flat_buffer& buf = *upbuf;
+    std::optional<response_parser> answer;
     for (;; ++attempt) {
       lbkit::lease l = pick(p, attempt == 0 ? pinned : std::nullopt, context, failed);
       if (!l) {
@@ -500,34 +545,67 @@ class session {
         failure = http::status::service_unavailable;
         break;
       }
-      const auto sent = steady_clock::now();
-      exchange_result r = co_await exchange(ts_, p, l, req, lim, deadline, *upbuf, head_);
-      if (r.error != upstream_error::none) {
+      // After a failed exchange: the failure the client gets unless a retry does better, and
+      // whether one may be tried.
+      auto exchange_failed = [&](upstream_error e) {
         failed = &l.backend();  // before report(), which lets go of the backend
         l.report(lbkit::outcome::gateway_failure);
-        failure = r.error == upstream_error::timeout ? http::status::gateway_timeout
-                                                     : http::status::bad_gateway;
-        why = r.error == upstream_error::connect   ? "the backend refused the connection"
-              : r.error == upstream_error::timeout ? "the backend did not answer in time"
-                                                   : "the backend connection failed";
-        if ((r.error == upstream_error::connect || idempotent) && may_retry()) continue;
+        failure = e == upstream_error::timeout ? http::status::gateway_timeout
+                                               : http::status::bad_gateway;
+        why = e == upstream_error::connect   ? "the backend refused the connection"
+              : e == upstream_error::timeout ? "the backend did not answer in time"
+                                             : "the backend connection failed";
+        return (e == upstream_error::connect || idempotent) && may_retry();
+      };
+      const auto sent = steady_clock::now();
+      exchange_result r = co_await exchange(ts_, l, req, lim, deadline, buf, head_, answer);
+      if (r.error != upstream_error::none) {
+        if (exchange_failed(r.error)) continue;
         break;
       }
-      const unsigned status = r.res.result_int();
-      const bool gateway = status == 502 || status == 503 || status == 504;
+      response& res = answer->get();
+      const unsigned status = res.result_int();
       if (idempotent &&
           std::find(rc.retry_on.begin(), rc.retry_on.end(), status) != rc.retry_on.end() &&
           may_retry()) {
         failed = &l.backend();
         l.report(lbkit::outcome::gateway_failure);
-        continue;
+        continue;  // the connection closes with the body unread
+      }
+      // A body of known length the cache will not keep goes to the client from `buf`: read
+      // whole first when it fits (so that a backend failing inside it still gets a retry or a
+      // 502), else streamed through. Any other (chunked, up to the end of the connection, or
+      // one to cache) is read whole into the answer first, up to max_buffered_body.
+      const auto length = answer->content_length();
+      const bool stream =
+          !answer->is_done() && length &&
+          (cache_key.empty() || *length > rt_->cache->max_entry_bytes() || !cache_lifetime(res));
+      if (stream && *length <= buf.capacity()) {
+        beast::error_code ec;
+        while (!ec && buf.size() < *length) {
+          const std::size_t n = co_await r.stream->async_read_some(
+              buf.prepare(static_cast<std::size_t>(*length) - buf.size()), into(ec));
+          buf.commit(n);
+        }
+        if (ec) {
+          if (exchange_failed(upstream_error_of(ec))) continue;
+          break;
+        }
+      }
+      if (!stream && !answer->is_done()) {
+        beast::error_code ec;
+        answer->body_limit(max_buffered_body);
+        co_await http::async_read(*r.stream, buf, *answer, into(ec));
+        if (ec) {
+          if (exchange_failed(upstream_error_of(ec))) continue;
+          break;
+        }
       }
       const auto latency = steady_clock::now() - sent;
-      response& res = r.res;
       detail_::remove_hop_by_hop(res);
       res.set(http::field::via, "1.1 lbkit");
       if (!cache_key.empty()) {
-        if (const auto lifetime = cache_lifetime(res)) {
+        if (const auto lifetime = stream ? std::nullopt : cache_lifetime(res)) {
           rt_->cache->store(cache_key, res, *lifetime, steady_clock::now());
         }
         res.set("X-Cache", "MISS");
@@ -535,14 +613,34 @@ class session {
       if (p.sticky() && pinned != l.id()) {
         res.insert(http::field::set_cookie, p.sticky()->set_cookie(l.id()));
       }
-      if (req.method() != http::verb::head) res.prepare_payload();
       record(status, method, target, l.id());
-      // Reported before the client write: that write measures the client, not the backend.
-      l.report(gateway ? lbkit::outcome::gateway_failure
-               : status >= 500 ? lbkit::outcome::failure
-                               : lbkit::outcome::success,
-               latency);
-      co_return co_await finish(std::move(res), keep_alive);
+      const lbkit::outcome result = status == 502 || status == 503 || status == 504
+                                        ? lbkit::outcome::gateway_failure
+                                    : status >= 500 ? lbkit::outcome::failure
+                                                    : lbkit::outcome::success;
+      const pool_config& pc = p.config();
+      if (!stream) {
+        if (r.keep_alive && buf.size() == 0) {
+          ts_.upstream.give(l.backend().serial(), std::move(r.stream), pc.max_idle,
+                            pc.upstream_idle_timeout);
+        }
+        if (req.method() != http::verb::head) res.prepare_payload();
+        // Reported before the client write: that write measures the client, not the backend.
+        l.report(result, latency);
+        co_return co_await finish(answer->release(), keep_alive);
+      }
+      const bool keep = keep_alive && !ts_.stopping;
+      const std::uint64_t serial = l.backend().serial();
+      beast::error_code up_ec, ec;
+      const bool whole = co_await relay(*r.stream, buf, res, keep, *length, up_ec, ec);
+      // A backend that broke off its answer failed this request, which the client sees as a
+      // closed connection short of the Content-Length.
+      l.report(up_ec ? lbkit::outcome::gateway_failure : result, latency);
+      if (up_ec) counters::add(ts_.stats.upstream_truncated);
+      if (whole && r.keep_alive) {
+        ts_.upstream.give(serial, std::move(r.stream), pc.max_idle, pc.upstream_idle_timeout);
+      }
+      co_return co_await conclude(keep && !up_ec, ec);
     }
     record(static_cast<unsigned>(failure), method, target, "-");
     co_return co_await finish(error_response(failure, version, why), keep_alive);
@@ -733,7 +831,8 @@ std::string stats_text(const runtime& rt, const std::vector<std::unique_ptr<thre
                                 {"cache_misses", &counters::cache_misses},
                                 {"tunnels_active", &counters::tunnels_active},
                                 {"tunnels_total", &counters::tunnels_total},
-                                {"client_timeouts", &counters::client_timeouts}}) {
+                                {"client_timeouts", &counters::client_timeouts},
+                                {"upstream_truncated", &counters::upstream_truncated}}) {
     line(name, total(m));
   }
   if (rt.cache) {

@@ -89,6 +89,7 @@ struct counters {
   counter cache_hits{0}, cache_misses{0};
   counter tunnels_active{0}, tunnels_total{0};
   counter client_timeouts{0};  // header, idle-between-requests excluded
+  counter upstream_truncated{0};  // streamed answers the backend broke off
 
   static void add(counter& c, std::int64_t d = 1) noexcept {
     c.store(c.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(d),

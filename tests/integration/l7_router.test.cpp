@@ -1330,6 +1330,88 @@ TEST_CASE("forwarding: X-Forwarded-*, Via, no hop-by-hop fields either way, Host
   r.stop();
 }
 
+TEST_CASE("answer bodies: long ones stream through, chunked ones are reassembled, one broken "
+          "off past the first 64 KiB closes the client's connection") {
+  // 3 MiB: streamed through the router's 64 KiB buffer, about fifty reads and writes.
+  const std::string big = pattern_bytes(std::size_t{3} << 20);
+  http_backend whole("whole", [&](const http_backend::request& req, http_backend::response& res,
+                                  const http_backend&) {
+    if (req.target() == "/whole/big") res.body() = big;
+  });
+  // A chunked answer (70,000 + 5 bytes), then the connection's end.
+  loopback_server chunked([](int c, const loopback_server& self) {
+    if (read_request_head(c, self)) {
+      char size[32];
+      std::snprintf(size, sizeof size, "%x\r\n", 70000);
+      loopback_server::send_all(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                                   "Connection: close\r\n\r\n" + std::string(size) +
+                                       std::string(70000, 'c') + "\r\n5\r\nddddd\r\n0\r\n\r\n");
+    }
+    ::close(c);
+  });
+  // Announces 1 MiB, sends 200 KiB of it, and closes.
+  loopback_server broken([](int c, const loopback_server& self) {
+    if (read_request_head(c, self)) {
+      loopback_server::send_all(c, "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n" +
+                                       std::string(200 * 1024, 'p'));
+    }
+    ::close(c);
+  });
+  router_process r("stats = \"127.0.0.1:0\"\n" + listen_line + pool_toml("whole", {&whole}) +
+                       "[pools.chunked]\nbackends = [\"" + chunked.address().to_string() +
+                       "\"]\npassive_failures = 0\n\n[pools.broken]\nbackends = [\"" +
+                       broken.address().to_string() + "\"]\npassive_failures = 0\n\n" +
+                       route_toml("path = \"/whole/\"\npool = \"whole\"") +
+                       route_toml("path = \"/chunked/\"\npool = \"chunked\"\nretries = 0") +
+                       route_toml("path = \"/broken/\"\npool = \"broken\"\nretries = 0"),
+                   true);
+  {
+    // Twice on one connection: the streamed answer leaves both connections reusable.
+    http_client c(r.address());
+    for (int i = 0; i < 2; ++i) {
+      const auto res = c.request(get("/whole/big"));
+      REQUIRE(res);
+      CHECK(res->result_int() == 200);
+      CHECK(header(*res, "Content-Length") == std::to_string(big.size()));
+      CHECK(res->body().size() == big.size());
+      CHECK(res->body() == big);
+    }
+    const auto small = c.request(get("/whole/small"));
+    REQUIRE(small);
+    CHECK(small->body() == "whole");
+    CHECK(whole.hits() == 3);
+  }
+  {
+    const auto res = fetch(r.address(), get("/chunked/"));
+    REQUIRE(res);
+    CHECK(res->result_int() == 200);
+    CHECK(header(*res, "Content-Length") == "70005");
+    CHECK(!has(*res, "Transfer-Encoding"));
+    CHECK(res->body() == std::string(70000, 'c') + "ddddd");
+  }
+  {
+    // The header and the 200 KiB went out before the backend failed: the client gets them,
+    // then the end of the connection, short of the Content-Length.
+    const socket_fd c = connect_tcp(r.address());
+    REQUIRE(c);
+    REQUIRE(send_all(c.get(), get("/broken/")));
+    const stream_end got = read_to_end(c.get());
+    CHECK(got.eof);
+    const auto head_end = got.data.find("\r\n\r\n");
+    REQUIRE(head_end != std::string::npos);
+    CHECK(got.data.rfind("HTTP/1.1 200 ", 0) == 0);
+    CHECK(contains(got.data.substr(0, head_end), "Content-Length: 1048576"));
+    CHECK(got.data.size() - head_end - 4 == 200 * 1024);
+    CHECK(broken.accepted() == 1);
+  }
+  CHECK(fetch_body(r.address(), get("/whole/again")) == "whole");
+  const auto page = r.stats();
+  REQUIRE(page);
+  INFO("stats page:\n" << page->body());
+  CHECK(stats_counter(page->body(), "upstream_truncated") == 1);
+  r.stop();
+}
+
 TEST_CASE("SIGTERM: the router stops accepting and exits 0 promptly") {
   http_backend ok("ok");
   router_process r(listen_line + "[limits]\nidle_timeout = \"1s\"\n\n" + pool_toml("ok", {&ok}) +
