@@ -348,13 +348,23 @@ def router_binary(path: str) -> Path:
     return binary
 
 
-def start_lbkit_l7(bench: Bench, port: int) -> Server:
-    binary = router_binary(bench.args.lbkit_l7)
+def start_router(bench: Bench, port: int, name: str, path: str) -> Server:
+    binary = router_binary(path)
     cmd = [str(binary), "--listen", f"127.0.0.1:{port}"]
     for b in bench.backend_ports:
         cmd += ["--backend", f"127.0.0.1:{b}"]
     cmd += ["--threads", "1", "--no-access-log"]
-    return bench.procs.start("lbkit", bench.server_cmd(cmd), port, bench.tmp, discard_stdout=True)
+    return bench.procs.start(name, bench.server_cmd(cmd), port, bench.tmp, discard_stdout=True)
+
+
+def start_lbkit_l7(bench: Bench, port: int) -> Server:
+    return start_router(bench, port, "lbkit", bench.args.lbkit_l7)
+
+
+def start_lbkit_b_l7(bench: Bench, port: int) -> Server:
+    if not bench.args.lbkit_l7_b:
+        raise Skip("no second router build: pass --lbkit-l7-b")
+    return start_router(bench, port, "lbkit_b", bench.args.lbkit_l7_b)
 
 
 def start_nginx_l7(bench: Bench, port: int) -> Server:
@@ -398,6 +408,9 @@ TARGETS: dict[str, list[Target]] = {
         Target("haproxy", "HAProxy mode http, http-reuse always, nbthread 1", start_haproxy_l7),
         Target("lbkit", "lbkit_l7_router --listen … --backend ×3 --threads 1 --no-access-log",
                start_lbkit_l7),
+        # Another build of the router, run as lbkit is: to compare a change within one run.
+        Target("lbkit_b", "as lbkit, the build given by --lbkit-l7-b", start_lbkit_b_l7,
+               default=False),
     ],
 }
 REFERENCE = {"l4": "haproxy", "l7": "nginx"}
@@ -694,6 +707,8 @@ def parse_args() -> argparse.Namespace:
                    help="lbkit_l4_proxy binary (env LBKIT_L4_PROXY)")
     p.add_argument("--lbkit-l7", default=os.environ.get("LBKIT_L7_ROUTER", str(DEFAULT_LBKIT_L7)),
                    help="lbkit_l7_router binary (env LBKIT_L7_ROUTER)")
+    p.add_argument("--lbkit-l7-b", default=None,
+                   help="a second lbkit_l7_router build, run as target lbkit_b (A/B of a change)")
     p.add_argument("--json", type=Path, help="also write every run as JSON to this file")
     args = p.parse_args()
     known = {t.name: t for t in TARGETS[args.mode]}

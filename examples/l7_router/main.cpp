@@ -173,7 +173,9 @@ int main(int argc, char** argv) {
   std::vector<std::vector<std::unique_ptr<tcp_acceptor>>> acceptors(n);
   std::vector<tcp::endpoint> bound;
   for (unsigned t = 0; t < n; ++t) {
-    contexts.push_back(std::make_unique<asio::io_context>(1));
+    // Each thread's sockets and timers are used by that thread only, so their per-socket
+    // locks are off; other threads still post to the context (reload, stop).
+    contexts.push_back(std::make_unique<asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO));
     states.push_back(std::make_unique<thread_state>());
     states.back()->index = t;
     states.back()->rt = current;

@@ -215,13 +215,19 @@ std::int64_t now_ns() {
       .count();
 }
 
-// A read buffer from the thread's spares, given back when it goes.
+// A body of known length up to this size is read whole before it is passed on; a longer one
+// is streamed through in parts of up to this size.
+constexpr std::size_t relay_bytes = 64 * 1024;
+
+// A read buffer from the thread's spares, given back when it goes: room for an answer's
+// header (Beast limits it to 8 KiB) and a whole relay_bytes body behind it, so that reading the rest of
+// such a body never moves what was read with the header.
 class borrowed_buffer {
  public:
   explicit borrowed_buffer(thread_state& ts) : ts_(ts) {
     if (ts.spare_buffers.empty()) {
       b_ = std::make_unique<beast::flat_buffer>();
-      b_->reserve(64 * 1024);
+      b_->reserve(relay_bytes + 16 * 1024);
     } else {
       b_ = std::move(ts.spare_buffers.back());
       ts.spare_buffers.pop_back();
@@ -307,29 +313,32 @@ class session {
   }
 
  private:
-  // Writes `res`; then either keeps the connection (returns true) or closes it (conclude).
+  // Writes `res`; then either keeps the connection (returns true) or closes it.
   awaitable<bool> finish(response res, bool keep) {
     keep = keep && !ts_.stopping;
     beast::error_code ec;
     co_await write_head(res, keep, body_of(res), ec);
-    co_return co_await conclude(keep, ec);
+    if (!ec && keep) co_return true;
+    co_return co_await linger();
   }
 
   // Writes the header of an answer to the client, in the client's HTTP version whatever the
-  // backend's, with `body` (all of it, or its first part).
+  // backend's, with `body` (all of it, or its first part). Not a coroutine of its own: one
+  // frame fewer per answer.
   template <class Header>
-  awaitable<void> write_head(Header& h, bool keep, asio::const_buffer body, beast::error_code& ec) {
+  awaitable<std::size_t> write_head(Header& h, bool keep, asio::const_buffer body,
+                                    beast::error_code& ec) {
     h.version(version_);
     h.keep_alive(keep);
     client_.expires_after(rt_->cfg.limits.request_timeout);
-    co_await write_message(client_, h, body, head_, ec);
+    return write_message(client_, h, body, head_, ec);
   }
 
-  // After an answer: returns true when the connection stays open; else closes it, draining
-  // what the client still sends for a moment so that it reads the answer rather than a reset
-  // (a "lingering close", as nginx does).
-  awaitable<bool> conclude(bool keep, beast::error_code ec) {
-    if (!ec && keep) co_return true;
+  // Closes the connection after an answer, draining what the client still sends for a moment
+  // so that it reads the answer rather than a reset (a "lingering close", as nginx does).
+  // Returns false: the connection is done.
+  awaitable<bool> linger() {
+    beast::error_code ec;
     client_.socket().shutdown(tcp_socket::shutdown_send, ec);
     client_.expires_after(std::chrono::seconds(2));
     while (!ec) {
@@ -339,20 +348,14 @@ class session {
     co_return false;
   }
 
-  // Streams an answer of `length` body bytes to the client: its header with the body bytes
-  // read along with it, then the rest as it arrives from `up`, through `buf`. `up_ec` is set
-  // when the backend fails, `ec` when the client does. Returns whether all of the body, and
-  // nothing more, came from the backend (then its connection may be reused); bytes beyond
-  // the Content-Length (a broken backend) are not passed on.
-  awaitable<bool> relay(tcp_stream& up, beast::flat_buffer& buf, response& res, bool keep,
-                        std::uint64_t length, beast::error_code& up_ec, beast::error_code& ec) {
-    const auto first = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), length));
-    const bool surplus = buf.size() > first;
-    co_await write_head(res, keep, asio::buffer(buf.data().data(), first), ec);
-    std::uint64_t left = length - first;
+  // Passes the `left` body bytes of an answer that did not come with its header on to the
+  // client as they arrive from `up`, through `buf`. `up_ec` is set when the backend fails,
+  // `ec` when the client does. Returns whether all of them came.
+  awaitable<bool> relay(tcp_stream& up, beast::flat_buffer& buf, std::uint64_t left,
+                        beast::error_code& up_ec, beast::error_code& ec) {
     while (!ec && left > 0) {
       buf.clear();
-      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.capacity()));
+      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(left, relay_bytes));
       const std::size_t n = co_await up.async_read_some(buf.prepare(want), into(up_ec));
       if (up_ec) co_return false;
       buf.commit(n);
@@ -360,7 +363,7 @@ class session {
       client_.expires_after(rt_->cfg.limits.request_timeout);
       co_await asio::async_write(client_, buf.data(), into(ec));
     }
-    co_return left == 0 && !surplus;
+    co_return left == 0;
   }
 
   // Counts the status and writes the access log line.
@@ -580,7 +583,7 @@ class session {
       const bool stream =
           !answer->is_done() && length &&
           (cache_key.empty() || *length > rt_->cache->max_entry_bytes() || !cache_lifetime(res));
-      if (stream && *length <= buf.capacity()) {
+      if (stream && *length <= relay_bytes) {
         beast::error_code ec;
         while (!ec && buf.size() < *length) {
           const std::size_t n = co_await r.stream->async_read_some(
@@ -631,8 +634,14 @@ class session {
       }
       const bool keep = keep_alive && !ts_.stopping;
       const std::uint64_t serial = l.backend().serial();
+      // The header goes with the body bytes that came along with it, then the rest (if any)
+      // as it arrives. Bytes beyond the Content-Length (a broken backend) are not passed on,
+      // and the connection that sent them is not reused.
       beast::error_code up_ec, ec;
-      const bool whole = co_await relay(*r.stream, buf, res, keep, *length, up_ec, ec);
+      const auto first = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), *length));
+      bool whole = buf.size() == first;
+      co_await write_head(res, keep, asio::buffer(buf.data().data(), first), ec);
+      if (!ec && first < *length) whole = co_await relay(*r.stream, buf, *length - first, up_ec, ec);
       // A backend that broke off its answer failed this request, which the client sees as a
       // closed connection short of the Content-Length.
       l.report(up_ec ? lbkit::outcome::gateway_failure : result, latency);
@@ -640,7 +649,8 @@ class session {
       if (whole && r.keep_alive) {
         ts_.upstream.give(serial, std::move(r.stream), pc.max_idle, pc.upstream_idle_timeout);
       }
-      co_return co_await conclude(keep && !up_ec, ec);
+      if (!ec && !up_ec && keep) co_return true;
+      co_return co_await linger();
     }
     record(static_cast<unsigned>(failure), method, target, "-");
     co_return co_await finish(error_response(failure, version, why), keep_alive);
