@@ -26,7 +26,6 @@ template <class T = void>
 using awaitable = asio::awaitable<T, executor>;
 using tcp_socket = asio::basic_stream_socket<tcp, executor>;
 using tcp_acceptor = asio::basic_socket_acceptor<tcp, executor>;
-using tcp_stream = beast::basic_stream<tcp, executor, beast::unlimited_rate_policy>;
 using steady_timer = asio::basic_waitable_timer<std::chrono::steady_clock,
                                                 asio::wait_traits<std::chrono::steady_clock>, executor>;
 

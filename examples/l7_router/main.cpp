@@ -55,7 +55,7 @@ awaitable<void> stats_loop(tcp_acceptor& acceptor,
         acceptor.get_executor(),
         [](tcp_socket sock, const std::vector<std::unique_ptr<thread_state>>& all,
            std::chrono::steady_clock::time_point t0) -> awaitable<void> {
-          tcp_stream stream(std::move(sock));
+          timed_stream stream(std::move(sock));
           beast::flat_buffer buf;
           http::request<http::empty_body> req;
           beast::error_code e;

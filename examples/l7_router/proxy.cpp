@@ -47,7 +47,7 @@ bool is_websocket_upgrade(const Message& m) {
 // the router's CPU on small answers).
 // `head` is the caller's, reused from message to message, and must live until the write ends.
 template <bool isRequest, class Fields>
-awaitable<std::size_t> write_message(tcp_stream& s, const http::header<isRequest, Fields>& h,
+awaitable<std::size_t> write_message(timed_stream& s, const http::header<isRequest, Fields>& h,
                                      asio::const_buffer body, std::string& head,
                                      beast::error_code& ec) {
   head.clear();
@@ -79,7 +79,7 @@ upstream_error upstream_error_of(const beast::error_code& ec) {
 }
 
 // Opens a new connection to the lease's backend.
-awaitable<upstream_error> connect(tcp_stream& s, const lbkit::lease& l, milliseconds timeout) {
+awaitable<upstream_error> connect(timed_stream& s, const lbkit::lease& l, milliseconds timeout) {
   beast::error_code ec;
   s.expires_after(timeout);
   co_await s.async_connect(to_asio(l.address()), into(ec));
@@ -114,7 +114,7 @@ awaitable<exchange_result> exchange(thread_state& ts, const lbkit::lease& l, con
   beast::error_code ec;
   for (;;) {
     if (!out.stream) {
-      out.stream = std::make_unique<tcp_stream>(co_await asio::this_coro::executor);
+      out.stream = std::make_unique<timed_stream>(co_await asio::this_coro::executor);
       const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());
       out.error = co_await connect(*out.stream, l, std::min(lim.connect_timeout, left));
       if (out.error != upstream_error::none) co_return out;
@@ -351,7 +351,7 @@ class session {
   // Passes the `left` body bytes of an answer that did not come with its header on to the
   // client as they arrive from `up`, through `buf`. `up_ec` is set when the backend fails,
   // `ec` when the client does. Returns whether all of them came.
-  awaitable<bool> relay(tcp_stream& up, beast::flat_buffer& buf, std::uint64_t left,
+  awaitable<bool> relay(timed_stream& up, beast::flat_buffer& buf, std::uint64_t left,
                         beast::error_code& up_ec, beast::error_code& ec) {
     while (!ec && left > 0) {
       buf.clear();
@@ -696,7 +696,7 @@ class session {
       req.set(http::field::upgrade, upgrade);
     }
     const auto context = context_for(p, req);
-    tcp_stream up(co_await asio::this_coro::executor);
+    timed_stream up(co_await asio::this_coro::executor);
     lbkit::lease l;
     const lbkit::backend_state* failed = nullptr;
     http::status failure = http::status::service_unavailable;
@@ -770,7 +770,7 @@ class session {
   }
 
   thread_state& ts_;
-  tcp_stream client_;
+  timed_stream client_;
   beast::flat_buffer buffer_;  // from the client
   std::vector<lbkit::request_header> fields_;  // the request's fields, for routing
   std::string head_;                           // a message header being written
@@ -806,7 +806,7 @@ awaitable<void> upkeep(thread_state& ts) {
 
 void stop_clients(thread_state& ts) {
   ts.stopping = true;
-  for (tcp_stream* c : ts.idle_clients) c->cancel();
+  for (timed_stream* c : ts.idle_clients) c->cancel();
 }
 
 std::string stats_text(const runtime& rt, const std::vector<std::unique_ptr<thread_state>>& threads,

@@ -22,6 +22,7 @@
 
 #include "asio.hpp"
 #include "cache.hpp"
+#include "stream.hpp"
 #include "runtime.hpp"
 
 namespace l7 {
@@ -33,8 +34,8 @@ using std::chrono::steady_clock;
 class upstream_pool {
  public:
   // A connection to `backend` idle for less than its timeout, if one is kept.
-  // Streams are held by pointer: moving a tcp_stream allocates its state anew.
-  using stream_ptr = std::unique_ptr<tcp_stream>;
+  // Held by pointer: a moved-from stream is empty, and a null pointer says so plainly.
+  using stream_ptr = std::unique_ptr<timed_stream>;
   stream_ptr take(std::uint64_t backend) {
     auto it = idle_.find(backend);
     if (it == idle_.end()) return nullptr;
@@ -109,7 +110,7 @@ struct thread_state {
   // a hundred, and only the exchanges in flight hold one.
   std::vector<std::unique_ptr<beast::flat_buffer>> spare_buffers;
   bool stopping = false;                           // SIGTERM: answer, then close
-  std::unordered_set<tcp_stream*> idle_clients;  // waiting between requests
+  std::unordered_set<timed_stream*> idle_clients;  // waiting between requests
 };
 
 namespace detail_ {

@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: MIT
+// A TCP socket with a deadline, in place of Beast's basic_stream for every connection of the
+// router. basic_stream arms and cancels a timer around each read and write: a timer-queue
+// insertion and removal, a cancelled handler to run and shared_ptr copies, every time. Here a
+// stream keeps one timer, armed only when the deadline moves earlier than where the timer is
+// set; a timer that fires before the deadline (which moved later meanwhile) is set again.
+// The effect is basic_stream's: once the deadline passes, the operation in progress, or else
+// the next one, completes with beast::error::timeout.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <utility>
+
+#include "asio.hpp"
+
+namespace l7 {
+
+class timed_stream {
+ public:
+  using executor_type = executor;
+  using clock = std::chrono::steady_clock;
+
+  explicit timed_stream(const executor& ex) : st_(std::make_shared<state>(ex)) {}
+  explicit timed_stream(tcp_socket s) : st_(std::make_shared<state>(std::move(s))) {}
+  timed_stream(timed_stream&&) noexcept = default;
+  timed_stream& operator=(timed_stream&&) = delete;
+  ~timed_stream() {
+    if (!st_) return;
+    beast::error_code ec;
+    st_->socket.close(ec);
+    st_->timer.cancel();  // the pending wait (if any) lets go of the state
+  }
+
+  executor_type get_executor() noexcept { return st_->socket.get_executor(); }
+  tcp_socket& socket() noexcept { return st_->socket; }
+
+  void expires_after(clock::duration d) { expires_at(clock::now() + d); }
+  void expires_at(clock::time_point t) {
+    st_->at = t;
+    st_->expired = false;
+    if (t < st_->armed) arm(st_, t);
+  }
+  // No deadline (a tunnel keeps its own).
+  void expires_never() { st_->at = clock::time_point::max(); }
+  void close() {
+    beast::error_code ec;
+    st_->socket.close(ec);
+  }
+  // Cancels the operation in progress, which completes with operation_aborted.
+  void cancel() {
+    beast::error_code ec;
+    st_->socket.cancel(ec);
+  }
+
+  template <class MutableBuffers, class Token>
+  auto async_read_some(const MutableBuffers& b, Token&& token) {
+    return asio::async_initiate<Token, void(beast::error_code, std::size_t)>(
+        [this](auto handler, const MutableBuffers& b) {
+          if (st_->expired) return fail(std::move(handler), std::size_t{0});
+          st_->socket.async_read_some(b, completion(std::move(handler)));
+        },
+        token, b);
+  }
+
+  template <class ConstBuffers, class Token>
+  auto async_write_some(const ConstBuffers& b, Token&& token) {
+    return asio::async_initiate<Token, void(beast::error_code, std::size_t)>(
+        [this](auto handler, const ConstBuffers& b) {
+          if (st_->expired) return fail(std::move(handler), std::size_t{0});
+          st_->socket.async_write_some(b, completion(std::move(handler)));
+        },
+        token, b);
+  }
+
+  template <class Token>
+  auto async_connect(const tcp::endpoint& to, Token&& token) {
+    return asio::async_initiate<Token, void(beast::error_code)>(
+        [this](auto handler, const tcp::endpoint& to) {
+          if (st_->expired) return fail(std::move(handler));
+          st_->socket.async_connect(to, completion(std::move(handler)));
+        },
+        token, to);
+  }
+
+ private:
+  struct state {
+    explicit state(const executor& ex) : socket(ex), timer(ex) {}
+    explicit state(tcp_socket s) : socket(std::move(s)), timer(socket.get_executor()) {}
+    tcp_socket socket;
+    steady_timer timer;
+    clock::time_point at = clock::time_point::max();     // the deadline
+    clock::time_point armed = clock::time_point::max();  // where the timer is set
+    bool expired = false;                                // the deadline passed
+  };
+
+  static void arm(const std::shared_ptr<state>& st, clock::time_point t) {
+    st->armed = t;
+    st->timer.expires_at(t);  // a wait already pending completes with operation_aborted
+    st->timer.async_wait([st](const beast::error_code& ec) {
+      if (ec) return;  // cancelled: set again, or the stream is gone
+      st->armed = clock::time_point::max();
+      if (clock::now() < st->at) {
+        if (st->at != clock::time_point::max()) arm(st, st->at);  // the deadline moved later
+        return;
+      }
+      st->expired = true;
+      st->at = clock::time_point::max();
+      beast::error_code ignored;
+      st->socket.cancel(ignored);
+    });
+  }
+
+  // The handler of an operation on the socket, reporting a cancellation by the deadline as
+  // a timeout. It holds the state, as the operation may outlive the stream.
+  template <class Handler>
+  auto completion(Handler&& h) {
+    return [st = st_, h = std::forward<Handler>(h)](beast::error_code ec, auto... n) mutable {
+      if (ec == asio::error::operation_aborted && st->expired) ec = beast::error::timeout;
+      std::move(h)(ec, n...);
+    };
+  }
+
+  // Completes an operation started after the deadline passed with a timeout, through the
+  // stream's executor (never inside the initiating call).
+  template <class Handler, class... N>
+  void fail(Handler&& h, N... n) {
+    asio::post(st_->socket.get_executor(),
+               [h = std::forward<Handler>(h), n...]() mutable {
+                 std::move(h)(beast::error_code(beast::error::timeout), n...);
+               });
+  }
+
+  std::shared_ptr<state> st_;
+};
+
+}  // namespace l7
