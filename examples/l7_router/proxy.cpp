@@ -807,6 +807,7 @@ awaitable<void> upkeep(thread_state& ts) {
 void stop_clients(thread_state& ts) {
   ts.stopping = true;
   for (timed_stream* c : ts.idle_clients) c->cancel();
+  ts.upstream.close();
 }
 
 std::string stats_text(const runtime& rt, const std::vector<std::unique_ptr<thread_state>>& threads,

@@ -52,10 +52,16 @@ class upstream_pool {
   void give(std::uint64_t backend, stream_ptr s, std::size_t max_idle,
             milliseconds timeout) {
     auto& q = idle_[backend];
-    if (q.size() >= max_idle) return;  // closes s
+    if (closed_ || q.size() >= max_idle) return;  // closes s
     q.push_back({std::move(s), steady_clock::now() + timeout});
   }
   void clear() { idle_.clear(); }
+  // Closes the idle connections and keeps no more (the router is stopping: an idle connection
+  // still has its deadline timer pending, which would keep the thread's io_context running).
+  void close() {
+    closed_ = true;
+    idle_.clear();
+  }
   // Closes the connections past their timeout, and those the backend closed or wrote to
   // (nothing may arrive on an idle HTTP/1.1 connection), so that none lingers in CLOSE_WAIT
   // or holds a backend that left with a reload.
@@ -78,6 +84,7 @@ class upstream_pool {
     steady_clock::time_point expires;
   };
   std::unordered_map<std::uint64_t, std::deque<idle>> idle_;
+  bool closed_ = false;
 };
 
 // A thread's counters for the stats page: written by their thread, read by the stats page.
@@ -162,7 +169,8 @@ awaitable<void> serve(tcp_socket socket, thread_state& ts);
 awaitable<void> upkeep(thread_state& ts);
 
 // On SIGTERM, on the thread: keep-alive clients waiting between requests are closed now, and
-// the others after their current request.
+// the others after their current request; idle upstream connections are closed, and no more
+// are kept.
 void stop_clients(thread_state& ts);
 
 // The stats page: `key value` lines summed over the threads, then one `backend key=value ...`

@@ -41,8 +41,12 @@ class timed_stream {
     st_->expired = false;
     if (t < st_->armed) arm(st_, t);
   }
-  // No deadline (a tunnel keeps its own).
-  void expires_never() { st_->at = clock::time_point::max(); }
+  // No deadline, and no timer left pending (for a tunnel, which keeps its own, and for an
+  // idle pooled connection, which must not keep its io_context running).
+  void expires_never() {
+    st_->at = st_->armed = clock::time_point::max();
+    st_->timer.cancel();
+  }
   void close() {
     beast::error_code ec;
     st_->socket.close(ec);
