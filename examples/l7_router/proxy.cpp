@@ -40,6 +40,13 @@ bool is_websocket_upgrade(const Message& m) {
          lists_token(m[http::field::upgrade], "websocket");
 }
 
+// The completion condition of a write that ends when all of it went out. Asio's transfer_all
+// also caps each write call at 64 KiB, so a 64 KiB body behind its header took two sendmsg
+// calls, and the client a wake-up for the last few hundred bytes.
+inline std::size_t whole(const beast::error_code& ec, std::size_t) {
+  return ec ? 0 : std::numeric_limits<std::size_t>::max();
+}
+
 // Writes a message header whose framing is settled (a Content-Length, or no body) followed
 // by `body` (all of the body, or its first part): the header is formatted into one string
 // and sent with the body in one gather write. Beast's serializer does the same through
@@ -63,7 +70,7 @@ awaitable<std::size_t> write_message(timed_stream& s, const http::header<isReque
   for (const auto& f : h) head.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
   head.append("\r\n");
   return asio::async_write(s, std::array<asio::const_buffer, 2>{asio::buffer(head), body},
-                           into(ec));
+                           whole, into(ec));
 }
 
 asio::const_buffer body_of(const request& m) { return asio::buffer(m.body()); }
@@ -361,7 +368,7 @@ class session {
       buf.commit(n);
       left -= n;
       client_.expires_after(rt_->cfg.limits.request_timeout);
-      co_await asio::async_write(client_, buf.data(), into(ec));
+      co_await asio::async_write(client_, buf.data(), whole, into(ec));
     }
     co_return left == 0;
   }
