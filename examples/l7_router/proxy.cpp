@@ -98,7 +98,8 @@ awaitable<upstream_error> connect(timed_stream& s, const lbkit::lease& l, millis
 using response_parser = http::response_parser<raw_body>;
 
 // The largest answer body read whole before it is passed on: a chunked one, one up to the end
-// of the connection, or one the cache may keep. Bodies of known length are streamed instead.
+// of the connection, or one the cache may keep. Other bodies of known length go out from the
+// read buffer instead.
 constexpr std::uint64_t max_buffered_body = 64 * 1024 * 1024;
 
 // A backend's answer whose header has been read into `parser`; its body may still be on the
@@ -129,7 +130,8 @@ awaitable<exchange_result> exchange(thread_state& ts, const lbkit::lease& l, con
     out.stream->expires_at(deadline);
     co_await write_message(*out.stream, req, body_of(req), head, ec);
     parser.emplace();
-    // A streamed body has no limit; a buffered one gets its own (read_rest).
+    // A body sent on from the read buffer needs no limit; one read whole gets
+    // max_buffered_body before it is read.
     parser->body_limit(std::numeric_limits<std::uint64_t>::max());
     if (req.method() == http::verb::head) parser->skip(true);
     buf.clear();
@@ -227,8 +229,8 @@ std::int64_t now_ns() {
 constexpr std::size_t relay_bytes = 64 * 1024;
 
 // A read buffer from the thread's spares, given back when it goes: room for an answer's
-// header (Beast limits it to 8 KiB) and a whole relay_bytes body behind it, so that reading the rest of
-// such a body never moves what was read with the header.
+// header (Beast limits it to 8 KiB) and a whole relay_bytes body behind it, so that reading
+// the rest of such a body never moves what was read with the header.
 class borrowed_buffer {
  public:
   explicit borrowed_buffer(thread_state& ts) : ts_(ts) {
