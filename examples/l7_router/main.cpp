@@ -276,7 +276,7 @@ int main(int argc, char** argv) {
   // destroying it destroys the coroutines still suspended in it (a tunnel cut at the
   // deadline, say), whose sessions count themselves out of their thread_state.
   acceptors.clear();
-  for (auto& s : states) s->upstream.clear();
+  for (auto& s : states) s->upstream.close();
   contexts.clear();
   return 0;
 }

@@ -334,8 +334,7 @@ class session {
   // Writes the header of an answer to the client, in the client's HTTP version whatever the
   // backend's, with `body` (all of it, or its first part). Not a coroutine of its own: one
   // frame fewer per answer.
-  template <class Header>
-  awaitable<std::size_t> write_head(Header& h, bool keep, asio::const_buffer body,
+  awaitable<std::size_t> write_head(response& h, bool keep, asio::const_buffer body,
                                     beast::error_code& ec) {
     h.version(version_);
     h.keep_alive(keep);

@@ -34,7 +34,7 @@ using std::chrono::steady_clock;
 class upstream_pool {
  public:
   // A connection to `backend` idle for less than its timeout, if one is kept.
-  // Held by pointer: a moved-from stream is empty, and a null pointer says so plainly.
+  // Held by pointer: a timed_stream is neither copied nor moved.
   using stream_ptr = std::unique_ptr<timed_stream>;
   stream_ptr take(std::uint64_t backend) {
     auto it = idle_.find(backend);
@@ -55,9 +55,9 @@ class upstream_pool {
     if (closed_ || q.size() >= max_idle) return;  // closes s
     q.push_back({std::move(s), steady_clock::now() + timeout});
   }
-  void clear() { idle_.clear(); }
   // Closes the idle connections and keeps no more (the router is stopping: an idle connection
-  // still has its deadline timer pending, which would keep the thread's io_context running).
+  // still has its deadline timer pending, which would keep the thread's io_context running;
+  // and none may outlive its io_context).
   void close() {
     closed_ = true;
     idle_.clear();

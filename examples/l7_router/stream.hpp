@@ -23,10 +23,9 @@ class timed_stream {
 
   explicit timed_stream(const executor& ex) : st_(std::make_shared<state>(ex)) {}
   explicit timed_stream(tcp_socket s) : st_(std::make_shared<state>(std::move(s))) {}
-  timed_stream(timed_stream&&) noexcept = default;
-  timed_stream& operator=(timed_stream&&) = delete;
+  timed_stream(const timed_stream&) = delete;
+  timed_stream& operator=(const timed_stream&) = delete;
   ~timed_stream() {
-    if (!st_) return;
     beast::error_code ec;
     st_->socket.close(ec);
     st_->timer.cancel();  // the pending wait (if any) lets go of the state
