@@ -10,12 +10,12 @@
 
 namespace lbkit {
 
-// Picks the backend that minimises (requests in flight + 1) / weight, counting the leases
-// the balancer hands out (nginx least_conn, HAProxy leastconn). Exact for sets of up to
-// `scan_limit` eligible backends (default 16), by a full scan from a random start (ties go
-// to the first found, so idle backends share the load). Above that it examines `scan_limit`
-// random backends per pick instead of all of them: an O(n) scan per pick does not scale to
-// thousands of backends, and the least loaded of 16 random ones is, by the power of d
+// Picks the backend with the fewest requests in flight per weight, counting the leases the
+// balancer hands out (nginx least_conn, HAProxy leastconn); backends whose loads tie share
+// the picks by weight, so one request at a time is spread as the weights say. Exact for sets
+// of up to `scan_limit` eligible backends (default 16), by a full scan. Above that it examines
+// `scan_limit` random backends per pick instead of all of them: an O(n) scan per pick does not
+// scale to thousands of backends, and the least loaded of 16 random ones is, by the power of d
 // choices, within ln ln n / ln 16 of the mean (about 1 request at n = 10 000).
 // Thread safety: the state is thread-safe; pickers own their generators.
 // Complexity: build O(n); pick O(min(n, scan_limit)).

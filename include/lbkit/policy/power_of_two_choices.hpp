@@ -11,8 +11,9 @@
 namespace lbkit {
 
 // Least request by random sampling: draws `choices` eligible backends at random (two distinct
-// ones by default) and picks the one with the fewest requests in flight per weight, ties to
-// the first drawn, i.e. at random. With two choices the most loaded backend carries
+// ones by default; by weight, with replacement, when weights differ) and picks the one with
+// the fewest requests in flight per weight, ties to the first drawn — so among equally loaded
+// backends the picks follow the weights. With two choices the most loaded backend carries
 // O(log log n) above the mean instead of O(log n / log log n) for one random choice
 // (M. Mitzenmacher, "The Power of Two Choices in Randomized Load Balancing", IEEE TPDS 2001);
 // Envoy's least_request and Finagle's P2C are this algorithm. Every picker samples with its
