@@ -14,10 +14,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -127,14 +129,23 @@ class change_set {
   }
   // Sets the verdict of active health checks.
   change_set& set_health(std::string id, health h) {
-    ops_.emplace_back(health_op{std::move(id), h, false});
+    ops_.emplace_back(health_op{std::move(id), h});
     return *this;
   }
   // Ejects (or restores) a backend as passive outlier detection does. A backend gets new
   // picks only when it is healthy and not ejected; the two are set independently.
   change_set& eject(std::string id, bool ejected = true) {
-    ops_.emplace_back(
-        health_op{std::move(id), ejected ? health::unhealthy : health::healthy, true});
+    return eject(std::move(id), ejected ? ejection::timed : ejection::none);
+  }
+  change_set& eject(std::string id, ejection how) {
+    ops_.emplace_back(ejection_op{std::move(id), how, {}});
+    return *this;
+  }
+  // An active check of the backend that began at `started` passed: ends its ejection if that
+  // is one a passing check ends (ejection::until_check) and it began before the check did.
+  // Anything else is left as it is (docs/health.md).
+  change_set& check_passed(std::string id, std::chrono::steady_clock::time_point started) {
+    ops_.emplace_back(ejection_op{std::move(id), ejection::none, started});
     return *this;
   }
 
@@ -164,9 +175,15 @@ class change_set {
   struct health_op {
     std::string id;
     health h;
-    bool ejection;  // h is the ejection flag (unhealthy = ejected), not the active verdict
   };
-  using op = std::variant<add_op, remove_op, weight_op, update_op, drain_op, health_op>;
+  struct ejection_op {
+    std::string id;
+    ejection how;
+    // Set: only end an until_check ejection that began before this (check_passed).
+    std::optional<std::chrono::steady_clock::time_point> check_started;
+  };
+  using op =
+      std::variant<add_op, remove_op, weight_op, update_op, drain_op, health_op, ejection_op>;
   std::vector<op> ops_;
 };
 
@@ -312,11 +329,16 @@ class backend_registry {
   }
 
  private:
+  // A write of an active verdict or an ejection, made once the whole batch is valid.
+  struct health_write {
+    backend_state* state;
+    bool ejection;  // how, else h
+    health h;
+    lbkit::ejection how;
+  };
   struct apply_state {
     std::vector<member>& members;
-    std::vector<change_set::health_op>& health_writes;  // health writes, applied last,
-                                                        // each to the state at the same index
-    std::vector<backend_state*>& health_states;
+    std::vector<health_write>& health_writes;
     bool changed = false;
   };
 
@@ -430,16 +452,27 @@ inline result<void> backend_registry::apply_one(apply_state& st, const change_se
     }
     return {};
   }
-  const auto& h = std::get<change_set::health_op>(op);
-  auto m = find_member(ms, h.id);
-  if (!m) return unexpected<error>(m.error());
   // Health lives in the shared state, so it is written only once the whole batch is valid.
-  const backend_state& state = (*m)->state();
-  st.health_writes.push_back(h);
-  st.health_states.push_back(&(*m)->state());
-  const health now =
-      h.ejection ? (state.ejected() ? health::unhealthy : health::healthy) : state.active_health();
-  if (now != h.h) st.changed = true;
+  if (auto* h = std::get_if<change_set::health_op>(&op)) {
+    auto m = find_member(ms, h->id);
+    if (!m) return unexpected<error>(m.error());
+    backend_state& state = (*m)->state();
+    st.health_writes.push_back({&state, false, h->h, {}});
+    if (state.active_health() != h->h) st.changed = true;
+    return {};
+  }
+  const auto& e = std::get<change_set::ejection_op>(op);
+  auto m = find_member(ms, e.id);
+  if (!m) return unexpected<error>(m.error());
+  backend_state& state = (*m)->state();
+  if (e.check_started) {
+    // Writers hold the lock, so the ejection read here is the one the write replaces.
+    const auto began =
+        std::chrono::steady_clock::time_point(std::chrono::nanoseconds(state.ejected_since()));
+    if (state.ejection_state() != ejection::until_check || began >= *e.check_started) return {};
+  }
+  st.health_writes.push_back({&state, true, {}, e.how});
+  if (state.ejection_state() != e.how) st.changed = true;
   return {};
 }
 
@@ -451,9 +484,8 @@ inline result<void> backend_registry::apply(const change_set& changes) {
   if (changes.empty()) return {};
   detail::lock_guard lock(core_->mu);
   std::vector<member> members(core_->current->members_);
-  std::vector<change_set::health_op> health_writes;
-  std::vector<backend_state*> health_states;
-  apply_state st{members, health_writes, health_states};
+  std::vector<health_write> health_writes;
+  apply_state st{members, health_writes};
   for (std::size_t i = 0; i < changes.ops_.size(); ++i) {
     if (auto r = apply_one(st, changes.ops_[i]); !r) {
       if (changes.size() == 1) return r;
@@ -463,8 +495,12 @@ inline result<void> backend_registry::apply(const change_set& changes) {
     }
   }
   if (!st.changed) return {};
-  for (std::size_t i = 0; i < health_writes.size(); ++i) {
-    health_states[i]->write_health(health_writes[i].h, health_writes[i].ejection);
+  for (const auto& w : health_writes) {
+    if (w.ejection) {
+      w.state->write_ejection(w.how);
+    } else {
+      w.state->write_health(w.h);
+    }
   }
 
   const std::uint64_t v = core_->current->version() + 1;

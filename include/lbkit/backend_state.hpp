@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
@@ -46,10 +47,32 @@ enum class outcome : std::uint8_t {
   success,
   failure,
   none,  // released without a report: counts as neither
-  // A failure of the backend as a gateway sees it: the connection was refused, reset or
-  // timed out, or an HTTP 502/503/504 came back (Envoy's "gateway" errors). It counts as a
-  // failure and also in its own consecutive count, which outlier detection can act on apart.
+  // A failure of the backend as a gateway sees it: no answer in time, or an HTTP 502/503/504
+  // (Envoy's "gateway" errors). It counts as a failure and also in its own consecutive
+  // count, which outlier detection can act on apart.
   gateway_failure,
+  // The backend could not be reached, or dropped the connection before answering: refused,
+  // reset, unreachable, connect timeout — what an active check sees too. It counts as a
+  // failure and a gateway failure, and in a consecutive count of its own: an ejection these
+  // caused ends when an active check passes (outlier_detection_options::passing_check_ends).
+  // A failure of this host (out of descriptors, buffers, ports: see is_local_error) is not
+  // one: release such a lease with outcome::none.
+  connection_failure,
+};
+
+// Whether an errno value says that this host ran short of something — descriptors, socket
+// buffers, memory, local ports — rather than anything about the peer. Such a failure is not
+// the backend's (DESIGN property 10): it must neither fail a probe nor count against a
+// lease; the probes answer probe_status::local_error for it.
+constexpr bool is_local_error(int err) noexcept {
+  return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EADDRNOTAVAIL;
+}
+
+// Whether passive outlier detection has a backend ejected, and what ends the ejection.
+enum class ejection : std::uint8_t {
+  none,         // not ejected
+  timed,        // until outlier detection restores it
+  until_check,  // until then, or until an active check begun after the ejection passes
 };
 
 // Destructive-interference distance for x86-64 and most ARM64 parts; g++ 12 warns when
@@ -134,13 +157,19 @@ class backend_state {
       // Most successes follow successes: skip the stores (and the line's ownership) then.
       clear(counters_.consecutive_failures);
       clear(counters_.consecutive_gateway_failures);
-    } else if (o == outcome::failure || o == outcome::gateway_failure) {
+      clear(counters_.consecutive_connection_failures);
+    } else if (o != outcome::none) {
       counters_.failures.fetch_add(1, std::memory_order_relaxed);
       counters_.consecutive_failures.fetch_add(1, std::memory_order_relaxed);
-      if (o == outcome::gateway_failure) {
-        counters_.consecutive_gateway_failures.fetch_add(1, std::memory_order_relaxed);
-      } else {
+      if (o == outcome::failure) {
         clear(counters_.consecutive_gateway_failures);
+      } else {
+        counters_.consecutive_gateway_failures.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (o == outcome::connection_failure) {
+        counters_.consecutive_connection_failures.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        clear(counters_.consecutive_connection_failures);
       }
     } else {
       counters_.unreported.fetch_add(1, std::memory_order_relaxed);
@@ -174,9 +203,13 @@ class backend_state {
   std::uint64_t consecutive_failures() const noexcept {
     return counters_.consecutive_failures.load(std::memory_order_relaxed);
   }
-  // Gateway failures (outcome::gateway_failure) since the last other outcome.
+  // Gateway and connection failures since the last other outcome.
   std::uint64_t consecutive_gateway_failures() const noexcept {
     return counters_.consecutive_gateway_failures.load(std::memory_order_relaxed);
+  }
+  // Connection failures (outcome::connection_failure) since the last other outcome.
+  std::uint64_t consecutive_connection_failures() const noexcept {
+    return counters_.consecutive_connection_failures.load(std::memory_order_relaxed);
   }
   // Requests in flight that were begun with in_total on any backend of this backend's
   // registry (0 for a state outside a registry). Complexity: 8 relaxed loads.
@@ -241,7 +274,15 @@ class backend_state {
   // The verdict of active health checks (or of whoever calls backend_registry::set_health).
   health active_health() const noexcept { return health_.load(std::memory_order_acquire); }
   // Whether passive outlier detection has ejected it (backend_registry::eject).
-  bool ejected() const noexcept { return ejected_.load(std::memory_order_acquire); }
+  bool ejected() const noexcept { return ejection_state() != ejection::none; }
+  // The ejection and what ends it; and when it began, on the detail::precise_now_ns() clock
+  // (meaningful while ejected).
+  lbkit::ejection ejection_state() const noexcept {
+    return ejection_.load(std::memory_order_acquire);
+  }
+  std::int64_t ejected_since() const noexcept {
+    return ejected_since_.load(std::memory_order_relaxed);
+  }
   // When the backend last became healthy (or was added healthy), on the
   // detail::precise_now_ns() clock; slow start ramps from there.
   std::int64_t healthy_since() const noexcept {
@@ -285,14 +326,21 @@ class backend_state {
     return serials.fetch_add(1, std::memory_order_relaxed) + 1;
   }
 
-  // Writes the active verdict, or (ejection) the ejected flag: unhealthy = ejected.
-  void write_health(health h, bool ejection) noexcept {
+  // Writes the active verdict or the ejection (the registry does, under its writer lock).
+  void write_health(health h) noexcept {
     const health before = current_health();
-    if (ejection) {
-      ejected_.store(h == health::unhealthy, std::memory_order_release);
-    } else {
-      health_.store(h, std::memory_order_release);
+    health_.store(h, std::memory_order_release);
+    note_health(before);
+  }
+  void write_ejection(lbkit::ejection e) noexcept {
+    const health before = current_health();
+    if (e != ejection::none && !ejected()) {
+      ejected_since_.store(detail::precise_now_ns(), std::memory_order_relaxed);
     }
+    ejection_.store(e, std::memory_order_release);
+    note_health(before);
+  }
+  void note_health(health before) noexcept {
     if (before != health::healthy && current_health() == health::healthy) {
       healthy_since_.store(detail::precise_now_ns(), std::memory_order_relaxed);
     }
@@ -321,8 +369,9 @@ class backend_state {
 
   // Read on every pick, written a few times a second: kept off the counters' line.
   alignas(cache_line) std::atomic<health> health_;
-  std::atomic<bool> ejected_{false};
+  std::atomic<lbkit::ejection> ejection_{ejection::none};
   std::atomic<std::int64_t> healthy_since_;
+  std::atomic<std::int64_t> ejected_since_{0};
   std::atomic<std::int64_t> decay_ns_{10'000'000'000};
   const std::uint64_t serial_;
   const std::string id_;
@@ -339,6 +388,7 @@ class backend_state {
     std::atomic<std::uint64_t> failures{0};
     std::atomic<std::uint64_t> consecutive_failures{0};
     std::atomic<std::uint64_t> consecutive_gateway_failures{0};
+    std::atomic<std::uint64_t> consecutive_connection_failures{0};
     std::atomic<std::uint64_t> latency{0};  // see pack()
   } counters_;
 };

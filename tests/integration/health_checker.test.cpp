@@ -4,6 +4,7 @@
 // restored and ramps up under slow start; membership changes are followed; stop() is prompt.
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -219,4 +220,59 @@ TEST_CASE("with outlier detection on, failing leases eject a backend that passes
   CHECK(events[0].passive);
   CHECK(events[0].to == health::unhealthy);
   CHECK(events[0].cause.detail.find("consecutive failures") != std::string::npos);
+}
+
+TEST_CASE("a passing check ends an ejection for connection failures, not one for bad answers") {
+  // Both listeners answer the TCP check throughout. Traffic saw a's connections refused (as
+  // while it restarted) and b answer 500s. The ejection time is an hour, so only a passing
+  // check can end one: a's ends at the next probe, b's stays (docs/health.md).
+  loopback_server a(close_at_once), b(close_at_once), c(close_at_once);
+  backend_registry registry;
+  for (auto* s : {&a, &b, &c}) {
+    const std::string id = s == &a ? "a" : s == &b ? "b" : "c";
+    REQUIRE(registry.add(backend(id, s->address())));
+  }
+  std::mutex mu;
+  std::vector<health_event> events;
+  auto options = fast_checks();
+  lbkit::outlier_detection_options outliers;
+  outliers.success_rate = false;
+  outliers.max_ejection_percent = 100;
+  outliers.base_ejection_time = std::chrono::hours(1);
+  outliers.max_ejection_time = std::chrono::hours(1);
+  options.outlier = outliers;
+  options.outlier_tick = 20ms;
+  health_checker checker(registry, tcp_connect_probe{}, options);
+  checker.on_change([&](const health_event& e) {
+    std::lock_guard lock(mu);
+    events.push_back(e);
+  });
+  auto state = [&](const char* id) { return registry.current()->find(id)->state_handle(); };
+  const lbkit::state_ref sa = state("a"), sb = state("b");
+  for (int i = 0; i < 5; ++i) {
+    sa->begin_request();
+    sa->end_request(lbkit::outcome::connection_failure);
+    sb->begin_request();
+    sb->end_request(lbkit::outcome::failure);
+  }
+  REQUIRE(eventually([&] { return sb->ejected(); }));
+  REQUIRE(eventually([&] {
+    std::lock_guard lock(mu);
+    return std::any_of(events.begin(), events.end(), [](const health_event& e) {
+      return e.id == "a" && e.passive && e.to == health::healthy;
+    });
+  }));
+  CHECK_FALSE(sa->ejected());
+  CHECK(health_of(registry, "a") == health::healthy);
+  // b stays out while its checks keep passing: ten more probes of each backend at least.
+  const auto probes = checker.probes_done();
+  REQUIRE(eventually([&] { return checker.probes_done() >= probes + 30; }));
+  CHECK(sb->ejection_state() == lbkit::ejection::timed);
+  std::lock_guard lock(mu);
+  for (const auto& e : events) {
+    CAPTURE(e.cause.detail);
+    if (e.id == "a" && e.to == health::healthy)
+      CHECK(e.cause.detail.find("active check") != std::string::npos);
+    if (e.id == "b") CHECK(e.to == health::unhealthy);
+  }
 }

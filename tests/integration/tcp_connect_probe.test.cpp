@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 // tcp_connect_probe against real listeners on loopback: the handshake, refusals, resets,
 // silent and slow peers (the deadline holds), and send/expect exchanges.
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include <doctest/doctest.h>
 
@@ -133,4 +135,26 @@ TEST_CASE("a deadline already past fails at once") {
   const auto r = p.probe(server.address(), probe_clock::now() - 1s);
   CHECK(r.status == probe_status::timeout);
   CHECK(r.elapsed < slack);
+}
+
+TEST_CASE("out of descriptors, the probe answers local_error: the fault is not the backend's") {
+  loopback_server server(close_at_once);
+  // Use up every descriptor this process may open (under a lowered soft limit), probe, and
+  // give them back. The server's thread may fail an accept meanwhile; it only retries.
+  rlimit old{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+  rlimit low = old;
+  low.rlim_cur = 256;
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+  std::vector<int> taken;
+  for (int f; (f = ::dup(0)) >= 0;) taken.push_back(f);
+  const int err = errno;
+  const auto r = tcp_connect_probe{}.probe(server.address(), probe_clock::now() + patience);
+  for (int f : taken) ::close(f);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &old) == 0);
+  REQUIRE(err == EMFILE);
+  CHECK(r.status == probe_status::local_error);
+  CHECK_MESSAGE(r.detail.find("Too many open files") != std::string::npos, r.detail);
+  // With descriptors back, the same probe passes.
+  CHECK(tcp_connect_probe{}.probe(server.address(), probe_clock::now() + patience).healthy());
 }

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 // backend_state: live counters, the latency estimate and their behaviour under concurrency.
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -222,4 +223,37 @@ TEST_CASE("gateway failures are failures with a streak of their own") {
   CHECK(s.consecutive_failures() == 0);
   CHECK(s.consecutive_gateway_failures() == 0);
   CHECK(s.requests() == 6);
+}
+
+TEST_CASE("connection failures are gateway failures with a streak of their own") {
+  auto ref = make_state();
+  backend_state& s = *ref;
+  auto end = [&](outcome o) {
+    s.begin_request();
+    s.end_request(o);
+  };
+  end(outcome::connection_failure);
+  end(outcome::connection_failure);
+  CHECK(s.failures() == 2);
+  CHECK(s.consecutive_failures() == 2);
+  CHECK(s.consecutive_gateway_failures() == 2);
+  CHECK(s.consecutive_connection_failures() == 2);
+  end(outcome::gateway_failure);  // an answer that came too late breaks this streak only
+  CHECK(s.consecutive_gateway_failures() == 3);
+  CHECK(s.consecutive_connection_failures() == 0);
+  end(outcome::connection_failure);
+  end(outcome::failure);
+  CHECK(s.consecutive_connection_failures() == 0);
+  CHECK(s.consecutive_failures() == 5);
+  end(outcome::connection_failure);
+  end(outcome::success);
+  CHECK(s.consecutive_connection_failures() == 0);
+  CHECK(s.consecutive_failures() == 0);
+}
+
+TEST_CASE("local errors are this host's: out of descriptors, buffers, memory, ports") {
+  for (int e : {EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL}) CHECK(lbkit::is_local_error(e));
+  for (int e : {ECONNREFUSED, ECONNRESET, ETIMEDOUT, EHOSTUNREACH, EPIPE, EACCES, 0}) {
+    CHECK_FALSE(lbkit::is_local_error(e));
+  }
 }

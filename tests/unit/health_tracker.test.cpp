@@ -147,3 +147,21 @@ TEST_CASE("invalid options are reported") {
   REQUIRE_FALSE(e);
   CHECK(e.error().message.find("jitter") != std::string::npos);
 }
+
+TEST_CASE("a local error counts neither way and is probed again soon") {
+  // Out of descriptors on the checking host says nothing about the backend (EMFILE).
+  const probe_result local{probe_status::local_error, "socket: Too many open files", 0ms};
+  health_tracker up(no_jitter(), health::healthy, t0, 1);
+  CHECK_FALSE(up.report(refused, t0));
+  CHECK_FALSE(up.report(refused, t0));
+  for (int i = 0; i < 10; ++i) CHECK_FALSE(up.report(local, t0));
+  CHECK(up.streak() == 2);  // neither reset nor grown
+  CHECK(up.state() == health::healthy);
+  CHECK(up.next_probe() == t0 + no_jitter().fast_interval);
+  CHECK(up.report(refused, t0));  // the third real failure takes it down
+
+  health_tracker down(no_jitter(), health::unhealthy, t0, 2);
+  CHECK_FALSE(down.report(ok, t0));
+  CHECK_FALSE(down.report(local, t0));
+  CHECK(down.report(ok, t0));  // two good answers in a row, the local error between them
+}

@@ -287,3 +287,101 @@ TEST_CASE("consecutive gateway failures eject when enabled, at their own thresho
   // general count only.
   CHECK(outlier_detection_options{}.consecutive_gateway_failures == 0);
 }
+
+// ---- what ends an ejection: a passing active check, for connection failures ----------------
+
+namespace {
+
+using lbkit::ejection;
+using steady = std::chrono::steady_clock;
+
+// When backend i's ejection began, on the steady clock.
+steady::time_point ejected_at(backend_registry& r, int i) {
+  return steady::time_point(std::chrono::nanoseconds(state(r, i).ejected_since()));
+}
+
+}  // namespace
+
+TEST_CASE("connection failures eject until a check passes; bad answers keep their time") {
+  backend_registry r;
+  add_backends(r, 2);
+  outlier_detector d(r, consecutive_only(), t0);
+  outcomes(r, 0, 5, outcome::connection_failure);  // refused: what a check sees too
+  outcomes(r, 1, 5, outcome::failure);             // 500s: a check may pass all along
+  auto ev = d.evaluate(t0 + 1s);
+  REQUIRE(ev.size() == 2);
+  CHECK(ev[0].reason == ejection_reason::consecutive_connection_failures);
+  CHECK(ev[1].reason == ejection_reason::consecutive_failures);
+  CHECK(state(r, 0).ejection_state() == ejection::until_check);
+  CHECK(state(r, 1).ejection_state() == ejection::timed);
+
+  // A check that began before the ejection ends nothing: it may have seen the backend before
+  // it failed.
+  REQUIRE(r.apply(lbkit::change_set().check_passed("b0", ejected_at(r, 0) - 1ms)));
+  CHECK(state(r, 0).ejected());
+  // One begun after it ends the ejection; the same on b1 changes nothing.
+  const auto later = ejected_at(r, 1) + 1ms;
+  REQUIRE(r.apply(lbkit::change_set().check_passed("b0", later).check_passed("b1", later)));
+  CHECK_FALSE(state(r, 0).ejected());
+  CHECK(state(r, 0).current_health() == health::healthy);
+  CHECK(state(r, 1).ejection_state() == ejection::timed);
+
+  // The detector sees b0 restored: no event of its own, no second ejection for the failures
+  // it acted on, but new ones count from there.
+  CHECK(d.evaluate(t0 + 2s).empty());
+  CHECK_FALSE(d.is_ejected("b0"));
+  outcomes(r, 0, 4, outcome::connection_failure);
+  CHECK(d.evaluate(t0 + 3s).empty());
+  outcomes(r, 0, 1, outcome::connection_failure);
+  ev = d.evaluate(t0 + 4s);
+  REQUIRE(ev.size() == 1);
+  CHECK(ev[0].id == "b0");
+  CHECK(d.ejections("b0") == 2);  // the count of ejections still grows the next one's time
+  CHECK(ev[0].until == t0 + 4s + 60s);
+}
+
+TEST_CASE("a streak mixing connection failures with other failures keeps its time") {
+  backend_registry r;
+  add_backends(r, 1);
+  outlier_detector d(r, consecutive_only(), t0);
+  outcomes(r, 0, 2, outcome::failure);
+  outcomes(r, 0, 3, outcome::connection_failure);
+  auto ev = d.evaluate(t0 + 1s);
+  REQUIRE(ev.size() == 1);
+  CHECK(ev[0].reason == ejection_reason::consecutive_failures);
+  CHECK(state(r, 0).ejection_state() == ejection::timed);
+}
+
+TEST_CASE("passing_check_ends: all ends every ejection, none ends none") {
+  for (auto ends : {lbkit::uneject_on_check::all, lbkit::uneject_on_check::none}) {
+    CAPTURE(static_cast<int>(ends));
+    backend_registry r;
+    add_backends(r, 2);
+    auto o = consecutive_only();
+    o.passing_check_ends = ends;
+    outlier_detector d(r, o, t0);
+    outcomes(r, 0, 5, outcome::connection_failure);
+    outcomes(r, 1, 5, outcome::failure);
+    REQUIRE(d.evaluate(t0 + 1s).size() == 2);
+    const auto want =
+        ends == lbkit::uneject_on_check::all ? ejection::until_check : ejection::timed;
+    CHECK(state(r, 0).ejection_state() == want);
+    CHECK(state(r, 1).ejection_state() == want);
+  }
+}
+
+TEST_CASE("gateway failures that are all connection failures say so") {
+  backend_registry r;
+  add_backends(r, 2);
+  auto o = consecutive_only();
+  o.consecutive_failures = 0;
+  o.consecutive_gateway_failures = 3;
+  outlier_detector d(r, o, t0);
+  outcomes(r, 0, 3, outcome::connection_failure);
+  outcomes(r, 1, 3, outcome::gateway_failure);  // 503s, or no answer in time
+  auto ev = d.evaluate(t0 + 1s);
+  REQUIRE(ev.size() == 2);
+  CHECK(ev[0].reason == ejection_reason::consecutive_connection_failures);
+  CHECK(ev[1].reason == ejection_reason::consecutive_gateway_failures);
+  CHECK(state(r, 1).ejection_state() == ejection::timed);
+}

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <utility>
 
+#include "lbkit/backend_state.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/health/probe.hpp"
 
@@ -56,7 +57,7 @@ struct io_status {
 };
 
 inline io_status io_error(std::string_view what, int err) {
-  probe_status s = probe_status::error;
+  probe_status s = is_local_error(err) ? probe_status::local_error : probe_status::error;
   switch (err) {
     case ECONNREFUSED:
       s = probe_status::refused;

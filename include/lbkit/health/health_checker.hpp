@@ -152,6 +152,7 @@ class health_checker {
   struct done {
     job j;
     probe_result r;
+    clock::time_point started;
   };
 
   // The scheduling thread: follows membership, starts due probes, applies results.
@@ -211,21 +212,50 @@ class health_checker {
   }
 
   // Feeds a probe's answer to its tracker; on a transition, writes the registry and tells
-  // the listeners (outside the lock: the registry write notifies its own subscribers).
+  // the listeners (outside the lock: the registry write notifies its own subscribers). A
+  // passing probe also ends an ejection that a passing check ends (docs/health.md).
   void apply(std::unique_lock<std::mutex>& lock, done d) {
     ++probes_done_;
     auto it = targets_.find(d.j.id);
     if (it == targets_.end() || it->second.generation != d.j.generation) return;  // removed
     it->second.in_flight = false;
     auto change = it->second.tracker.report(d.r, clock::now());
-    if (!change) return;
-    health_event e{d.j.id, d.j.address, change->from, change->to, std::move(change->cause)};
+    const bool uneject = d.r.healthy() && ends_on_check(d.j.id, d.started);
+    if (!change && !uneject) return;
+    std::vector<health_event> events;
+    if (uneject) {
+      events.push_back({d.j.id,
+                        d.j.address,
+                        health::unhealthy,
+                        health::healthy,
+                        {probe_status::healthy, "active check passed: ejection ended", {}},
+                        true});
+    }
+    if (change) {
+      events.push_back({d.j.id, d.j.address, change->from, change->to, std::move(change->cause)});
+    }
     auto listeners = listeners_;
     lock.unlock();
-    // Not found means it was removed meanwhile: nothing to write.
-    (void)registry_.set_health(e.id, e.to);
-    for (const auto& fn : listeners) fn(e);
+    change_set cs;
+    if (uneject) cs.check_passed(d.j.id, d.started);
+    if (change) cs.set_health(d.j.id, change->to);
+    // Fails only for a backend removed meanwhile: nothing to write then.
+    (void)registry_.apply(cs);
+    for (const auto& e : events) {
+      for (const auto& fn : listeners) fn(e);
+    }
     lock.lock();
+  }
+
+  // Whether a check of `id` begun at `started` ends its ejection (read without the registry's
+  // writer lock; check_passed decides again under it).
+  bool ends_on_check(std::string_view id, clock::time_point started) const {
+    const auto snap = registry_.current();
+    const member* m = snap->find(id);
+    return m != nullptr && m->state().ejection_state() == ejection::until_check &&
+           m->state().ejected_since() <
+               std::chrono::duration_cast<std::chrono::nanoseconds>(started.time_since_epoch())
+                   .count();
   }
 
   // Tells listeners of an ejection or a restoration.
@@ -259,9 +289,10 @@ class health_checker {
       job j = std::move(jobs_.front());
       jobs_.pop();
       lock.unlock();
-      probe_result r = probe_.probe(j.address, clock::now() + options_.check.timeout);
+      const auto started = clock::now();
+      probe_result r = probe_.probe(j.address, started + options_.check.timeout);
       lock.lock();
-      results_.push({std::move(j), std::move(r)});
+      results_.push({std::move(j), std::move(r), started});
       wake_.notify_all();
     }
   }

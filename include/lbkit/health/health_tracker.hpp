@@ -84,9 +84,15 @@ class health_tracker {
   }
 
   // Feeds one probe answer received at `now`; returns the transition if the state changed.
-  // Schedules the next probe.
+  // Schedules the next probe. A probe_status::local_error counts neither way (the fault is
+  // this host's, not the backend's); the next probe then comes after fast_interval.
   std::optional<transition> report(const probe_result& r, clock::time_point now) {
     std::optional<transition> changed;
+    if (r.status == probe_status::local_error) {
+      last_ = r;
+      next_ = now + std::chrono::duration_cast<clock::duration>(options_.fast_interval * spread());
+      return changed;
+    }
     if (r.healthy()) {
       failures_ = 0;
       if (state_ != health::healthy && ++successes_ >= options_.rise) {

@@ -20,15 +20,29 @@
 
 namespace lbkit {
 
+// Which ejections an active check that passes ends before their time (see docs/health.md).
+enum class uneject_on_check : std::uint8_t {
+  // Ejections for consecutive connection failures (outcome::connection_failure: refused,
+  // reset, connect timeout), which an active check observes too: a backend that was down
+  // and is back gets traffic once its checks pass, not only when the ejection time is up.
+  // Ejections for bad answers (5xx, success rate) keep their time, since a backend can
+  // answer its health check and still fail real requests.
+  connection_failures,
+  all,   // every ejection (Envoy's successful_active_health_check_uneject_host)
+  none,  // none: only the ejection time ends an ejection
+};
+
 // What outlier detection looks for, and how hard it acts. Defaults are Envoy's.
 struct outlier_detection_options {
   // Consecutive failed requests that eject a backend at the next evaluation (Envoy
   // consecutive_5xx: 5). 0 disables.
   std::uint32_t consecutive_failures = 5;
-  // Consecutive gateway failures (outcome::gateway_failure: refused, reset, timed out, HTTP
-  // 502/503/504) that eject (Envoy consecutive_gateway_failure: 5, but not enforced by
-  // default). 0 disables; off by default, as in Envoy.
+  // Consecutive gateway failures (outcome::gateway_failure and connection_failure: refused,
+  // reset, timed out, HTTP 502/503/504) that eject (Envoy consecutive_gateway_failure: 5, but
+  // not enforced by default). 0 disables; off by default, as in Envoy.
   std::uint32_t consecutive_gateway_failures = 0;
+  // Which ejections a passing active check ends early (then slow start applies).
+  uneject_on_check passing_check_ends = uneject_on_check::connection_failures;
   // The window of the statistical checks below (Envoy interval: 10 s).
   std::chrono::milliseconds interval{10'000};
   // An ejection lasts base_ejection_time × the number of times the backend was ejected, at
@@ -85,6 +99,8 @@ inline result<void> validate(const outlier_detection_options& o) {
 enum class ejection_reason : std::uint8_t {
   consecutive_failures,
   consecutive_gateway_failures,
+  // Either consecutive count reached its threshold with connection failures only.
+  consecutive_connection_failures,
   success_rate,
   failure_percentage,
 };
@@ -95,6 +111,8 @@ constexpr std::string_view to_string(ejection_reason r) noexcept {
       return "consecutive failures";
     case ejection_reason::consecutive_gateway_failures:
       return "consecutive gateway failures";
+    case ejection_reason::consecutive_connection_failures:
+      return "consecutive connection failures";
     case ejection_reason::success_rate:
       return "success rate";
     case ejection_reason::failure_percentage:
@@ -142,11 +160,15 @@ class outlier_detector {
       record r = it != records_.end() && it->second.serial == m.state().serial()
                      ? it->second
                      : record::start(m.state());
-      if (r.ejected && now >= r.until) {
+      if (r.ejected && !m.state().ejected()) {
+        // Restored by someone else: a passing active check (health_checker), an operator.
+        // The failures counted since the ejection count from here on.
         r.ejected = false;
         r.restored_at = now;
-        r.failure_base = m.state().consecutive_failures();
-        r.gateway_base = m.state().consecutive_gateway_failures();
+      } else if (r.ejected && now >= r.until) {
+        r.ejected = false;
+        r.restored_at = now;
+        r.set_bases(m.state());
         events.push_back({m.id(), false, r.reason, now});
       }
       ejected += r.ejected;
@@ -164,6 +186,7 @@ class outlier_detector {
       r.ejected = true;
       r.reason = why;
       r.until = now + time;
+      r.set_bases(m.state());
       ++ejected;
       events.push_back({m.id(), true, why, r.until});
     };
@@ -177,11 +200,20 @@ class outlier_detector {
       record& r = records_.find(m.id())->second;
       const auto gateway = streak(m.state().consecutive_gateway_failures(), r.gateway_base);
       const auto any = streak(m.state().consecutive_failures(), r.failure_base);
-      if (options_.consecutive_gateway_failures != 0 &&
-          gateway >= options_.consecutive_gateway_failures) {
-        eject(m, r, ejection_reason::consecutive_gateway_failures);
-      } else if (options_.consecutive_failures != 0 && any >= options_.consecutive_failures) {
-        eject(m, r, ejection_reason::consecutive_failures);
+      const auto connection =
+          streak(m.state().consecutive_connection_failures(), r.connection_base);
+      auto reached = [&](std::uint64_t count, std::uint32_t threshold) {
+        return threshold != 0 && count >= threshold;
+      };
+      // The reason names connection failures when those alone make the streak that ejects.
+      if (reached(gateway, options_.consecutive_gateway_failures)) {
+        eject(m, r,
+              connection >= gateway ? ejection_reason::consecutive_connection_failures
+                                    : ejection_reason::consecutive_gateway_failures);
+      } else if (reached(any, options_.consecutive_failures)) {
+        eject(m, r,
+              connection >= any ? ejection_reason::consecutive_connection_failures
+                                : ejection_reason::consecutive_failures);
       }
     }
 
@@ -192,10 +224,18 @@ class outlier_detector {
 
     if (!events.empty()) {
       change_set cs;
-      for (const auto& e : events) cs.eject(e.id, e.ejected);
+      for (const auto& e : events) cs.eject(e.id, e.ejected ? ending(e.reason) : ejection::none);
       (void)registry_.apply(cs);  // only fails for a backend removed meanwhile: nothing to do
     }
     return events;
+  }
+
+  // What ends an ejection for `why` besides its time, by passing_check_ends.
+  ejection ending(ejection_reason why) const noexcept {
+    const bool check_ends = options_.passing_check_ends == uneject_on_check::all ||
+                            (options_.passing_check_ends == uneject_on_check::connection_failures &&
+                             why == ejection_reason::consecutive_connection_failures);
+    return check_ends ? ejection::until_check : ejection::timed;
   }
 
   // Whether the detector has a backend ejected, and how many times it ejected it.
@@ -214,8 +254,10 @@ class outlier_detector {
     std::uint64_t serial;     // identity: the counters below are this state's
     std::uint64_t successes;  // counters at the start of the window
     std::uint64_t failures;
-    std::uint64_t failure_base = 0;  // consecutive failures already acted on
-    std::uint64_t gateway_base = 0;  // consecutive gateway failures already acted on
+    // Consecutive counts already acted on: a streak counts from these.
+    std::uint64_t failure_base = 0;
+    std::uint64_t gateway_base = 0;
+    std::uint64_t connection_base = 0;
     std::uint32_t ejections = 0;
     bool ejected = false;
     ejection_reason reason = ejection_reason::consecutive_failures;
@@ -224,6 +266,11 @@ class outlier_detector {
 
     static record start(const backend_state& s) {
       return {s.serial(), s.successes(), s.failures()};
+    }
+    void set_bases(const backend_state& s) noexcept {
+      failure_base = s.consecutive_failures();
+      gateway_base = s.consecutive_gateway_failures();
+      connection_base = s.consecutive_connection_failures();
     }
   };
 

@@ -29,7 +29,10 @@ enum class probe_status : std::uint8_t {
   bad_status,     // a well-formed answer with an unexpected status
   bad_body,       // the expected bytes were not in the answer
   not_permitted,  // the probe cannot run here (e.g. ICMP without permission)
-  error,          // any other local error (see the detail)
+  error,          // any other error (see the detail)
+  // This host ran short of descriptors, buffers, memory or local ports (is_local_error):
+  // the answer says nothing about the backend, so trackers count it neither way.
+  local_error,
 };
 
 constexpr std::string_view to_string(probe_status s) noexcept {
@@ -54,6 +57,8 @@ constexpr std::string_view to_string(probe_status s) noexcept {
       return "not permitted";
     case probe_status::error:
       return "error";
+    case probe_status::local_error:
+      return "local error";
   }
   return "unknown";
 }
