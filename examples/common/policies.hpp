@@ -5,8 +5,12 @@
 // calls.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include <lbkit/lbkit.hpp>
 
@@ -47,6 +51,34 @@ inline constexpr const char* policy_names =
     "round_robin, weighted_round_robin, weighted_random, least_connections, "
     "power_of_two_choices, least_response_time, modulo_hash, ring_hash, maglev, jump_hash, "
     "rendezvous_hash, anchor_hash, bounded_maglev, bounded_ring_hash";
+
+// Refuses weights a pool could not serve as configured: all zero (no backend would ever get
+// a request), or unequal under a policy that ignores weights (round_robin, jump_hash,
+// anchor_hash: only zero or not counts), which would silently balance 1:1 what the
+// configuration says is 1:3. `pool` names the pool in the message.
+inline lbkit::result<void> check_weights(std::string_view policy, std::string_view pool,
+                                         const std::vector<std::uint32_t>& weights) {
+  const auto first = std::find_if(weights.begin(), weights.end(), [](auto w) { return w != 0; });
+  if (!weights.empty() && first == weights.end()) {
+    return lbkit::make_error(lbkit::errc::invalid_argument,
+                             std::string(pool) + ": every backend has weight 0, so none would "
+                                                 "ever get a request");
+  }
+  const bool unweighted =
+      policy == "round_robin" || policy == "jump_hash" || policy == "anchor_hash";
+  for (auto w : weights) {
+    if (unweighted && w != 0 && w != *first) {
+      const std::string alternative =
+          policy == "round_robin" ? "weighted_round_robin" : "maglev or ring_hash";
+      return lbkit::make_error(
+          lbkit::errc::invalid_argument,
+          std::string(pool) + ": policy " + std::string(policy) + " ignores weights (" +
+              std::to_string(*first) + " and " + std::to_string(w) + " here): use " +
+              alternative + ", or give every backend the same weight");
+    }
+  }
+  return {};
+}
 
 // A picker of whichever policy the configuration named. The pick costs one virtual call on
 // top of lbkit's, which a program that picks once per connection or request can afford; in

@@ -36,9 +36,17 @@ class timed_stream {
 
   void expires_after(clock::duration d) { expires_at(clock::now() + d); }
   void expires_at(clock::time_point t) {
-    st_->at = t;
-    st_->expired = false;
-    if (t < st_->armed) arm(st_, t);
+    st_->idle = clock::duration::zero();
+    set(t);
+  }
+  // An idle deadline: `idle` from now, and again from the end of every read or write that
+  // moved bytes, but never later than `hard` (nginx's proxy_read_timeout and send_timeout are
+  // such: per read, per write, not for the whole answer). Moving the deadline later costs no
+  // timer operation (see arm()).
+  void expires_idle(clock::duration idle, clock::time_point hard = clock::time_point::max()) {
+    st_->idle = idle;
+    st_->hard = hard;
+    set(idle_deadline(*st_));
   }
   // No deadline, and no timer left pending (for a tunnel, which keeps its own, and for an
   // idle pooled connection, which must not keep its io_context running).
@@ -95,7 +103,20 @@ class timed_stream {
     clock::time_point at = clock::time_point::max();     // the deadline
     clock::time_point armed = clock::time_point::max();  // where the timer is set
     bool expired = false;                                // the deadline passed
+    clock::duration idle = clock::duration::zero();      // non-zero: an idle deadline
+    clock::time_point hard = clock::time_point::max();   // ...capped here
   };
+
+  static clock::time_point idle_deadline(const state& st) {
+    const auto now = clock::now();
+    return st.hard - now > st.idle ? now + st.idle : st.hard;
+  }
+
+  void set(clock::time_point t) {
+    st_->at = t;
+    st_->expired = false;
+    if (t < st_->armed) arm(st_, t);
+  }
 
   static void arm(const std::shared_ptr<state>& st, clock::time_point t) {
     st->armed = t;
@@ -120,6 +141,9 @@ class timed_stream {
   auto completion(Handler&& h) {
     return [st = st_, h = std::forward<Handler>(h)](beast::error_code ec, auto... n) mutable {
       if (ec == asio::error::operation_aborted && st->expired) ec = beast::error::timeout;
+      if (!ec && st->idle != clock::duration::zero() && (... || (n > 0))) {
+        st->at = idle_deadline(*st);  // later: the timer re-arms itself when it fires
+      }
       std::move(h)(ec, n...);
     };
   }
