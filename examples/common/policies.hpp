@@ -61,8 +61,9 @@ inline lbkit::result<void> check_weights(std::string_view policy, std::string_vi
   const auto first = std::find_if(weights.begin(), weights.end(), [](auto w) { return w != 0; });
   if (!weights.empty() && first == weights.end()) {
     return lbkit::make_error(lbkit::errc::invalid_argument,
-                             std::string(pool) + ": every backend has weight 0, so none would "
-                                                 "ever get a request");
+                             std::string(pool) +
+                                 ": every backend has weight 0, so none would "
+                                 "ever get a request");
   }
   const bool unweighted =
       policy == "round_robin" || policy == "jump_hash" || policy == "anchor_hash";
@@ -70,11 +71,11 @@ inline lbkit::result<void> check_weights(std::string_view policy, std::string_vi
     if (unweighted && w != 0 && w != *first) {
       const std::string alternative =
           policy == "round_robin" ? "weighted_round_robin" : "maglev or ring_hash";
-      return lbkit::make_error(
-          lbkit::errc::invalid_argument,
-          std::string(pool) + ": policy " + std::string(policy) + " ignores weights (" +
-              std::to_string(*first) + " and " + std::to_string(w) + " here): use " +
-              alternative + ", or give every backend the same weight");
+      return lbkit::make_error(lbkit::errc::invalid_argument,
+                               std::string(pool) + ": policy " + std::string(policy) +
+                                   " ignores weights (" + std::to_string(*first) + " and " +
+                                   std::to_string(w) + " here): use " + alternative +
+                                   ", or give every backend the same weight");
     }
   }
   return {};
@@ -89,6 +90,9 @@ class any_picker {
   virtual ~any_picker() = default;
   virtual lbkit::lease pick(const lbkit::pick_context& context) noexcept = 0;
   virtual lbkit::lease pick_member(std::string_view id) noexcept = 0;
+  // A retry's pick, not `failed` while another backend is eligible (balancer::pick_other).
+  virtual lbkit::lease pick_other(const lbkit::pick_context& context,
+                                  const lbkit::backend_state* failed) noexcept = 0;
 };
 
 template <class Policy>
@@ -100,6 +104,10 @@ std::unique_ptr<any_picker> make_any_picker(const lbkit::balancer<Policy>& b) {
       return p_.pick(context);
     }
     lbkit::lease pick_member(std::string_view id) noexcept override { return p_.pick_member(id); }
+    lbkit::lease pick_other(const lbkit::pick_context& context,
+                            const lbkit::backend_state* failed) noexcept override {
+      return p_.pick_other(context, failed);
+    }
 
    private:
     typename lbkit::balancer<Policy>::picker p_;

@@ -212,9 +212,45 @@ class balancer {
       if (i >= p.states.size() || p.weights[i] == 0) [[unlikely]] {
         return lease(pick_error::no_healthy_backends);
       }
-      constexpr bool in_total = total_counting_policy<Policy>;
-      p.states[i]->begin_request(in_total);
-      return lease(*p.states[i], in_total);
+      return start(p, i);
+    }
+
+    // A retry's pick: as pick(), but not `avoid` (the backend that just failed) while
+    // another backend is eligible. The policy picks again with the key rehashed, up to three
+    // times (so a hash policy sends a key's retries the same way on every balancer of a
+    // fleet); if each pick lands on `avoid` — a least-loaded policy keeps choosing a backend
+    // that fails at once, since nothing stays in flight on it — one of the other eligible
+    // backends is drawn by weight (by the key, if any). With no other eligible, the pick is `avoid`
+    // (as Envoy's previous-hosts retry predicate ends up on the last host). Slow start does not
+    // apply. Complexity: up to three policy picks; then O(n) for the draw, on a retry only.
+    lease pick_other(const pick_context& context, const backend_state* avoid) noexcept {
+      const plan& p = follow();
+      if (p.eligible == 0) [[unlikely]]
+        return lease(p.unavailable);
+      std::uint64_t h = context.hash;
+      for (int attempt = 0; attempt < 3; ++attempt) {
+        h = hash_u64(h + 1);
+        const std::uint32_t i = p.policy_state.pick(pick_context::for_hash(h), rng_, local_);
+        if (i < p.states.size() && p.weights[i] != 0 && p.states[i] != avoid) return start(p, i);
+      }
+      std::uint64_t others = 0;
+      for (std::size_t k = 0; k < p.states.size(); ++k) {
+        if (p.states[k] != avoid) others += p.weights[k];
+      }
+      if (others == 0) {  // only `avoid` is eligible
+        for (std::uint32_t k = 0; k < p.states.size(); ++k) {
+          if (p.weights[k] != 0) return start(p, k);
+        }
+      }
+      // By the key when there is one, so that a fleet agrees on this too; the bias of the
+      // modulo is below others / 2^64.
+      std::uint64_t r = (context.has_hash ? hash_u64(h + 1) : rng_.next()) % others;
+      for (std::uint32_t k = 0; k < p.states.size(); ++k) {
+        if (p.states[k] == avoid || p.weights[k] == 0) continue;
+        if (r < p.weights[k]) return start(p, k);
+        r -= p.weights[k];
+      }
+      return lease(pick_error::no_healthy_backends);  // not reached
     }
 
     // A lease on the backend `id`, if it may get new requests now (eligible in the current
@@ -229,15 +265,19 @@ class balancer {
       if (m == nullptr) return lease(pick_error::member_unavailable);
       const auto i = static_cast<std::size_t>(m - p.members->members().data());
       if (i >= p.states.size() || p.weights[i] == 0) return lease(pick_error::member_unavailable);
-      constexpr bool in_total = total_counting_policy<Policy>;
-      p.states[i]->begin_request(in_total);
-      return lease(*p.states[i], in_total);
+      return start(p, static_cast<std::uint32_t>(i));
     }
 
     // The plan the last pick used.
     const plan& current() const noexcept { return follower_.get(); }
 
    private:
+    static lease start(const plan& p, std::uint32_t i) noexcept {
+      constexpr bool in_total = total_counting_policy<Policy>;
+      p.states[i]->begin_request(in_total);
+      return lease(*p.states[i], in_total);
+    }
+
     // The newest plan: one atomic load, and a reset of the per-plan pick state when the
     // registry moved on.
     const plan& follow() noexcept {

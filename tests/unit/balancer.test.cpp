@@ -408,5 +408,48 @@ TEST_CASE("pick_member pins a named backend while it may get requests, and says 
   REQUIRE(r.set_health("a", health::unhealthy));
   REQUIRE(r.set_health("c", health::unhealthy));
   CHECK(picker.pick_member("a"));
-  CHECK(to_string(pick_error::member_unavailable).find("requested backend") != std::string_view::npos);
+  CHECK(to_string(pick_error::member_unavailable).find("requested backend") !=
+        std::string_view::npos);
+}
+
+TEST_CASE("pick_other avoids the backend that failed, whatever the policy would pick") {
+  backend_registry r;
+  REQUIRE(r.apply(change_set().add(make("a", 1)).add(make("b", 1)).add(make("c", 2))));
+  const backend_state* a = &r.current()->find("a")->state();
+
+  // first_eligible always answers a: the rehashed picks cannot move it, the draw by weight
+  // does (b 1, c 2 of the others).
+  balancer<first_eligible> fixed(r);
+  auto p = fixed.make_picker();
+  std::map<std::string, int> counts;
+  constexpr int n = 30'000;
+  for (int i = 0; i < n; ++i) ++counts[p.pick_other({}, a).id()];
+  CHECK(counts["a"] == 0);
+  // Binomial(30 000, 1/3) for b: sd = 82; 5 sd.
+  CHECK(std::abs(counts["b"] - n / 3) < 5 * 82);
+
+  // least_connections: an idle a (a backend failing at once keeps nothing in flight) would
+  // be its pick every time.
+  balancer<least_connections> least(r);
+  auto q = least.make_picker();
+  std::vector<lease> held;
+  for (const char* id : {"b", "c", "c"}) held.push_back(q.pick_member(id));
+  for (int i = 0; i < 1000; ++i) CHECK(q.pick_other({}, a).id() != "a");
+
+  // A hash policy retries a key the same way on every balancer of a fleet.
+  balancer<maglev> one(r), two(r);
+  auto x = one.make_picker(), y = two.make_picker();
+  for (std::uint64_t key = 0; key < 200; ++key) {
+    const auto c = pick_context::for_key(key);
+    const lease first = x.pick(c);
+    const lease retry = x.pick_other(c, &first.backend());
+    CHECK(retry.id() != first.id());
+    CHECK(y.pick_other(c, &first.backend()).id() == retry.id());
+  }
+
+  // Nothing else eligible: the failed backend it is.
+  REQUIRE(r.apply(change_set().drain("b").drain("c")));
+  CHECK(p.pick_other({}, a).id() == "a");
+  REQUIRE(r.apply(change_set().drain("a")));
+  CHECK(p.pick_other({}, a).error() == pick_error::no_available_backends);
 }
