@@ -17,6 +17,7 @@
 #include "lbkit/health/tcp_connect_probe.hpp"
 #include "lbkit/net/cidr_table.hpp"
 #include "lbkit/net/flow_table.hpp"
+#include "lbkit/net/http_framing.hpp"
 #include "lbkit/net/proxy_protocol.hpp"
 #include "lbkit/net/rate_limiter.hpp"
 #include "lbkit/net/route_table.hpp"
