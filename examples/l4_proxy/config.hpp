@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-// The L4 proxy's configuration: what the command line fills in, and the small parsers for
-// the values that are not plain numbers (durations, backend specs). Parsing is strict and
-// every rejection says what was wrong, as for any input from outside.
+// The L4 proxy's configuration: what the command line fills in, the small parsers for the
+// values that are not plain numbers (durations, backend specs), and the checks of the whole
+// (addresses that would share connections, weights the policy would ignore). Parsing is
+// strict and every rejection says what was wrong, as for any input from outside.
 #pragma once
 
 #include <chrono>
@@ -14,13 +15,15 @@
 #include <lbkit/lbkit.hpp>
 
 #include "../common/duration.hpp"
+#include "../common/listen.hpp"
+#include "../common/policies.hpp"
 
 namespace l4 {
 
 using examples::parse_duration;
 using std::chrono::milliseconds;
 
-// One --backend ADDR:PORT[,weight=N][,id=NAME].
+// One --backend ADDR:PORT[,weight=N][,id=NAME]: a backend that lbkit::validate accepts.
 struct backend_spec {
   lbkit::endpoint address;
   std::uint32_t weight = 1;
@@ -67,8 +70,8 @@ inline lbkit::result<backend_spec> parse_backend(std::string_view text) {
   const auto comma = text.find(',');
   auto address = lbkit::endpoint::parse(text.substr(0, comma));
   if (!address) {
-    return lbkit::make_error(address.error().code, "backend " + lbkit::detail::quote(text) +
-                                                       ": " + address.error().message);
+    return lbkit::make_error(address.error().code, "backend " + lbkit::detail::quote(text) + ": " +
+                                                       address.error().message);
   }
   backend_spec b{*address, 1, address->to_string()};
   std::string_view rest = comma == std::string_view::npos ? "" : text.substr(comma + 1);
@@ -96,7 +99,40 @@ inline lbkit::result<backend_spec> parse_backend(std::string_view text) {
                                    lbkit::detail::quote(item) + " (want weight=N or id=NAME)");
     }
   }
+  // The registry checks the backend again when the proxy adds it, but only after the listeners
+  // are open, and its message does not name the flag: refuse here what it would refuse there
+  // (an empty or non-visible id, an unspecified address such as 0.0.0.0).
+  if (auto v = lbkit::validate(lbkit::backend(b.id, b.address, b.weight)); !v) {
+    return lbkit::make_error(v.error().code,
+                             "backend " + lbkit::detail::quote(text) + ": " + v.error().message);
+  }
   return b;
+}
+
+// Refuses addresses of the configuration that would share connections
+// (examples::check_distinct): a --listen given twice, one inside a wildcard --listen, the
+// --stats address on a --listen address. Because every worker's socket has SO_REUSEPORT,
+// the kernel would not refuse them but split the connections between them. With --udp the
+// listeners are UDP and the stats page TCP, which do not meet. The proxy's IPv6 sockets are
+// IPV6_V6ONLY, so [::]:80 and 0.0.0.0:80 are distinct: each family is checked apart.
+inline lbkit::result<void> check_addresses(const config& cfg) {
+  std::vector<examples::named_address> v4, v6;
+  auto add = [&](std::string what, const lbkit::endpoint& at) {
+    (at.address().unmapped().is_v4() ? v4 : v6).push_back({std::move(what), at});
+  };
+  for (const auto& l : cfg.listen) add("--listen", l);
+  if (cfg.stats && !cfg.udp) add("--stats", *cfg.stats);
+  if (auto r = examples::check_distinct(v4); !r) return r;
+  return examples::check_distinct(v6);
+}
+
+// Refuses weights the policy could not serve as configured (examples::check_weights): all
+// zero, or unequal under a policy that ignores weights (round_robin, the default, among
+// them).
+inline lbkit::result<void> check_weights(const config& cfg) {
+  std::vector<std::uint32_t> weights;
+  for (const auto& b : cfg.backends) weights.push_back(b.weight);
+  return examples::check_weights(cfg.policy, "--backend", weights);
 }
 
 }  // namespace l4

@@ -126,14 +126,18 @@ bool read_limits(reader& r, const toml::table& t, limits_config& l) {
   const std::string w = "limits";
   return r.only(t, w,
                 {"max_header_bytes", "max_body_bytes", "header_timeout", "idle_timeout",
-                 "connect_timeout", "request_timeout", "tunnel_idle_timeout", "max_connections",
-                 "cache_bytes", "retry_budget"}) &&
+                 "connect_timeout", "request_timeout", "read_timeout", "send_timeout",
+                 "response_deadline", "tunnel_idle_timeout", "max_connections", "cache_bytes",
+                 "retry_budget"}) &&
          r.integer(t, w, "max_header_bytes", l.max_header_bytes, 1024, 1 << 20) &&
          r.integer(t, w, "max_body_bytes", l.max_body_bytes, 0, std::int64_t{1} << 40) &&
          r.duration(t, w, "header_timeout", l.header_timeout) &&
          r.duration(t, w, "idle_timeout", l.idle_timeout) &&
          r.duration(t, w, "connect_timeout", l.connect_timeout) &&
          r.duration(t, w, "request_timeout", l.request_timeout) &&
+         r.duration(t, w, "read_timeout", l.read_timeout) &&
+         r.duration(t, w, "send_timeout", l.send_timeout) &&
+         r.duration(t, w, "response_deadline", l.response_deadline) &&
          r.duration(t, w, "tunnel_idle_timeout", l.tunnel_idle_timeout) &&
          r.integer(t, w, "max_connections", l.max_connections, 1, 10'000'000) &&
          r.integer(t, w, "retry_budget", l.retry_budget, 0, 100) &&
@@ -187,6 +191,13 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
   } else if (health.rfind("http:", 0) == 0 && health.size() > 5) {
     p.health = health_kind::http;
     p.health_path = health.substr(5);
+    // A probe built from options it refuses is inert (every check an error), and under active
+    // checks backends start down: the pool would never come up. Refuse the path here.
+    lbkit::http_probe::options probe;
+    probe.path = p.health_path;
+    if (auto v = lbkit::http_probe::validate(probe); !v) {
+      return r.fail(t.get("health"), w + ".health", v.error().message);
+    }
   } else {
     return r.fail(t.get("health"), w + ".health",
                   lbkit::detail::quote(health) + " is not none, tcp or http:PATH");
@@ -208,6 +219,11 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
     backend_config b;
     const std::string bw = w + ".backends[" + std::to_string(i) + "]";
     if (!read_backend(r, *backends->get(i), bw, b)) return false;
+    // runtime.hpp applies the pool's backends to its registry without checking the result:
+    // refuse here what the registry would refuse (an empty or non-visible id, 0.0.0.0).
+    if (auto v = lbkit::validate(lbkit::backend(b.id, b.address, b.weight)); !v) {
+      return r.fail(backends->get(i), bw, v.error().message);
+    }
     if (!ids.insert(b.id).second) {
       return r.fail(backends->get(i), bw, "a second backend with id " + lbkit::detail::quote(b.id));
     }

@@ -77,7 +77,16 @@ struct limits_config {
   milliseconds header_timeout{10'000};
   milliseconds idle_timeout{60'000};
   milliseconds connect_timeout{2'000};
+  // Until a backend's answer header has come, all attempts and retries together.
   milliseconds request_timeout{30'000};
+  // The longest pause of a backend while its answer's body comes (nginx proxy_read_timeout),
+  // and of a client while it takes the answer (nginx send_timeout): per read and per write,
+  // so a long download that keeps moving is never cut, and a slow client never counts
+  // against the backend.
+  milliseconds read_timeout{60'000};
+  milliseconds send_timeout{60'000};
+  // A bound on a whole exchange, body included, from the request's first attempt; 0: none.
+  milliseconds response_deadline{0};
   milliseconds tunnel_idle_timeout{300'000};  // WebSocket and CONNECT tunnels
   std::size_t max_connections = 10'000;        // client connections, over all threads
   std::size_t cache_bytes = 64 * 1024 * 1024;
