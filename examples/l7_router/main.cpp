@@ -10,6 +10,8 @@
 #include <sys/resource.h>
 #include <thread>
 
+#include "../common/listen.hpp"
+#include "../common/log.hpp"
 #include "asio.hpp"
 #include "config.hpp"
 #include "proxy.hpp"
@@ -24,17 +26,26 @@ namespace {
 }
 
 awaitable<void> accept_loop(tcp_acceptor& acceptor, thread_state& ts) {
+  static examples::rate_limited_log accept_errors;
   steady_timer backoff(acceptor.get_executor());
   for (;;) {
     beast::error_code ec;
     tcp_socket s = co_await acceptor.async_accept(into(ec));
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-    if (ec) {  // EMFILE and the like: wait a little, connections may close meanwhile
-      backoff.expires_after(std::chrono::milliseconds(10));
+    if (ec) {
+      // Out of descriptors (EMFILE, ENFILE) or buffers: stop accepting for a moment, as nginx
+      // does for 500 ms, rather than spin on an accept that fails at once; the kernel's
+      // backlog holds new clients meanwhile, and connections that end free descriptors.
+      // Idle upstream connections are descriptors too: let them go first.
+      accept_errors("lbkit_l7_router: accept: %s; pausing new connections for 100 ms",
+                    ec.message().c_str());
+      ts.upstream.drop_idle();
+      backoff.expires_after(std::chrono::milliseconds(100));
       co_await backoff.async_wait(into(ec));
       continue;
     }
-    if (ts.stats.connections_active.load(std::memory_order_relaxed) >= ts.max_connections) {
+    if (ts.stats.connections_active.load(std::memory_order_relaxed) >= ts.max_connections &&
+        !ts.evict_idle()) {
       counters::add(ts.stats.connections_refused);  // closed at once: the limit holds
       continue;
     }
@@ -50,7 +61,12 @@ awaitable<void> stats_loop(tcp_acceptor& acceptor,
     beast::error_code ec;
     tcp_socket s = co_await acceptor.async_accept(into(ec));
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-    if (ec) continue;
+    if (ec) {  // out of descriptors: as in accept_loop, pause rather than spin
+      steady_timer backoff(acceptor.get_executor());
+      backoff.expires_after(std::chrono::milliseconds(100));
+      co_await backoff.async_wait(into(ec));
+      continue;
+    }
     asio::co_spawn(
         acceptor.get_executor(),
         [](tcp_socket sock, const std::vector<std::unique_ptr<thread_state>>& all,
@@ -153,6 +169,12 @@ int main(int argc, char** argv) {
   }
   if (threads != 0) cfg.threads = threads;
   if (no_access_log) cfg.access_log = false;
+  // SO_REUSEPORT would let two entries for one address (or a stats address equal to a listen
+  // address) share it silently, and a second instance too: refuse both.
+  std::vector<examples::named_address> addresses;
+  for (const auto& l : cfg.listen) addresses.push_back({"listen", l});
+  if (cfg.stats) addresses.push_back({"stats", *cfg.stats});
+  if (auto r = examples::check_distinct(addresses); !r) die(r.error().message);
   if (check_only) {
     std::printf("%s: valid\n", config_path.empty() ? "command line" : config_path.c_str());
     return 0;
@@ -163,6 +185,13 @@ int main(int argc, char** argv) {
     lim.rlim_cur = lim.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &lim);
   }
+  for (const auto& a : addresses) {
+    if (auto r = examples::check_free(a); !r) die(r.error().message);
+  }
+  // Signals are caught from before the first "listening on" line: a SIGTERM that follows it
+  // at once is queued for the main loop, not the default action that kills the process.
+  asio::io_context main_ctx(1);
+  asio::signal_set signals(main_ctx, SIGTERM, SIGINT, SIGHUP);
   const lbkit::siphash_key key = cfg.sticky_key ? *cfg.sticky_key : lbkit::sticky_cookie::random_key();
   std::shared_ptr<runtime> current = runtime::build(cfg, key);
 
@@ -210,8 +239,6 @@ int main(int argc, char** argv) {
   }
 
   // Main thread: signals and outlier detection.
-  asio::io_context main_ctx(1);
-  asio::signal_set signals(main_ctx, SIGTERM, SIGINT, SIGHUP);
   asio::steady_timer tick(main_ctx);
   bool stopping = false;
   std::function<void()> wait_signal = [&] {
@@ -229,7 +256,10 @@ int main(int argc, char** argv) {
           const lbkit::siphash_key k = c->sticky_key.value_or(key);
           current = runtime::build(std::move(*c), k, current.get());
           for (unsigned t = 0; t < n; ++t) {
-            asio::post(*contexts[t], [s = states[t].get(), rt = current] { s->rt = rt; });
+            asio::post(*contexts[t], [s = states[t].get(), rt = current] {
+              s->rt = rt;
+              s->upstream.drop_idle();  // to the retired configuration's backends
+            });
           }
           std::fprintf(stderr, "lbkit_l7_router: configuration reloaded\n");
         }

@@ -7,6 +7,9 @@
 #include <cstring>
 #include <limits>
 
+#include "../common/log.hpp"
+#include "framing.hpp"
+
 namespace l7 {
 namespace {
 
@@ -78,19 +81,89 @@ asio::const_buffer body_of(const response& m) {
   return asio::buffer(m.body().view().data(), m.body().view().size());
 }
 
-// How an exchange with a backend failed, for the status the client gets.
-enum class upstream_error { none, connect, timeout, io };
+// How an exchange with a backend failed.
+enum class upstream_error {
+  none,
+  connect,          // refused, unreachable: nothing was sent
+  connect_timeout,  // no handshake in time: nothing was sent
+  dropped,          // closed or reset before any byte of an answer
+  timeout,          // no answer (or no more of it) in time
+  io,               // broken in the middle of an answer
+  local,            // this host is out of descriptors, buffers or ports: not the backend
+  bad_answer,       // an answer that breaks the HTTP/1.1 grammar (RFC 9112): a bad answer
+};
 
-upstream_error upstream_error_of(const beast::error_code& ec) {
-  return ec == beast::error::timeout ? upstream_error::timeout : upstream_error::io;
+// What a failure says about the backend and what the client gets. A connection failure
+// (refused, dropped, no handshake) is what an active check sees too, and costs the backend
+// nothing to retry elsewhere: such retries need no room in the retry budget, which exists to
+// stop retry storms against backends that answer slowly or badly.
+struct failure_kind {
+  lbkit::outcome outcome;
+  http::status status;
+  const char* why;
+  bool any_method;    // a retry is safe whatever the method: nothing reached the backend
+  bool needs_budget;  // a retry takes room in the pool's retry budget
+  bool retry;         // a retry on another backend may help at all
+};
+
+failure_kind kind_of(upstream_error e) {
+  using o = lbkit::outcome;
+  using st = http::status;
+  switch (e) {
+    case upstream_error::connect:
+      return {o::connection_failure, st::bad_gateway, "the backend refused the connection", true,
+              false, true};
+    case upstream_error::connect_timeout:
+      return {o::connection_failure, st::gateway_timeout,
+              "the backend did not accept the connection in time", true, false, true};
+    case upstream_error::dropped:
+      return {o::connection_failure, st::bad_gateway,
+              "the backend closed the connection without answering", false, false, true};
+    case upstream_error::timeout:
+      return {o::gateway_failure, st::gateway_timeout, "the backend did not answer in time", false,
+              true, true};
+    case upstream_error::local:
+      return {o::none, st::service_unavailable,
+              "the router is short of descriptors or buffers; try again", false, false, false};
+    case upstream_error::bad_answer:  // RFC 9112 §6.3 item 5: closed, discarded, 502
+      return {o::failure, st::bad_gateway, "the backend's answer is not valid HTTP/1.1", false,
+              true, true};
+    case upstream_error::io:
+    case upstream_error::none:
+      break;
+  }
+  return {o::gateway_failure, st::bad_gateway, "the backend connection failed", false, true, true};
 }
+
+// A failure of reading or writing a backend connection, `answered`: whether any byte of the
+// answer had come.
+upstream_error upstream_error_of(const beast::error_code& ec, bool answered = true) {
+  if (ec == beast::error::timeout) return upstream_error::timeout;
+  if (ec.category() == asio::error::get_system_category() && lbkit::is_local_error(ec.value())) {
+    return upstream_error::local;
+  }
+  if (is_malformed(ec)) return upstream_error::bad_answer;
+  return answered ? upstream_error::io : upstream_error::dropped;
+}
+
+// Local failures are logged, at most a few lines a second: under a descriptor shortage they
+// come with every request.
+examples::rate_limited_log local_failures;
 
 // Opens a new connection to the lease's backend.
 awaitable<upstream_error> connect(timed_stream& s, const lbkit::lease& l, milliseconds timeout) {
   beast::error_code ec;
   s.expires_after(timeout);
   co_await s.async_connect(to_asio(l.address()), into(ec));
-  if (ec) co_return ec == beast::error::timeout ? upstream_error::timeout : upstream_error::connect;
+  if (ec == beast::error::timeout) co_return upstream_error::connect_timeout;
+  if (ec) {
+    if (upstream_error_of(ec) == upstream_error::local) {
+      local_failures("lbkit_l7_router: connect to %s: %s (not counted against the backend)",
+                     l.address().to_string().c_str(), ec.message().c_str());
+      co_return upstream_error::local;
+    }
+    co_return upstream_error::connect;
+  }
   s.socket().set_option(tcp::no_delay(true), ec);
   co_return upstream_error::none;
 }
@@ -136,6 +209,16 @@ awaitable<exchange_result> exchange(thread_state& ts, const lbkit::lease& l, con
     if (req.method() == http::verb::head) parser->skip(true);
     buf.clear();
     if (!ec) co_await http::async_read_header(*out.stream, buf, *parser, into(ec));
+    // An interim answer (100 Continue, 103 Early Hints; RFC 9110 §15.2) comes before the
+    // final one, which is what the client waits for: skip it (the body went with the request;
+    // 101 is the final answer to an upgrade, which takes another path).
+    while (!ec && parser->get().result_int() / 100 == 1 &&
+           parser->get().result() != http::status::switching_protocols) {
+      parser.emplace();
+      parser->body_limit(std::numeric_limits<std::uint64_t>::max());
+      if (req.method() == http::verb::head) parser->skip(true);
+      co_await http::async_read_header(*out.stream, buf, *parser, into(ec));
+    }
     if (!ec) {
       out.keep_alive = parser->get().keep_alive();  // before the hop-by-hop fields go
       co_return out;
@@ -145,7 +228,7 @@ awaitable<exchange_result> exchange(thread_state& ts, const lbkit::lease& l, con
       out.stream.reset();
       continue;
     }
-    out.error = upstream_error_of(ec);
+    out.error = upstream_error_of(ec, parser->got_some());
     co_return out;
   }
 }
@@ -267,16 +350,21 @@ class session {
 
   awaitable<void> run() {
     rt_ = ts_.rt;
+    bool after_empty_line = false;
     for (bool first = true;; first = false) {
       beast::error_code ec;
-      // Between requests a client may idle for idle_timeout; from the first byte of a request
-      // its header must arrive within header_timeout (slowloris).
-      if (!first && buffer_.size() == 0) {
+      // A new client has header_timeout to send a first byte, and one between requests
+      // idle_timeout; from the first byte of a request its header must arrive within
+      // header_timeout (slowloris). While no byte of a request has come the connection is
+      // idle: at the connection limit the one idle longest is closed to make room.
+      if (buffer_.size() == 0) {
         if (ts_.stopping) co_return;
-        client_.expires_after(rt_->cfg.limits.idle_timeout);
-        ts_.idle_clients.insert(&client_);
+        client_.expires_after(first ? rt_->cfg.limits.header_timeout
+                                    : rt_->cfg.limits.idle_timeout);
+        thread_state::idle_client idle{&client_};
+        ts_.add_idle(idle);
         const std::size_t n = co_await client_.async_read_some(buffer_.prepare(4096), into(ec));
-        ts_.idle_clients.erase(&client_);
+        ts_.remove_idle(idle);
         if (ec) co_return;
         buffer_.commit(n);
       }
@@ -287,8 +375,17 @@ class session {
       // Beast checks a Content-Length against the body limit once, with the header; the
       // route's limit is known only after routing, so handle() checks it.
       parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+      // What a request may make the buffer hold beyond its header: a chunk line of endless
+      // extensions, a trailer section (RFC 9112 §7.1.1: a server ought to limit them).
+      buffer_.max_size(lim.max_header_bytes + 2 * relay_bytes);
       client_.expires_after(lim.header_timeout);
       co_await http::async_read_header(client_, buffer_, parser, into(ec));
+      if (ec == http::error::bad_method && !after_empty_line && starts_with_empty_line(buffer_)) {
+        buffer_.consume(2);  // RFC 9112 §2.2: an empty line before a request line is ignored
+        after_empty_line = true;
+        continue;
+      }
+      after_empty_line = false;
       if (ec == beast::error::timeout) {
         counters::add(ts_.stats.client_timeouts);
         if (buffer_.size() > 0 || parser.got_some()) {
@@ -305,9 +402,13 @@ class session {
       started_ = steady_clock::now();
       counters::add(ts_.stats.requests);
       if (ec == http::error::header_limit) {
-        record(431, "-", "-", "-");
-        co_await finish(error_response(http::status::request_header_fields_too_large, 11,
-                                       "the request header is above the limit"),
+        // RFC 9112 §3: 414 for a request-target above it, 501 for a method.
+        const unsigned s = oversized_header_status(parser, buffer_, lim.max_header_bytes);
+        record(s, "-", "-", "-");
+        co_await finish(error_response(static_cast<http::status>(s), 11,
+                                       s == 431   ? "the request header is above the limit"
+                                       : s == 414 ? "the request-target is above the header limit"
+                                                  : "a method longer than any the router knows"),
                         false);
         co_return;
       }
@@ -333,12 +434,13 @@ class session {
 
   // Writes the header of an answer to the client, in the client's HTTP version whatever the
   // backend's, with `body` (all of it, or its first part). Not a coroutine of its own: one
-  // frame fewer per answer.
+  // frame fewer per answer. From here the client has send_timeout per write to take the
+  // answer; a slow reader costs only its own connection, never the backend's record.
   awaitable<std::size_t> write_head(response& h, bool keep, asio::const_buffer body,
                                     beast::error_code& ec) {
     h.version(version_);
     h.keep_alive(keep);
-    client_.expires_after(rt_->cfg.limits.request_timeout);
+    client_.expires_idle(rt_->cfg.limits.send_timeout);
     return write_message(client_, h, body, head_, ec);
   }
 
@@ -358,7 +460,8 @@ class session {
 
   // Passes the `left` body bytes of an answer that did not come with its header on to the
   // client as they arrive from `up`, through `buf`. `up_ec` is set when the backend fails,
-  // `ec` when the client does. Returns whether all of them came.
+  // `ec` when the client does. Returns whether all of them came. Each stream keeps the idle
+  // deadline its caller set: read_timeout for `up`, send_timeout for the client.
   awaitable<bool> relay(timed_stream& up, beast::flat_buffer& buf, std::uint64_t left,
                         beast::error_code& up_ec, beast::error_code& ec) {
     while (!ec && left > 0) {
@@ -368,7 +471,6 @@ class session {
       if (up_ec) co_return false;
       buf.commit(n);
       left -= n;
-      client_.expires_after(rt_->cfg.limits.request_timeout);
       co_await asio::async_write(client_, buf.data(), whole, into(ec));
     }
     co_return left == 0;
@@ -407,8 +509,13 @@ class session {
       co_return co_await finish(error_response(s, version, why), keep_alive && parser.is_done());
     };
 
-    fields_.clear();
-    for (const auto& f : head) fields_.push_back({f.name_string(), f.value()});
+    // RFC 9112 §§3, 5, 6: refused before routing, with the connection closed; else readied to
+    // go upstream with one Host and one framing.
+    if (const lbkit::http_verdict v = admit_request(parser, fields_); !v) {
+      record(v.status, method, target, "-");
+      co_return co_await finish(
+          error_response(static_cast<http::status>(v.status), version, v.reason), false);
+    }
     // CONNECT names its destination in the target (authority form): route on it as the host.
     const lbkit::request_view view{head.method_string(),
                                    is_connect ? head.target() : head[http::field::host],
@@ -484,7 +591,16 @@ class session {
       if (ec == http::error::body_limit) {
         co_return co_await fail(http::status::payload_too_large, "the request body is above the limit");
       }
+      // RFC 9112 §2.2: a body that breaks the grammar (a bad chunk; a chunk line or a trailer
+      // section above the buffer's limit, §7.1.1) is answered 400 before the close.
+      if (is_malformed(ec) || ec == http::error::buffer_overflow) {
+        co_return co_await fail(http::status::bad_request,
+                                ec == http::error::buffer_overflow
+                                    ? "a chunk line or trailer section above the limit"
+                                    : ec.message());
+      }
       if (ec) co_return false;
+      if (parser.chunked()) drop_trailer_fields(head, fields_);  // RFC 9112 §7.1.2
     }
 
     request req = parser.release();
@@ -521,20 +637,32 @@ class session {
     }
     const lbkit::pick_context context = context_for(p, req);
 
-    // Retries go to another backend. A refused connect sent nothing, so any request may be
-    // retried after one (the body is buffered); after a timeout, a broken connection or a
-    // retryable status only an idempotent request is, since the backend may have acted on
-    // it. Every retry needs room in the pool's retry budget.
+    // Retries go to another backend. A refused connect or one that timed out sent nothing,
+    // so any request may be retried after one (the body is buffered); after a timeout, a
+    // broken connection or a retryable status only an idempotent request is, since the
+    // backend may have acted on it. A retry after a connection failure (refused, no
+    // handshake, closed before answering) needs no room in the retry budget (kind_of); every
+    // other one does.
     const bool idempotent = detail_::idempotent(req.method());
     const borrowed_buffer upbuf(ts_);
-    // request_timeout bounds the exchanges with backends together, retries included.
-    const auto deadline = steady_clock::now() + lim.request_timeout;
+    // request_timeout bounds the exchanges with backends together until an answer's header
+    // has come, retries included; the body then has read_timeout per read (and
+    // response_deadline in all, if set).
+    const auto begun = steady_clock::now();
+    const auto deadline = begun + lim.request_timeout;
+    const auto body_deadline = lim.response_deadline.count() > 0
+                                   ? begun + lim.response_deadline
+                                   : steady_clock::time_point::max();
     const std::uint32_t attempts = 1 + rc.retries;
     const auto in_flight = p.start_request();
     pool::retry_ticket retry;
     std::uint32_t attempt = 0;
-    auto may_retry = [&] {
+    auto may_retry = [&](bool needs_budget = true) {
       if (attempt + 1 >= attempts || steady_clock::now() >= deadline) return false;
+      if (!needs_budget) {
+        counters::add(ts_.stats.retries);
+        return true;
+      }
       auto t = p.try_retry(lim.retry_budget);
       if (!t) {
         counters::add(ts_.stats.retries_over_budget);
@@ -559,19 +687,27 @@ class session {
       // After a failed exchange: the failure the client gets unless a retry does better, and
       // whether one may be tried.
       auto exchange_failed = [&](upstream_error e) {
+        const failure_kind k = kind_of(e);
         failed = &l.backend();  // before report(), which lets go of the backend
-        l.report(lbkit::outcome::gateway_failure);
-        failure = e == upstream_error::timeout ? http::status::gateway_timeout
-                                               : http::status::bad_gateway;
-        why = e == upstream_error::connect   ? "the backend refused the connection"
-              : e == upstream_error::timeout ? "the backend did not answer in time"
-                                             : "the backend connection failed";
-        return (e == upstream_error::connect || idempotent) && may_retry();
+        l.report(k.outcome);
+        failure = k.status;
+        why = k.why;
+        return k.retry && (k.any_method || idempotent) && may_retry(k.needs_budget);
       };
       const auto sent = steady_clock::now();
       exchange_result r = co_await exchange(ts_, l, req, lim, deadline, buf, head_, answer);
       if (r.error != upstream_error::none) {
         if (exchange_failed(r.error)) continue;
+        break;
+      }
+      // RFC 9112 §§5, 6.3: an answer that may not be passed on is a bad answer: a 502 (or a
+      // retry) in its place, and its connection closed, not reused (§6.3 item 5).
+      if (const lbkit::http_verdict v = admit_answer(*answer, req.method(), answer_fields_); !v) {
+        failed = &l.backend();
+        l.report(lbkit::outcome::failure);
+        failure = http::status::bad_gateway;
+        why = std::string(v.reason);
+        if (idempotent && may_retry()) continue;
         break;
       }
       response& res = answer->get();
@@ -587,6 +723,9 @@ class session {
       // whole first when it fits (so that a backend failing inside it still gets a retry or a
       // 502), else streamed through. Any other (chunked, up to the end of the connection, or
       // one to cache) is read whole into the answer first, up to max_buffered_body.
+      // The body has read_timeout per read, not what is left of request_timeout: a long
+      // answer that keeps coming is not cut (nginx's proxy_read_timeout).
+      r.stream->expires_idle(lim.read_timeout, body_deadline);
       const auto length = answer->content_length();
       const bool stream =
           !answer->is_done() && length &&
@@ -611,6 +750,7 @@ class session {
           if (exchange_failed(upstream_error_of(ec))) continue;
           break;
         }
+        if (answer->chunked()) drop_trailer_fields(res, answer_fields_);  // RFC 9112 §7.1.2
       }
       const auto latency = steady_clock::now() - sent;
       detail_::remove_hop_by_hop(res);
@@ -635,7 +775,7 @@ class session {
           ts_.upstream.give(l.backend().serial(), std::move(r.stream), pc.max_idle,
                             pc.upstream_idle_timeout);
         }
-        if (req.method() != http::verb::head) res.prepare_payload();
+        frame_answer(res, req.method());  // RFC 9110 §8.6: none in a 1xx or 204, 304 as sent
         // Reported before the client write: that write measures the client, not the backend.
         l.report(result, latency);
         co_return co_await finish(answer->release(), keep_alive);
@@ -677,17 +817,15 @@ class session {
     return lbkit::pick_context::for_client(peer_.address());
   }
 
-  // A lease from `p`: the pinned backend if it is eligible, else a pick, avoiding the backend
-  // that just failed when the policy would pick it again.
+  // A lease from `p`: the pinned backend if it is eligible, else a pick; after a failure,
+  // another backend than the one that failed while there is one.
   lbkit::lease pick(pool& p, const std::optional<std::string>& pinned,
                     const lbkit::pick_context& context, const lbkit::backend_state* failed) {
     lbkit::lease l;
     if (pinned) l = p.pick_member(ts_.index, *pinned);
-    if (!l) l = p.pick(ts_.index, context);
-    for (std::uint64_t salt = 1; l && &l.backend() == failed && salt <= 4; ++salt) {
-      l = p.pick(ts_.index, lbkit::pick_context::for_hash(lbkit::hash_u64(context.hash + salt)));
-    }
-    return l;
+    if (l) return l;
+    return failed != nullptr ? p.pick_other(ts_.index, context, failed)
+                             : p.pick(ts_.index, context);
   }
 
   // CONNECT or a WebSocket upgrade: a new connection to a backend (retried on another after a
@@ -713,10 +851,12 @@ class session {
       if (!l) break;
       const upstream_error e = co_await connect(up, l, lim.connect_timeout);
       if (e == upstream_error::none) break;
+      const failure_kind k = kind_of(e);
       failed = &l.backend();
-      l.report(lbkit::outcome::gateway_failure);
-      failure = e == upstream_error::timeout ? http::status::gateway_timeout : http::status::bad_gateway;
+      l.report(k.outcome);
+      failure = k.status;
       up.close();
+      if (!k.retry) break;
     }
     if (!l) {
       record(static_cast<unsigned>(failure), method, target, "-");
@@ -738,8 +878,9 @@ class session {
       rp.body_limit(1024 * 1024);
       if (!ec) co_await http::async_read(up, upbuf, rp, into(ec));
       if (ec) {
-        l.report(lbkit::outcome::gateway_failure);
-        const auto s = ec == beast::error::timeout ? http::status::gateway_timeout : http::status::bad_gateway;
+        const failure_kind k = kind_of(upstream_error_of(ec, rp.got_some()));
+        l.report(k.outcome);
+        const auto s = k.status;
         record(static_cast<unsigned>(s), method, target, id);
         co_await finish(error_response(s, req.version(), "the backend failed the upgrade"), false);
         co_return;
@@ -781,6 +922,7 @@ class session {
   timed_stream client_;
   beast::flat_buffer buffer_;  // from the client
   std::vector<lbkit::request_header> fields_;  // the request's fields, for routing
+  std::vector<lbkit::http_field> answer_fields_;  // a backend answer's, before its body
   std::string head_;                           // a message header being written
   lbkit::endpoint peer_;
   std::string peer_ip_;
@@ -814,7 +956,8 @@ awaitable<void> upkeep(thread_state& ts) {
 
 void stop_clients(thread_state& ts) {
   ts.stopping = true;
-  for (timed_stream* c : ts.idle_clients) c->cancel();
+  while (ts.evict_idle()) {
+  }
   ts.upstream.close();
 }
 

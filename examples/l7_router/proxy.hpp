@@ -11,10 +11,10 @@
 #include <chrono>
 #include <cstdio>
 #include <deque>
+#include <list>
 #include <memory>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 
 #include <sys/socket.h>
 
@@ -62,6 +62,9 @@ class upstream_pool {
     closed_ = true;
     idle_.clear();
   }
+  // Closes the idle connections now (a reload: the new configuration's backends have new
+  // states, so none of these would be taken again; left, they would linger to their timeout).
+  void drop_idle() { idle_.clear(); }
   // Closes the connections past their timeout, and those the backend closed or wrote to
   // (nothing may arrive on an idle HTTP/1.1 connection), so that none lingers in CLOSE_WAIT
   // or holds a backend that left with a reload.
@@ -117,7 +120,32 @@ struct thread_state {
   // a hundred, and only the exchanges in flight hold one.
   std::vector<std::unique_ptr<beast::flat_buffer>> spare_buffers;
   bool stopping = false;                           // SIGTERM: answer, then close
-  std::unordered_set<timed_stream*> idle_clients;  // waiting between requests
+
+  // Clients waiting for a request's first byte (new ones, and between requests), the one
+  // idle longest first: at the connection limit it is closed to make room for a new client,
+  // as nginx reuses its idle connections, so an idle flood cannot lock everyone out.
+  struct idle_client {
+    timed_stream* stream;
+    std::list<idle_client*>::iterator at{};
+    bool listed = false;
+  };
+  std::list<idle_client*> idle_clients;
+  void add_idle(idle_client& c) {
+    c.at = idle_clients.insert(idle_clients.end(), &c);
+    c.listed = true;
+  }
+  void remove_idle(idle_client& c) {
+    if (c.listed) idle_clients.erase(c.at);
+    c.listed = false;
+  }
+  // Ends the wait of the client idle longest (it closes); false if none waits.
+  bool evict_idle() {
+    if (idle_clients.empty()) return false;
+    idle_client* c = idle_clients.front();
+    remove_idle(*c);
+    c->stream->cancel();
+    return true;
+  }
 };
 
 namespace detail_ {

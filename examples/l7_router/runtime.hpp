@@ -29,6 +29,9 @@ class pool {
   // A lease for `thread` (each thread has its own picker).
   virtual lbkit::lease pick(unsigned thread, const lbkit::pick_context& c) noexcept = 0;
   virtual lbkit::lease pick_member(unsigned thread, std::string_view id) noexcept = 0;
+  // A retry's pick: not `failed` while another backend is eligible.
+  virtual lbkit::lease pick_other(unsigned thread, const lbkit::pick_context& c,
+                                  const lbkit::backend_state* failed) noexcept = 0;
 
   const pool_config& config() const noexcept { return cfg_; }
   lbkit::backend_registry& registry() noexcept { return registry_; }
@@ -159,6 +162,10 @@ class pool_of final : public pool {
   }
   lbkit::lease pick_member(unsigned thread, std::string_view id) noexcept override {
     return pickers_[thread].pick_member(id);
+  }
+  lbkit::lease pick_other(unsigned thread, const lbkit::pick_context& c,
+                          const lbkit::backend_state* failed) noexcept override {
+    return pickers_[thread].pick_other(c, failed);
   }
 
  private:

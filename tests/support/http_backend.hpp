@@ -13,9 +13,6 @@
 #pragma once
 
 // Boost 1.74's Asio needs these first (PITFALLS.md).
-#include <coroutine>
-#include <utility>
-
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -26,6 +23,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <coroutine>
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
@@ -37,6 +35,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -116,6 +115,11 @@ class http_backend {
   std::vector<received_request> requests() const {
     std::lock_guard lock(mu_);
     return requests_;
+  }
+  // Connections accepted and not yet closed.
+  std::size_t open_connections() const {
+    std::lock_guard lock(mu_);
+    return open_.size();
   }
   std::size_t hits() const {
     std::lock_guard lock(mu_);
@@ -233,8 +237,8 @@ class http_backend {
       http::read(s, buffer, parser, ec);
       if (ec) break;
       request req = parser.release();
-      received_request r{std::string(req.method_string()), std::string(req.target()), {},
-                         req.body()};
+      received_request r{
+          std::string(req.method_string()), std::string(req.target()), {}, req.body()};
       for (const auto& f : req) r.headers.emplace_back(f.name_string(), f.value());
       handler h;
       upgrade_handler u;
@@ -273,9 +277,9 @@ class http_backend {
   std::string name_;
   boost::asio::io_context io_;  // never run: the sockets are used synchronously
   mutable std::mutex mu_;
-  mutable std::condition_variable cv_;  // pause(), woken by stop()
-  handler handler_;                     // guarded by mu_
-  upgrade_handler upgrade_;             // guarded by mu_
+  mutable std::condition_variable cv_;      // pause(), woken by stop()
+  handler handler_;                         // guarded by mu_
+  upgrade_handler upgrade_;                 // guarded by mu_
   std::vector<received_request> requests_;  // guarded by mu_
   std::set<int> open_;                      // guarded by mu_: connections not yet closed
   std::uint16_t port_ = 0;
