@@ -6,7 +6,8 @@
 #   4. release g++ 12, -O2: the same, plus the demo and the benchmarks build
 # The L7 router (Boost.Beast, slow to compile) and its tests are built and run under clang
 # (ASan + UBSan) only, so that the CI run stays inside its time budget; the other presets
-# build it too when configured by hand (LBKIT_L7_ROUTER is ON by default).
+# build it too when configured by hand (LBKIT_L7_ROUTER is ON by default). The soaks (label
+# soak: each example for a minute under faults; LBKIT_SOAK_SECONDS for longer) run there too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -14,11 +15,11 @@ scripts/deps.sh
 jobs=$(nproc)
 for preset in debug clang tsan release; do
   echo "==== $preset"
-  router=OFF
-  if [[ $preset == clang ]]; then router=ON; fi
+  router=OFF soak=(-LE soak)
+  if [[ $preset == clang ]]; then router=ON soak=(); fi
   cmake --preset "$preset" -DLBKIT_L7_ROUTER=$router >/dev/null
   cmake --build --preset "$preset" -j "$jobs"
-  ctest --preset "$preset" -j "$jobs"
+  ctest --preset "$preset" -j "$jobs" "${soak[@]}"
 done
 echo "==== tsan: stress tests, repeated"
 ctest --preset tsan -L stress --repeat until-fail:5

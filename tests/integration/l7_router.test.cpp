@@ -1186,7 +1186,7 @@ TEST_CASE("retry budget: it still bounds retries when every backend answers 503 
   CHECK(t.count(503) == clients * each);
   const double per_request =
       static_cast<double>(a.hits() + b.hits() + c.hits()) / static_cast<double>(clients * each);
-  CAPTURE(per_request);
+  MESSAGE("backend requests per client request, every backend answering 503: " << per_request);
   CHECK(per_request < 1.6);
   CHECK(per_request > 1.0);  // retries happened, within the budget
   CHECK(stats_counter(r.stats_page(), "retries_over_budget") > 0);
@@ -1350,7 +1350,7 @@ TEST_CASE("out of descriptors: no backend is blamed, accepting pauses without sp
   const double cpu0 = cpu_seconds(r.process().pid());
   std::this_thread::sleep_for(1s);
   const double cpu = cpu_seconds(r.process().pid()) - cpu0;
-  CAPTURE(cpu);
+  MESSAGE("router CPU while out of descriptors: " << cpu << " s in 1 s");
   CHECK(cpu < 0.3);
   flood.clear();
   kept.close();
@@ -1405,6 +1405,94 @@ TEST_CASE("a reload closes the idle upstream connections of the configuration it
   // Before, it stayed open for upstream_idle_timeout (60 s): one more per reload and thread.
   CHECK(eventually([&] { return a.open_connections() == 0; }));
   CHECK(fetch_body(r.address(), get("/")) == "a");
+  r.stop();
+}
+
+TEST_CASE("exhaustion: idle and slowloris floods with slow readers; others served, memory bound") {
+  // At once, on one thread with max_connections = 300: 150 connections that send nothing, 50
+  // that trickle a header a byte every 100 ms (cut at header_timeout, 1 s), and 8 clients
+  // that read a 4 MiB answer at 64 KiB per 20 ms through a small receive buffer. Meanwhile
+  // 100 ordinary requests, each on a connection of its own, must all be answered; the slow
+  // downloads must complete byte-exact; and the router's memory may grow by at most 48 MiB
+  // over what it had before, for what it holds per connection (a 4 KiB read buffer and a
+  // coroutine frame each; a 64 KiB relay buffer per download) and ASan's own overhead.
+  http_backend a("a", [](const http_backend::request& req, http_backend::response& res,
+                         const http_backend&) {
+    if (req.target() == "/big") res.body() = std::string(4 << 20, 'b');
+  });
+  router_process r(listen_line + "stats = \"127.0.0.1:0\"\n" +
+                       "[limits]\nmax_connections = 300\nheader_timeout = \"1s\"\n" +
+                       pool_toml("web", {&a}) + route_toml("path = \"/\"\npool = \"web\""),
+                   true);
+  const pid_t pid = r.process().pid();
+  CHECK(fetch_body(r.address(), get("/")) == "a");
+  auto rss = [&] {
+    std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/status").c_str(), "r");
+    long kib = -1;
+    char line[256];
+    while (f != nullptr && std::fgets(line, sizeof line, f) != nullptr) {
+      if (std::sscanf(line, "VmRSS: %ld", &kib) == 1) break;
+    }
+    if (f != nullptr) std::fclose(f);
+    return kib;
+  };
+  const long before = rss();
+
+  std::vector<socket_fd> idle;
+  for (int i = 0; i < 150; ++i) idle.push_back(connect_tcp(r.address()));
+  std::atomic<bool> stop{false};
+  std::atomic<int> cut{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 50; ++i) {
+    threads.emplace_back([&] {
+      socket_fd c = connect_tcp(r.address());
+      const std::string request = get("/slowloris");
+      for (std::size_t k = 0; k < request.size() && !stop.load(); ++k) {
+        if (!send_all(c.get(), request.substr(k, 1))) break;
+        pollfd p{c.get(), POLLIN, 0};
+        if (::poll(&p, 1, 100) > 0) break;  // the router answered (408) or closed
+      }
+      if (closed_within(c.get(), 5000ms)) cut.fetch_add(1);
+    });
+  }
+  std::atomic<int> complete{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      socket_fd c = connect_tcp(r.address());
+      const int small = 64 * 1024;
+      ::setsockopt(c.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+      if (!send_all(c.get(), get("/big", "Connection: close\r\n"))) return;
+      std::string got;
+      char buf[64 * 1024];
+      for (;;) {
+        const ssize_t n = ::recv(c.get(), buf, sizeof buf, 0);
+        if (n <= 0) break;
+        got.append(buf, static_cast<std::size_t>(n));
+        ::poll(nullptr, 0, 20);  // the slow reader's pace
+      }
+      const auto body = got.find("\r\n\r\n");
+      if (body != std::string::npos && got.size() - body - 4 == (4u << 20) &&
+          got.find_first_not_of('b', body + 4) == std::string::npos) {
+        complete.fetch_add(1);
+      }
+    });
+  }
+  int served = 0;
+  for (int i = 0; i < 100; ++i) served += fetch_body(r.address(), get("/ordinary")) == "a";
+  const long during = rss();
+  for (auto& t : threads) t.join();
+  MESSAGE("router memory " << before << " KiB before, " << during << " KiB with 208 hostile "
+                            "or slow clients");
+  CHECK(served == 100);
+  CHECK(cut.load() == 50);
+  CHECK(complete.load() == 8);
+  CAPTURE(before);
+  CAPTURE(during);
+  CHECK(during - before < 48 * 1024);
+  const std::string page = r.stats_page();
+  INFO(page);
+  CHECK(stats_field(page, "web", "a", "failures") == "0");
+  idle.clear();
   r.stop();
 }
 
