@@ -6,6 +6,9 @@
 
 #include <toml++/toml.h>
 
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -229,6 +232,13 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
     }
     p.backends.push_back(std::move(b));
   }
+  // Weights the policy would ignore (round_robin with 1 and 3), or a pool of weight 0 only:
+  // a configuration that would serve other than it says.
+  std::vector<std::uint32_t> weights;
+  for (const auto& b : p.backends) weights.push_back(b.weight);
+  if (auto v = examples::check_weights(p.policy, "pool " + p.name, weights); !v) {
+    return r.fail(backends, w + ".backends", v.error().message);
+  }
   return true;
 }
 
@@ -414,14 +424,29 @@ lbkit::result<router_config> parse_config(std::string_view text, const std::stri
     }
     c.routes.push_back(std::move(rc));
   }
-  if (c.listen.empty()) return r.fail(nullptr, "listen", "is required"), failed();
+  if (c.listen.empty()) {
+    return r.fail(root.get("listen"), "listen",
+                  root.get("listen") != nullptr ? "is empty: want at least one \"ADDR:PORT\""
+                                                : "is required: want [\"ADDR:PORT\", ...]"),
+           failed();
+  }
   return c;
 }
 
 lbkit::result<router_config> load_config(const std::string& path) {
+  std::error_code ec;
+  const auto type = std::filesystem::status(path, ec).type();
+  if (type == std::filesystem::file_type::not_found) {
+    return lbkit::make_error(lbkit::errc::not_found, path + ": no such file");
+  }
+  if (!ec && type != std::filesystem::file_type::regular) {
+    return lbkit::make_error(lbkit::errc::invalid_argument,
+                             path + ": not a regular file (a directory?): want a TOML file");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return lbkit::make_error(lbkit::errc::not_found, path + ": cannot be read");
+    return lbkit::make_error(lbkit::errc::not_found,
+                             path + ": cannot be read: " + std::strerror(errno));
   }
   std::stringstream ss;
   ss << in.rdbuf();

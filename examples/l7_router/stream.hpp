@@ -28,6 +28,10 @@ class timed_stream {
   ~timed_stream() {
     beast::error_code ec;
     st_->socket.close(ec);
+    // No deadline left: a timer that fired already (its handler queued) must not set itself
+    // again for a deadline that moved later, which would keep the io_context running for up
+    // to a read or send timeout after the stream is gone (a SIGTERM then waited for it).
+    st_->at = clock::time_point::max();
     st_->timer.cancel();  // the pending wait (if any) lets go of the state
   }
 

@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -906,6 +907,45 @@ TEST_CASE("configuration errors name the file, the line and the key; --check exi
   INFO("stderr: " << proc.stderr_text());
   REQUIRE(status);
   CHECK_MESSAGE(status->success(), status->to_string());
+}
+
+TEST_CASE("configuration mistakes that were accepted or misreported are refused by name") {
+  temp_dir dir("lbkit-l7-router-test");
+  const std::string route = "[[routes]]\npool = \"web\"\n";
+  struct bad {
+    std::string path;  // given to --config
+    std::string expect;
+  };
+  std::filesystem::create_directories(dir.path() / "a-directory");
+  const bad cases[] = {
+      // Said "pools: want at least one [pools.NAME] table".
+      {(dir.path() / "a-directory").string(), "not a regular file"},
+      {dir.write("empty-listen.toml",
+                 "listen = []\n[pools.web]\nbackends = [\"127.0.0.1:9\"]\n" + route),
+       "listen: is empty"},
+      // Accepted: a pool that could never serve, and round robin silently ignoring weights.
+      {dir.write("zero.toml", listen_line +
+                                  "[pools.web]\nbackends = [{ address = \"127.0.0.1:9\", "
+                                  "weight = 0 }]\n" +
+                                  route),
+       "every backend has weight 0"},
+      {dir.write("rr.toml", listen_line +
+                                "[pools.web]\nbackends = [{ address = \"127.0.0.1:9\", weight = "
+                                "1 }, { address = \"127.0.0.1:10\", weight = 3 }]\n" +
+                                route),
+       "use weighted_round_robin"},
+  };
+  for (const auto& one : cases) {
+    CAPTURE(one.path);
+    child_process proc({LBKIT_L7_ROUTER_PATH, "--config", one.path, "--check"});
+    REQUIRE(proc.started());
+    const auto status = proc.wait_exit(10s);
+    proc.wait_output_closed(2s);
+    INFO("stderr: " << proc.stderr_text());
+    REQUIRE(status);
+    CHECK(status->code == 2);
+    CHECK(contains(proc.stderr_text(), one.expect));
+  }
 }
 
 TEST_CASE("SIGHUP reloads the configuration; a broken file is rejected and the old one kept") {

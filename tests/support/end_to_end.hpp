@@ -209,6 +209,7 @@ class temp_dir {
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
   }
+  const std::filesystem::path& path() const noexcept { return path_; }
   // Writes `text` to `file` (whole, then closed) and returns its path.
   std::string write(const std::string& file, const std::string& text) const {
     const auto p = (path_ / file).string();
