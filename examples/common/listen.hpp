@@ -61,29 +61,38 @@ inline lbkit::result<void> check_distinct(const std::vector<named_address>& addr
   return {};
 }
 
-// Refuses an address that another socket holds, by binding it once without SO_REUSEPORT
-// (SO_REUSEADDR only, so that connections left in TIME_WAIT do not count): the kernel then
-// refuses it if anything else is bound there, a second instance included. Call it before the
-// SO_REUSEPORT group binds; port 0 needs no check. `type`: SOCK_STREAM or SOCK_DGRAM.
-inline lbkit::result<void> check_free(const named_address& a, int type = SOCK_STREAM) {
+// Refuses an address that another socket holds, by binding it once without SO_REUSEPORT:
+// the kernel then refuses it if anything else is bound there, a second instance included.
+// Call it before the SO_REUSEPORT group binds; port 0 needs no check. `type`: SOCK_STREAM
+// (with SO_REUSEADDR, so that connections left in TIME_WAIT do not count) or SOCK_DGRAM
+// (without: on UDP it would let two sockets that both set it share the port). `v6only`: as
+// the program's own IPv6 sockets are (IPV6_V6ONLY), so that an IPv4 socket on the same port
+// counts only when they would clash.
+inline lbkit::result<void> check_free(const named_address& a, int type = SOCK_STREAM,
+                                      bool v6only = false) {
   if (a.address.port() == 0) return {};
   sockaddr_storage ss{};
   const socklen_t len = a.address.to_sockaddr(ss);
   const int fd = ::socket(ss.ss_family, type | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    return lbkit::make_error(lbkit::errc::failed_precondition, a.what + " " + a.address.to_string() +
-                                                        ": socket: " + std::strerror(errno));
+    return lbkit::make_error(
+        lbkit::errc::failed_precondition,
+        a.what + " " + a.address.to_string() + ": socket: " + std::strerror(errno));
   }
   const int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (type == SOCK_STREAM) ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (ss.ss_family == AF_INET6) {
+    const int only = v6only ? 1 : 0;
+    ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof only);
+  }
   const int r = ::bind(fd, reinterpret_cast<const sockaddr*>(&ss), len);
   const int err = errno;
   ::close(fd);
   if (r == 0) return {};
   std::string why = std::strerror(err);
   if (err == EADDRINUSE) why = "address in use: another program (or another instance) holds it";
-  return lbkit::make_error(lbkit::errc::failed_precondition, a.what + " " + a.address.to_string() + ": " +
-                                                      why);
+  return lbkit::make_error(lbkit::errc::failed_precondition,
+                           a.what + " " + a.address.to_string() + ": " + why);
 }
 
 }  // namespace examples

@@ -6,6 +6,7 @@
 // the balancer and the health checker, starts one worker (event loop) per --threads, and
 // then handles signals, the stats endpoint and passive outlier detection until SIGTERM.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -14,17 +15,21 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include <lbkit/lbkit.hpp>
 
+#include "../common/listen.hpp"
 #include "../common/policies.hpp"
 #include "config.hpp"
 #include "worker.hpp"
@@ -40,13 +45,29 @@ using examples::with_policy;
   std::exit(2);
 }
 
-// A listening socket on `at` (port 0 picks one), with SO_REUSEPORT so that every worker can
-// own one on the same address.
-lbkit::result<listen_socket> open_listener(const lbkit::endpoint& at, bool udp) {
+// A whole number from lo to hi, checked before CLI11 converts the text, so that "2x", "-1"
+// and "99999999999" are refused with what is wrong, not "not in range" or "could not
+// convert".
+CLI::Validator whole_number(std::uint64_t lo, std::uint64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        const auto n = lbkit::detail::parse_decimal(text, hi);
+        if (n && *n >= lo) return {};
+        return lbkit::detail::quote(text) + " is not a whole number from " + std::to_string(lo) +
+               " to " + std::to_string(hi);
+      },
+      "INT in [" + std::to_string(lo) + " - " + std::to_string(hi) + "]");
+}
+
+// A listening socket on `at` (port 0 picks one); with `reuseport`, SO_REUSEPORT so that
+// every worker can own one on the same address. Only TCP sockets get SO_REUSEADDR (for
+// connections left in TIME_WAIT): on a UDP socket it would let another socket with it, a
+// second instance checking the address with examples::check_free, share the port unseen.
+lbkit::result<listen_socket> open_listener(const lbkit::endpoint& at, bool udp, bool reuseport) {
   sockaddr_storage ss{};
   const socklen_t len = at.to_sockaddr(ss);
-  const int fd = ::socket(ss.ss_family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK |
-                                            SOCK_CLOEXEC, 0);
+  const int fd =
+      ::socket(ss.ss_family, (udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   auto fail = [&](const char* what) {
     const std::string m = std::string(what) + " " + at.to_string() + (udp ? "/udp" : "/tcp") +
                           ": " + std::strerror(errno);
@@ -55,8 +76,8 @@ lbkit::result<listen_socket> open_listener(const lbkit::endpoint& at, bool udp) 
   };
   if (fd < 0) return fail("socket");
   const int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (!udp) ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuseport) ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   if (ss.ss_family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   if (::bind(fd, reinterpret_cast<const sockaddr*>(&ss), len) != 0) return fail("bind");
   if (!udp && ::listen(fd, 4096) != 0) return fail("listen");
@@ -103,6 +124,7 @@ std::string stats_text(const lbkit::backend_registry& registry, const config& cf
   line("timeouts", sum(&worker_counters::timeouts));
   line("udp_sessions_active", sum(&worker_counters::udp_sessions));
   line("udp_dropped", sum(&worker_counters::udp_dropped));
+  line("local_errors", sum(&worker_counters::local_errors));
   const auto snap = registry.current();
   for (std::size_t i = 0; i < cfg.backends.size(); ++i) {
     const auto* m = snap->find(cfg.backends[i].id);
@@ -118,37 +140,103 @@ std::string stats_text(const lbkit::backend_registry& registry, const config& cf
     out += "backend id=" + m->id() + " address=" + m->address().to_string() +
            " weight=" + std::to_string(m->weight()) + " health=" + health_text(s) +
            " active=" + std::to_string(s.active()) + " picks=" + std::to_string(s.requests()) +
-           " failures=" + std::to_string(s.failures()) + " connect_failures=" +
-           std::to_string(fails) + " bytes_to=" + std::to_string(to) +
+           " failures=" + std::to_string(s.failures()) +
+           " connect_failures=" + std::to_string(fails) + " bytes_to=" + std::to_string(to) +
            " bytes_from=" + std::to_string(from) + " datagrams=" + std::to_string(dgrams) + "\n";
   }
   return out;
 }
 
-// Answers one stats request on a connection accepted by the main thread; bounded to 200 ms
-// so that a silent client cannot hold the main thread.
-void serve_stats(int listen_fd, const std::string& body) {
-  const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-  if (fd < 0) return;
-  const timeval tv{0, 200'000};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  std::string request;
-  char buf[1024];
-  while (request.find("\r\n\r\n") == std::string::npos && request.size() < 8192) {
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    request.append(buf, static_cast<std::size_t>(n));
+// The stats listener, served by the main thread from its epoll set (level-triggered). The
+// page is most useful when the proxy is in trouble, out of descriptors included, so one
+// descriptor is kept in reserve for it (/dev/null, opened at start): when accept fails for
+// lack of one, the reserve is closed, the connection accepted and answered, and the reserve
+// opened again. When even that fails (a worker took the freed descriptor), the listener
+// leaves epoll for 500 ms rather than wake the loop at once again and again.
+class stats_listener {
+ public:
+  stats_listener(int ep, listen_socket s) : ep_(ep), sock_(s) {
+    spare_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    arm();
   }
-  const bool get = request.rfind("GET ", 0) == 0;
-  const std::string reply =
-      get ? "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " +
-                std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body
-          : std::string("HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n"
-                        "Connection: close\r\n\r\n");
-  [[maybe_unused]] auto n = ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL);
-  ::close(fd);
-}
+  stats_listener(const stats_listener&) = delete;
+  stats_listener& operator=(const stats_listener&) = delete;
+  ~stats_listener() {
+    if (sock_.fd >= 0) ::close(sock_.fd);
+    if (spare_ >= 0) ::close(spare_);
+  }
+  int fd() const noexcept { return sock_.fd; }
+  const lbkit::endpoint& local() const noexcept { return sock_.local; }
+
+  // Milliseconds until the listener is to be polled again, for epoll_wait (-1: it is).
+  int paused_for(std::chrono::steady_clock::time_point now) const {
+    if (!paused_) return -1;
+    return static_cast<int>(std::max<std::int64_t>(
+        0, std::chrono::duration_cast<milliseconds>(resume_at_ - now).count()));
+  }
+  void resume_if_due(std::chrono::steady_clock::time_point now) {
+    if (paused_ && now >= resume_at_) arm();
+  }
+
+  // Answers one request; bounded to 200 ms so that a silent client cannot hold the thread.
+  template <class Body>
+  void serve(const Body& body) {
+    int fd = ::accept4(sock_.fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && spare_ >= 0) {
+      ::close(spare_);
+      spare_ = -1;
+      fd = ::accept4(sock_.fd, nullptr, nullptr, SOCK_CLOEXEC);
+    }
+    if (fd < 0) {
+      if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) pause();
+      if (spare_ < 0) spare_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      return;
+    }
+    answer(fd, body());
+    ::close(fd);
+    if (spare_ < 0) spare_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+
+ private:
+  void arm() {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = sock_.fd;
+    paused_ = ::epoll_ctl(ep_, EPOLL_CTL_ADD, sock_.fd, &ev) != 0 && errno != EEXIST;
+    if (paused_) resume_at_ = std::chrono::steady_clock::now() + milliseconds(500);
+  }
+  void pause() {
+    ::epoll_ctl(ep_, EPOLL_CTL_DEL, sock_.fd, nullptr);
+    paused_ = true;
+    resume_at_ = std::chrono::steady_clock::now() + milliseconds(500);
+  }
+  static void answer(int fd, const std::string& body) {
+    const timeval tv{0, 200'000};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    std::string request;
+    char buf[1024];
+    while (request.find("\r\n\r\n") == std::string::npos && request.size() < 8192) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      request.append(buf, static_cast<std::size_t>(n));
+    }
+    const bool get = request.rfind("GET ", 0) == 0;
+    const std::string reply =
+        get ? "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: " +
+                  std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body
+            : std::string(
+                  "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n"
+                  "Connection: close\r\n\r\n");
+    [[maybe_unused]] auto n = ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL);
+  }
+
+  int ep_;
+  listen_socket sock_;
+  int spare_ = -1;
+  bool paused_ = false;
+  std::chrono::steady_clock::time_point resume_at_{};
+};
 
 // Starts the active health checker the configuration asks for; empty for --health none.
 std::shared_ptr<void> start_health(lbkit::backend_registry& registry, const config& cfg) {
@@ -159,13 +247,18 @@ std::shared_ptr<void> start_health(lbkit::backend_registry& registry, const conf
   o.check.timeout = cfg.health_timeout;
   o.check.rise = cfg.rise;
   o.check.fall = cfg.fall;
+  // One line per change of a backend's health: bounded by the checks' rate, not by traffic.
   auto log = [quiet = cfg.quiet](const lbkit::health_event& e) {
     if (quiet) return;
-    std::fprintf(stderr, "lbkit_l4_proxy: backend %s (%s) is %s: %s\n", e.id.c_str(),
+    const std::string cause =
+        e.cause.detail.empty() ? std::string(lbkit::to_string(e.cause.status)) : e.cause.detail;
+    // A passive event here is an ejection that a passing check ended (docs/health.md).
+    std::fprintf(stderr, "lbkit_l4_proxy: backend %s (%s) %s: %s\n", e.id.c_str(),
                  e.address.to_string().c_str(),
-                 e.to == lbkit::health::healthy ? "up" : "down",
-                 e.cause.detail.empty() ? std::string(lbkit::to_string(e.cause.status)).c_str()
-                                        : e.cause.detail.c_str());
+                 e.passive ? (e.to == lbkit::health::healthy ? "restored" : "ejected")
+                 : e.to == lbkit::health::healthy ? "is up"
+                                                  : "is down",
+                 cause.c_str());
   };
   auto start = [&]<class Probe>(Probe probe) -> std::shared_ptr<void> {
     auto c = std::make_shared<lbkit::health_checker<Probe>>(registry, std::move(probe), o);
@@ -193,9 +286,9 @@ std::shared_ptr<void> start_health(lbkit::backend_registry& registry, const conf
 // HAProxy; without, it starts up.
 void add_backends(lbkit::backend_registry& registry, const config& cfg) {
   for (const auto& b : cfg.backends) {
-    if (auto r = registry.add(lbkit::backend(b.id, b.address, b.weight),
-                              cfg.health == health_kind::none ? lbkit::health::healthy
-                                                              : lbkit::health::unhealthy);
+    if (auto r = registry.add(
+            lbkit::backend(b.id, b.address, b.weight),
+            cfg.health == health_kind::none ? lbkit::health::healthy : lbkit::health::unhealthy);
         !r) {
       die(r.error().message);
     }
@@ -206,7 +299,8 @@ void add_backends(lbkit::backend_registry& registry, const config& cfg) {
 // makes one type-erased picker per worker from it.
 using picker_factory = std::function<std::unique_ptr<examples::any_picker>()>;
 int run(const config& cfg, lbkit::backend_registry& registry,
-        std::vector<std::vector<listen_socket>> sockets, const picker_factory& pickers) {
+        std::vector<std::vector<listen_socket>> sockets, std::optional<listen_socket> stats,
+        const picker_factory& pickers) {
   shared_state shared{cfg, {}, {}, {}, {}};
   for (const auto& c : cfg.deny) {
     if (auto r = shared.acl.add(c, lbkit::acl_action::deny); !r) die(r.error().message);
@@ -225,15 +319,20 @@ int run(const config& cfg, lbkit::backend_registry& registry,
   std::vector<std::unique_ptr<worker>> workers;
   for (auto& s : sockets) {
     counters.push_back(std::make_unique<worker_counters>(cfg.backends.size()));
-    workers.push_back(
-        std::make_unique<worker>(shared, pickers(), std::move(s), *counters.back()));
+    workers.push_back(std::make_unique<worker>(shared, pickers(), std::move(s), *counters.back()));
   }
   auto health = start_health(registry, cfg);
 
   std::optional<lbkit::outlier_detector> outliers;
   if (cfg.passive_failures > 0) {
     lbkit::outlier_detection_options o;
-    o.consecutive_failures = cfg.passive_failures;
+    // --passive-failures counts failed connections in a row: connection failures, the only
+    // gateway failures this proxy reports. A reset after the backend answered (a failure)
+    // ends such a streak and starts none; counted with them, the resets of a crash's open
+    // connections made its refusals a mixed streak, ejected for --ejection-time although a
+    // passing check ends an ejection for connection failures (docs/health.md).
+    o.consecutive_failures = 0;
+    o.consecutive_gateway_failures = cfg.passive_failures;
     o.base_ejection_time = cfg.ejection_time;
     o.max_ejection_time = std::max(cfg.ejection_time, o.max_ejection_time);
     outliers.emplace(registry, o);
@@ -253,24 +352,25 @@ int run(const config& cfg, lbkit::backend_registry& registry,
   ev.events = EPOLLIN;
   ev.data.fd = sfd;
   ::epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
-  int stats_fd = -1;
-  if (cfg.stats) {
-    auto l = open_listener(*cfg.stats, false);
-    if (!l) die("--stats: " + l.error().message);
-    stats_fd = l->fd;
-    ev.data.fd = stats_fd;
-    ::epoll_ctl(ep, EPOLL_CTL_ADD, stats_fd, &ev);
-    std::printf("stats on %s\n", l->local.to_string().c_str());
+  std::optional<stats_listener> page;
+  if (stats) {
+    page.emplace(ep, *stats);
+    std::printf("stats on %s\n", page->local().to_string().c_str());
   }
   std::fflush(stdout);
 
   const auto started = std::chrono::steady_clock::now();
+  auto next_evaluation = started;
   for (bool running = true; running;) {
+    auto now = std::chrono::steady_clock::now();
+    int timeout = static_cast<int>(std::max<std::int64_t>(
+        0, std::chrono::duration_cast<milliseconds>(next_evaluation - now).count()));
+    if (page && page->paused_for(now) >= 0) timeout = std::min(timeout, page->paused_for(now));
     epoll_event events[4];
-    const int n = ::epoll_wait(ep, events, 4, 1000);
+    const int n = ::epoll_wait(ep, events, 4, timeout);
     for (int i = 0; i < n; ++i) {
-      if (events[i].data.fd == stats_fd) {
-        serve_stats(stats_fd, stats_text(registry, cfg, counters, started));
+      if (page && events[i].data.fd == page->fd()) {
+        page->serve([&] { return stats_text(registry, cfg, counters, started); });
         continue;
       }
       signalfd_siginfo si{};
@@ -282,8 +382,13 @@ int run(const config& cfg, lbkit::backend_registry& registry,
         running = false;
       }
     }
+    now = std::chrono::steady_clock::now();
+    if (page) page->resume_if_due(now);
+    // Once a second, not once per wake-up: a busy stats page must not run the detector hot.
+    if (now < next_evaluation) continue;
+    next_evaluation = now + std::chrono::seconds(1);
     if (outliers) {
-      for (const auto& e : outliers->evaluate(std::chrono::steady_clock::now())) {
+      for (const auto& e : outliers->evaluate(now)) {
         if (!cfg.quiet) {
           std::fprintf(stderr, "lbkit_l4_proxy: backend %s %s (passive: %s)\n", e.id.c_str(),
                        e.ejected ? "ejected" : "restored",
@@ -297,7 +402,7 @@ int run(const config& cfg, lbkit::backend_registry& registry,
   for (auto& w : workers) w->wake();
   threads.clear();  // joins: each worker returns when drained or at the drain deadline
   health.reset();
-  if (stats_fd >= 0) ::close(stats_fd);
+  page.reset();
   ::close(sfd);
   ::close(ep);
   return 0;
@@ -318,7 +423,8 @@ int main(int argc, char** argv) {
   std::string health = "none", health_interval = "2s", health_timeout = "1s",
               connect_timeout = "2s", idle_timeout = "10m", udp_timeout = "30s",
               drain_timeout = "10s", ejection_time = "30s", proxy_protocol, stats;
-  app.add_option("--listen", listen, "Address to accept on, ADDR:PORT (repeatable; port 0 picks one)")
+  app.add_option("--listen", listen,
+                 "Address to accept on, ADDR:PORT (repeatable; port 0 picks one)")
       ->required();
   app.add_option("--backend", backends,
                  "Backend, ADDR:PORT[,weight=N][,id=NAME] (repeatable; weight 0..1000000, "
@@ -334,13 +440,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--rise", cfg.rise, "Good checks that bring a backend up")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1000));
+      ->check(whole_number(1, 1000));
   app.add_option("--fall", cfg.fall, "Failed checks that bring a backend down")
       ->capture_default_str()
-      ->check(CLI::Range(1, 1000));
+      ->check(whole_number(1, 1000));
   app.add_option("--passive-failures", cfg.passive_failures,
-                 "Consecutive failed connects that eject a backend (0: off)")
-      ->capture_default_str();
+                 "Consecutive failed connections that eject a backend (0: off)")
+      ->capture_default_str()
+      ->check(whole_number(0, 1'000'000));
   app.add_option("--ejection-time", ejection_time, "How long the first passive ejection lasts")
       ->capture_default_str();
   app.add_flag("--udp", cfg.udp, "Proxy UDP datagrams instead of TCP connections");
@@ -352,16 +459,16 @@ int main(int argc, char** argv) {
   app.add_option("--deny", deny, "Refuse clients in this CIDR (repeatable; longest match wins)");
   app.add_option("--threads", cfg.threads, "Event loops (threads), one listener each")
       ->capture_default_str()
-      ->check(CLI::Range(1, 256));
+      ->check(whole_number(1, 256));
   app.add_option("--stats", stats, "Serve plain-text stats over HTTP on ADDR:PORT");
   app.add_option("--max-connections", cfg.max_connections, "Open TCP connections at most")
       ->capture_default_str()
-      ->check(CLI::Range(1, 10'000'000));
+      ->check(whole_number(1, 10'000'000));
   app.add_option("--connect-timeout", connect_timeout, "Deadline of a backend connect")
       ->capture_default_str();
   app.add_option("--retries", cfg.retries, "Connect retries on other backends")
       ->capture_default_str()
-      ->check(CLI::Range(0, 100));
+      ->check(whole_number(0, 100));
   app.add_option("--idle-timeout", idle_timeout, "Close a TCP connection idle this long")
       ->capture_default_str();
   app.add_option("--udp-timeout", udp_timeout, "End a UDP session idle this long")
@@ -371,7 +478,14 @@ int main(int argc, char** argv) {
   bool no_splice = false;
   app.add_flag("--no-splice", no_splice, "Never use splice(2) for bulk transfers");
   app.add_flag("-q,--quiet", cfg.quiet, "Log nothing but errors at startup");
-  CLI11_PARSE(app, argc, argv);
+  // Every refusal exits 2 with the program's name in front, CLI11's own included.
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    die(std::string(e.what()) + " (run with --help for the flags)");
+  }
 
   auto check = [](auto r, const std::string& flag) {
     if (!r) die(flag + ": " + r.error().message);
@@ -440,6 +554,9 @@ int main(int argc, char** argv) {
   if (!with_policy(cfg.policy, []<class>() {})) {
     die("--policy: " + lbkit::detail::quote(cfg.policy) + " is not one of: " + policy_names);
   }
+  if (auto r = check_weights(cfg); !r) die(r.error().message);
+  // Before anything is bound: addresses of this configuration that would share connections.
+  if (auto r = check_addresses(cfg); !r) die(r.error().message);
 
   // Signals: SIGPIPE ignored (a peer that closed is an EPIPE, not a death); the others are
   // blocked in every thread and read by the main loop through a signalfd.
@@ -456,12 +573,28 @@ int main(int argc, char** argv) {
     ::setrlimit(RLIMIT_NOFILE, &rl);
   }
 
+  // Addresses that another socket holds (a second instance, another program): refused
+  // before the SO_REUSEPORT group binds them, which would otherwise join and split their
+  // traffic with it. Port 0 asks for a fresh port and needs no check.
+  for (const auto& at : cfg.listen) {
+    if (auto r = examples::check_free({"--listen", at}, cfg.udp ? SOCK_DGRAM : SOCK_STREAM,
+                                      /*v6only=*/true);
+        !r) {
+      die(r.error().message);
+    }
+  }
+  if (cfg.stats) {
+    if (auto r = examples::check_free({"--stats", *cfg.stats}, SOCK_STREAM, /*v6only=*/true); !r) {
+      die(r.error().message);
+    }
+  }
+
   // One socket per listen address per worker. A port-0 address is resolved by the first
   // worker's socket, and the others bind the port it got.
   std::vector<std::vector<listen_socket>> sockets(cfg.threads);
   for (auto& at : cfg.listen) {
     for (unsigned t = 0; t < cfg.threads; ++t) {
-      auto s = open_listener(at, cfg.udp);
+      auto s = open_listener(at, cfg.udp, true);
       if (!s) die(s.error().message);
       if (t == 0) {
         at = s->local;
@@ -471,13 +604,20 @@ int main(int argc, char** argv) {
     }
   }
   std::fflush(stdout);
+  // The stats page: one socket, no SO_REUSEPORT (nothing may join it).
+  std::optional<listen_socket> stats_socket;
+  if (cfg.stats) {
+    auto s = open_listener(*cfg.stats, false, false);
+    if (!s) die("--stats: " + s.error().message);
+    stats_socket = *s;
+  }
 
   int rc = 0;
   lbkit::backend_registry registry;
   add_backends(registry, cfg);
   with_policy(cfg.policy, [&]<class Policy>() {
     lbkit::balancer<Policy> balancer(registry);
-    rc = run(cfg, registry, std::move(sockets),
+    rc = run(cfg, registry, std::move(sockets), stats_socket,
              [&balancer] { return examples::make_any_picker(balancer); });
   });
   return rc;

@@ -17,6 +17,12 @@
 // the next reads of that direction use splice(2) through a pooled pipe instead, so large
 // bodies are not copied through user space; small request/response traffic stays on plain
 // recv/send, where the two extra splice calls would cost more than the copy.
+//
+// What a failure counts as (DESIGN property 10, docs/l4_proxy.md): a refused connect, a
+// connect timeout, or a reset before the backend sent any byte is the backend's connection
+// failure, retried on another backend while nothing of the client's reached it; a failure of
+// this host (is_local_error: out of descriptors, buffers, ports) is nobody's: the lease ends
+// with outcome::none, the listeners pause, and the client waits for a descriptor.
 #pragma once
 
 #include <fcntl.h>
@@ -42,6 +48,7 @@
 
 #include <lbkit/lbkit.hpp>
 
+#include "../common/log.hpp"
 #include "../common/policies.hpp"
 #include "config.hpp"
 
@@ -74,6 +81,8 @@ struct worker_counters {
   std::atomic<std::uint64_t> timeouts{0};
   std::atomic<std::uint64_t> udp_sessions{0};  // open
   std::atomic<std::uint64_t> udp_dropped{0};
+  // Failures of this host, not of a backend: out of descriptors, buffers, memory, local ports.
+  std::atomic<std::uint64_t> local_errors{0};
 };
 
 // What every worker shares. Built before the workers start; read-only afterwards except
@@ -197,6 +206,9 @@ class worker {
   };
 
   static constexpr std::size_t buffer_size = 16 * 1024;
+  // How long the listeners stay paused after a shortage of descriptors, unless a connection
+  // ends first.
+  static constexpr std::int64_t starve_pause = 500'000'000;
   static constexpr std::size_t pipe_chunk = 64 * 1024;
 
   // One direction of a connection: bytes read from one socket and not yet written to the
@@ -209,10 +221,20 @@ class worker {
     bool eof = false;   // the source ended its writing
     bool shut = false;  // ... and that was passed on with shutdown(SHUT_WR)
     bool bulk = false;  // the last read filled the buffer: splice the next one
+    // Bytes read from the source and written to the destination. For the backend's side they
+    // count from the current connect: they tell whether a failure may be retried.
+    std::uint64_t read = 0, written = 0;
     bool pending() const noexcept { return tail > head || in_pipe > 0; }
   };
 
-  enum class phase : std::uint8_t { header, connecting, retrying, established, closed };
+  // Which end of a pump a failure came from; `local`: neither, this host (is_local_error).
+  enum class fault : std::uint8_t { none, source, destination, local };
+  // Whose a failure of a connection is.
+  enum class side : std::uint8_t { client, backend, local };
+
+  // starved: a connect that this host could not start (no descriptor, no buffer); the
+  // connection waits for a descriptor (see out_of_descriptors).
+  enum class phase : std::uint8_t { header, connecting, retrying, starved, established, closed };
 
   struct connection : link {
     pollable client_side{kind::client};
@@ -225,8 +247,11 @@ class worker {
     direction up, down;  // up: client → backend
     lbkit::lease lease;
     const lbkit::backend_state* failed = nullptr;  // last backend that refused us
-    std::uint32_t attempts = 0;
-    std::size_t backend = 0;  // index into the counters
+    std::uint32_t failures = 0;                    // connection failures of backends so far
+    std::uint32_t header_size = 0;                 // of our PROXY header at the front of `up`
+    std::size_t backend = 0;                       // index into the counters
+    // The backends that failed it before `failed`, latest first (see pick_retry).
+    std::array<const lbkit::backend_state*, 3> failed_before{};
     lbkit::endpoint peer, local;
     lbkit::ip_address client;  // the real client: peer, or the PROXY header's source
     std::optional<lbkit::proxy_header> incoming;
@@ -249,14 +274,15 @@ class worker {
 
   // --- plumbing --------------------------------------------------------------------------
 
-  void add(int fd, pollable* p, std::uint32_t events) {
+  // Registers a socket. Fails only for this host's reasons (ENOMEM, or ENOSPC: the user's
+  // epoll watch limit), with errno set.
+  bool add(int fd, pollable* p, std::uint32_t events) {
     epoll_event ev{};
     ev.events = events;
     ev.data.ptr = p;
-    if (::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-      std::fprintf(stderr, "lbkit_l4_proxy: epoll_ctl: %s\n", std::strerror(errno));
-    }
+    return ::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) == 0;
   }
+
   static void close_fd(int& fd) noexcept {
     if (fd >= 0) ::close(fd);
     fd = -1;
@@ -345,8 +371,8 @@ class worker {
   // --- TCP -------------------------------------------------------------------------------
 
   void accept_all(listener& l) {
-    while (!l.paused) {
-      if (shared_.connections.load(std::memory_order_relaxed) >= cfg_.max_connections) {
+    while (!l.paused && l.sock.fd >= 0) {
+      if (!reserve_slot()) {
         pause(l);  // the kernel's backlog holds the rest until a connection ends
         return;
       }
@@ -354,23 +380,40 @@ class worker {
       socklen_t len = sizeof ss;
       const int fd = ::accept4(l.sock.fd, reinterpret_cast<sockaddr*>(&ss), &len,
                                SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) release_slot();
       if (fd < 0) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno == EMFILE || errno == ENFILE) pause(l);  // retried on the next tick
-        return;
+        const int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK) return;
+        // A connection that failed while queued (accept(2) lists these as "treat like
+        // EAGAIN and retry"): skip it, take the next.
+        if (err == EINTR || err == ECONNABORTED || err == EPROTO || err == ENETDOWN ||
+            err == ENOPROTOOPT || err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH ||
+            err == EOPNOTSUPP || err == ENETUNREACH || err == EPERM) {
+          continue;
+        }
+        // Out of descriptors or memory, or an error accept(2) does not list: stop accepting
+        // for a while rather than spin on a backlog that cannot be taken.
+        return out_of_descriptors("accept", err);
       }
       auto peer = lbkit::endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
       if (!peer) {
         ::close(fd);
+        release_slot();
         continue;
       }
-      shared_.connections.fetch_add(1, std::memory_order_relaxed);
-      bump(counters_.accepted);
-      bump(counters_.active);
       auto* c = new connection;
       c->client_side.owner = c->server_side.owner = c;
-      conns_.push_back(*c);
       c->cfd = fd;
+      if (!add(fd, &c->client_side, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+        const int err = errno;
+        ::close(fd);
+        delete c;
+        release_slot();
+        return out_of_descriptors("epoll_ctl", err);
+      }
+      bump(counters_.accepted);
+      bump(counters_.active);
+      conns_.push_back(*c);
       c->peer = *peer;
       c->client = peer->address();
       c->local = l.sock.local;
@@ -388,7 +431,6 @@ class worker {
           }
         }
       }
-      add(fd, &c->client_side, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
       if (cfg_.accept_proxy) {
         c->ph = phase::header;  // wait for the header; the tick enforces a deadline
       } else {
@@ -397,18 +439,61 @@ class worker {
     }
   }
 
+  // One of --max-connections, taken before accept(2) so that workers accepting at once
+  // cannot pass the limit together (a check, then an increment, let each of two take the
+  // last slot); given back by destroy(), or at once if no connection came of it.
+  bool reserve_slot() {
+    auto n = shared_.connections.load(std::memory_order_relaxed);
+    do {
+      if (n >= cfg_.max_connections) return false;
+    } while (!shared_.connections.compare_exchange_weak(n, n + 1, std::memory_order_relaxed));
+    return true;
+  }
+  void release_slot() { shared_.connections.fetch_sub(1, std::memory_order_relaxed); }
+
+  // This host ran short (EMFILE, ENFILE, ENOBUFS, ENOMEM, ...) while `what` ran: nobody's
+  // fault, so no backend is blamed. The TCP listeners leave epoll, and the kernel's backlog
+  // holds new clients, until a connection of this worker ends (its descriptors are free
+  // again) or, as a fallback for descriptors that other threads or processes free, for
+  // `starve_pause` (nginx disables its accept events for 500 ms alike). No busy loop: a
+  // listener that cannot be drained is not polled meanwhile.
+  void out_of_descriptors(const char* what, int err) {
+    static examples::rate_limited_log site;
+    bump(counters_.local_errors);
+    starved_until_ = now_ + starve_pause;
+    for (auto& l : listeners_) {
+      if (l->k == kind::tcp_listener) pause(*l);
+    }
+    if (!cfg_.quiet) {
+      site("lbkit_l4_proxy: %s: %s: %s; not accepting for 500 ms or until a connection ends", what,
+           std::strerror(err),
+           lbkit::is_local_error(err) ? "this host is short of descriptors or memory, no backend "
+                                        "is blamed"
+                                      : "unexpected error");
+    }
+  }
+
   void pause(listener& l) {
     if (l.paused || l.sock.fd < 0) return;
     ::epoll_ctl(ep_, EPOLL_CTL_DEL, l.sock.fd, nullptr);
     l.paused = true;
   }
+  // Connections that wait for a descriptor connect first, then the listeners take what
+  // queued meanwhile; both stop again at the next shortage.
   void resume_listeners() {
+    if (now_ < starved_until_) return;
+    starved_until_ = 0;
+    run_starved();
+    if (now_ < starved_until_) return;  // still short
     if (shared_.connections.load(std::memory_order_relaxed) >= cfg_.max_connections) return;
     for (auto& l : listeners_) {
       if (!l->paused || l->sock.fd < 0) continue;
+      if (!add(l->sock.fd, l.get(), EPOLLIN | EPOLLET)) {
+        return out_of_descriptors("epoll_ctl", errno);
+      }
       l->paused = false;
-      add(l->sock.fd, l.get(), EPOLLIN | EPOLLET);
       accept_all(*l);  // edge-triggered: what queued meanwhile raises no new edge
+      if (now_ < starved_until_) return;
     }
   }
 
@@ -428,26 +513,28 @@ class worker {
         c->c_in = false;
         break;
       }
-      if (n < 0) return close_conn(c, false);
+      if (n < 0) return close_conn(c, lbkit::outcome::none, false);
       eof = true;
       break;
     }
-    const auto r = lbkit::parse_proxy_header(
-        std::span(reinterpret_cast<const std::uint8_t*>(d.buf), d.tail));
+    const auto r =
+        lbkit::parse_proxy_header(std::span(reinterpret_cast<const std::uint8_t*>(d.buf), d.tail));
     if (r.status == lbkit::proxy_parse_status::incomplete && !eof && d.tail < buffer_size) {
       return;  // wait for more
     }
     if (r.status != lbkit::proxy_parse_status::complete) {
-      if (d.tail == 0) return close_conn(c, false);  // connected and left: a TCP check
-      bump(counters_.proxy_header_errors);
-      if (!cfg_.quiet) {
-        std::fprintf(stderr, "lbkit_l4_proxy: closing %s: bad PROXY header: %s\n",
-                     c->peer.to_string().c_str(),
-                     r.status == lbkit::proxy_parse_status::invalid ? r.error.c_str()
-                     : eof ? "the client ended before the header was complete"
-                           : "no complete header in the first 16 KiB");
+      if (d.tail == 0) {
+        return close_conn(c, lbkit::outcome::none, false);  // connected and left: a TCP check
       }
-      return close_conn(c, false);
+      bump(counters_.proxy_header_errors);
+      static examples::rate_limited_log site;
+      if (!cfg_.quiet) {
+        site("lbkit_l4_proxy: closing %s: bad PROXY header: %s", c->peer.to_string().c_str(),
+             r.status == lbkit::proxy_parse_status::invalid ? r.error.c_str()
+             : eof ? "the client ended before the header was complete"
+                   : "no complete header in the first 16 KiB");
+      }
+      return close_conn(c, lbkit::outcome::none, false);
     }
     d.head = static_cast<std::uint32_t>(r.size);
     if (d.head == d.tail) give_buffer(d);
@@ -465,20 +552,25 @@ class worker {
   void admit(connection* c) {
     if (!shared_.acl.allows(c->client)) {
       bump(counters_.denied);
-      return close_conn(c, false);
+      return close_conn(c, lbkit::outcome::none, false);
     }
-    if (cfg_.send_proxy) {
-      const lbkit::proxy_header h =
-          c->incoming ? with_version(*c->incoming, *cfg_.send_proxy)
-                      : lbkit::proxy_header::for_stream(c->peer, c->local, *cfg_.send_proxy);
-      std::array<std::uint8_t, 536> out;
-      auto n = lbkit::write_proxy_header(h, out);
-      if (!n || !prepend(c->up, std::span(out.data(), *n))) {
-        bump(counters_.proxy_header_errors);
-        return close_conn(c, false);
-      }
+    if (cfg_.send_proxy && !put_header(c)) {
+      bump(counters_.proxy_header_errors);
+      return close_conn(c, lbkit::outcome::none, false);
     }
     connect_backend(c);
+  }
+
+  // Puts the PROXY header we send in front of what the client sent.
+  bool put_header(connection* c) {
+    const lbkit::proxy_header h =
+        c->incoming ? with_version(*c->incoming, *cfg_.send_proxy)
+                    : lbkit::proxy_header::for_stream(c->peer, c->local, *cfg_.send_proxy);
+    std::array<std::uint8_t, 536> out;
+    auto n = lbkit::write_proxy_header(h, out);
+    if (!n || !prepend(c->up, std::span(out.data(), *n))) return false;
+    c->header_size = static_cast<std::uint32_t>(*n);
+    return true;
   }
 
   static lbkit::proxy_header with_version(lbkit::proxy_header h, lbkit::proxy_version v) {
@@ -505,45 +597,69 @@ class worker {
 
   void connect_backend(connection* c) {
     const auto context = lbkit::pick_context::for_client(c->client);
-    lbkit::lease l = picker_->pick(context);
-    // After a refused connect, try not to pick the same backend again (a hash policy
-    // would): a few more picks, with a different key for keyed policies.
-    for (std::uint64_t salt = 1; l && &l.backend() == c->failed && salt <= 4; ++salt) {
-      l = picker_->pick(lbkit::pick_context::for_hash(lbkit::hash_u64(context.hash + salt)));
-    }
+    // After a connection failure, another backend than those that failed while there is
+    // one (pick_retry): a hash policy would pick one again for the same key, a least-loaded
+    // one too (a backend that refuses at once has nothing in flight).
+    lbkit::lease l = c->failed != nullptr ? pick_retry(c, context) : picker_->pick(context);
     if (!l) {
       bump(counters_.no_backend);
-      return close_conn(c, false);
+      return close_conn(c, lbkit::outcome::none, false);
     }
     const auto it = shared_.index.find(&l.backend());
     c->backend = it == shared_.index.end() ? 0 : it->second;
     c->lease = std::move(l);
-    ++c->attempts;
     c->ph = phase::connecting;
     c->since = now_;
     c->s_in = c->s_out = c->s_hup = false;
+    c->up.written = c->down.read = 0;
     c->connect_latency = lbkit::detail::precise_now_ns();
 
     sockaddr_storage ss{};
     const socklen_t len = c->lease.address().to_sockaddr(ss);
     c->sfd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
-    if (c->sfd < 0) return connect_failed(c);
+    if (c->sfd < 0) return connect_error(c, "socket", errno);
     const int one = 1;
     ::setsockopt(c->sfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    add(c->sfd, &c->server_side, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+    if (!add(c->sfd, &c->server_side, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+      return starve(c, "epoll_ctl", errno);
+    }
     if (::connect(c->sfd, reinterpret_cast<const sockaddr*>(&ss), len) != 0 &&
         errno != EINPROGRESS) {
-      return connect_failed(c);
+      return connect_error(c, "connect", errno);
     }
     // Connected or in progress: EPOLLOUT tells which.
+  }
+
+  // A retry's backend: pick_other, which avoids the backend that failed last. When most
+  // backends are out, the set is in panic and every backend is eligible, so that may offer
+  // one that failed this connection earlier: retries bouncing between a dead backend and a
+  // resetting one used up --retries while a third was up (found by the L4 soak). Then the
+  // first eligible backend that has not failed the connection stands instead, from a place
+  // the key and the attempt choose (so a hash policy's retries agree across a fleet); the
+  // offer stands if every eligible backend failed it. Complexity: on a retry only, and
+  // beyond pick_other only for such an offer, one pick_member per backend.
+  lbkit::lease pick_retry(const connection* c, const lbkit::pick_context& context) {
+    auto failed_it = [c](const lbkit::backend_state* s) {
+      return s == c->failed || std::find(c->failed_before.begin(), c->failed_before.end(), s) !=
+                                   c->failed_before.end();
+    };
+    lbkit::lease l = picker_->pick_other(context, c->failed);
+    if (!l || !failed_it(&l.backend())) return l;
+    const std::size_t n = cfg_.backends.size();
+    const std::size_t from =
+        static_cast<std::size_t>(lbkit::hash_u64(context.hash + c->failures) % n);
+    for (std::size_t k = 0; k < n; ++k) {
+      lbkit::lease m = picker_->pick_member(cfg_.backends[(from + k) % n].id);
+      if (m && !failed_it(&m.backend())) return m;
+    }
+    return l;
   }
 
   void finish_connect(connection* c) {
     int err = 0;
     socklen_t len = sizeof err;
-    if (::getsockopt(c->sfd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-      return connect_failed(c);
-    }
+    if (::getsockopt(c->sfd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err != 0) return connect_error(c, "connect", err);
     c->connect_latency = lbkit::detail::precise_now_ns() - c->connect_latency;
     c->ph = phase::established;
     c->since = c->last_active = now_;
@@ -551,24 +667,96 @@ class worker {
     progress(c);
   }
 
-  // A refused, reset or timed-out connect: a gateway failure for passive health, then
-  // another backend while attempts remain. The retry runs after this batch of events, so
-  // that events still queued for the closed socket cannot be taken for the new one's.
-  void connect_failed(connection* c) {
-    bump(counters_.backend[c->backend].connect_failures);
-    c->failed = &c->lease.backend();
-    c->lease.report(lbkit::outcome::gateway_failure);
+  // A connect that did not happen: this host's shortage, or the backend's connection failure.
+  void connect_error(connection* c, const char* what, int err) {
+    if (lbkit::is_local_error(err)) return starve(c, what, err);
+    backend_failed(c, what, err);
+  }
+
+  // This host could not start a connect (no descriptor, no buffer, no local port): not the
+  // backend's fault and not one to retry on the others at once, which would fail the same
+  // way. The lease ends unreported, the listeners pause, and the connection waits (phase
+  // starved) until a descriptor is free again or its connect timeout passes.
+  void starve(connection* c, const char* what, int err) {
+    c->lease.release();
     close_fd(c->sfd);
-    if (c->attempts > cfg_.retries || shared_.stopping.load(std::memory_order_relaxed)) {
-      return close_conn(c, false);
+    c->ph = phase::starved;
+    c->since = now_;
+    starved_.push_back(c);
+    out_of_descriptors(what, err);
+  }
+
+  // Connects the connections that waited for a descriptor (see starve); runs before the
+  // listeners resume.
+  void run_starved() {
+    std::vector<connection*> waiting;
+    waiting.swap(starved_);
+    for (std::size_t i = 0; i < waiting.size(); ++i) {
+      if (waiting[i]->ph != phase::starved) continue;  // closed meanwhile
+      connect_backend(waiting[i]);
+      if (now_ < starved_until_) {  // short again: the rest keep waiting, in order
+        for (++i; i < waiting.size(); ++i) starved_.push_back(waiting[i]);
+      }
     }
+  }
+
+  // The backend failed the connection before it answered: refused, reset, unreachable, or
+  // not established within --connect-timeout (`err` ETIMEDOUT). A connection failure for
+  // passive health (DESIGN property 10: what an active check would see too), and, while
+  // nothing of the client's reached the backend, another backend while attempts remain. The
+  // retry runs after this batch of events, so that events still queued for the closed
+  // socket cannot be taken for the new one's.
+  void backend_failed(connection* c, const char* what, int err) {
+    static examples::rate_limited_log site;
+    bump(counters_.backend[c->backend].connect_failures);
+    if (c->failed != nullptr && c->failed != &c->lease.backend()) {
+      std::copy_backward(c->failed_before.begin(), c->failed_before.end() - 1,
+                         c->failed_before.end());
+      c->failed_before[0] = c->failed;
+    }
+    c->failed = &c->lease.backend();
+    const bool retry = retryable(c) && ++c->failures <= cfg_.retries &&
+                       !shared_.stopping.load(std::memory_order_relaxed);
+    if (!cfg_.quiet) {
+      site("lbkit_l4_proxy: backend %s (%s): %s: %s%s", c->lease.id().c_str(),
+           c->lease.address().to_string().c_str(), what, std::strerror(err),
+           retry ? "; retrying on another backend" : "");
+    }
+    c->lease.report(lbkit::outcome::connection_failure);
+    if (!retry) return close_conn(c, lbkit::outcome::none, c->ph == phase::established);
+    close_fd(c->sfd);
+    rewind(c);
     bump(counters_.retries);
     c->ph = phase::retrying;
     retry_.push_back(c);
   }
 
+  // Whether the client's bytes can still go to another backend: the failed one got none of
+  // them (at most our PROXY header), and sent none back, not even an end (which was passed
+  // on to the client).
+  static bool retryable(const connection* c) noexcept {
+    return c->down.read == 0 && !c->down.eof && c->up.written <= c->header_size &&
+           c->up.in_pipe == 0;
+  }
+
+  // Makes `up` hold the stream from its start again for the next backend: our PROXY header,
+  // if the failed backend got some of it, is written anew in front of the client's bytes
+  // (which were not sent: see retryable). A half-close passed on is passed on again.
+  void rewind(connection* c) {
+    direction& d = c->up;
+    d.shut = false;
+    if (c->up.written == 0 || c->header_size == 0) return;
+    const std::uint32_t unsent = c->header_size - static_cast<std::uint32_t>(d.written);
+    if (d.buf != nullptr) {
+      d.head += unsent;  // drop what is left of the old header
+      if (d.head == d.tail) give_buffer(d);
+    }
+    d.written = 0;
+    if (!put_header(c)) c->header_size = 0;  // cannot happen: it fitted before
+  }
+
   // Connects to another backend for the connections whose connect failed; runs between
-  // batches of events (see connect_failed).
+  // batches of events (see backend_failed).
   void run_retries() {
     while (!retry_.empty()) {
       connection* c = retry_.back();
@@ -581,43 +769,80 @@ class worker {
     c->last_active = now_;
     if (c->ph == phase::header) return read_header(c);
     if (c->ph != phase::established) return;
-    const bool ok_up = pump(c->up, c->cfd, c->sfd, c->c_in, c->s_out, c->c_hup,
-                            counters_.backend[c->backend].bytes_to);
-    const bool ok_down = ok_up && pump(c->down, c->sfd, c->cfd, c->s_in, c->c_out, c->s_hup,
-                                       counters_.backend[c->backend].bytes_from);
-    if (!ok_up || !ok_down) return close_conn(c, true);
-    if (c->up.shut && c->down.shut) close_conn(c, false);
+    const fault up = pump(c->up, c->cfd, c->sfd, c->c_in, c->s_out, c->c_hup,
+                          counters_.backend[c->backend].bytes_to);
+    if (up != fault::none) {
+      return failed(c, up == fault::source        ? side::client
+                       : up == fault::destination ? side::backend
+                                                  : side::local);
+    }
+    const fault down = pump(c->down, c->sfd, c->cfd, c->s_in, c->c_out, c->s_hup,
+                            counters_.backend[c->backend].bytes_from);
+    if (down != fault::none) {
+      return failed(c, down == fault::source        ? side::backend
+                       : down == fault::destination ? side::client
+                                                    : side::local);
+    }
+    if (c->up.shut && c->down.shut) close_conn(c, lbkit::outcome::success, false);
   }
 
-  // Moves what can be moved from one socket to the other. False on a socket error.
-  bool pump(direction& d, int from, int to, bool& readable, bool& writable, bool hup,
-            std::atomic<std::uint64_t>& moved) {
+  // A socket of an established connection failed (`errno` says how). Blame lands where the
+  // fault is: a backend that reset before it sent a byte had a connection failure (and the
+  // connection may go to another backend, see retryable), one that reset later a failure; a
+  // client that went away, or this host's shortage, is not the backend's doing.
+  void failed(connection* c, side who) {
+    const int err = pump_error_;
+    if (who == side::backend && c->down.read == 0) return backend_failed(c, "recv/send", err);
+    if (who == side::local) {
+      static examples::rate_limited_log site;
+      bump(counters_.local_errors);
+      if (!cfg_.quiet) {
+        site("lbkit_l4_proxy: closing %s: %s (this host's shortage; no backend is blamed)",
+             c->peer.to_string().c_str(), std::strerror(err));
+      }
+    }
+    const auto o = who == side::backend                      ? lbkit::outcome::failure
+                   : who == side::client && c->down.read > 0 ? lbkit::outcome::success
+                                                             : lbkit::outcome::none;
+    close_conn(c, o, true);
+  }
+
+  // Moves what can be moved from one socket to the other. On a socket error, says which
+  // end failed (the errno is in pump_error_).
+  fault pump(direction& d, int from, int to, bool& readable, bool& writable, bool hup,
+             std::atomic<std::uint64_t>& moved) {
+    auto fail = [this](fault at) {
+      pump_error_ = errno;
+      return lbkit::is_local_error(pump_error_) ? fault::local : at;
+    };
     for (;;) {
       if (d.in_pipe > 0) {
-        if (!writable) return true;
-        const ssize_t n = ::splice(d.pipe[0], nullptr, to, nullptr, d.in_pipe,
-                                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (!writable) return fault::none;
+        const ssize_t n =
+            ::splice(d.pipe[0], nullptr, to, nullptr, d.in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n < 0) {
           if (errno == EINTR) continue;
-          if (errno != EAGAIN) return false;
+          if (errno != EAGAIN) return fail(fault::destination);
           writable = false;
-          return true;
+          return fault::none;
         }
         d.in_pipe -= static_cast<std::size_t>(n);
+        d.written += static_cast<std::uint64_t>(n);
         bump(moved, static_cast<std::uint64_t>(n));
         if (d.in_pipe == 0) give_pipe(d);
         continue;
       }
       if (d.tail > d.head) {
-        if (!writable) return true;
+        if (!writable) return fault::none;
         const ssize_t n = ::send(to, d.buf + d.head, d.tail - d.head, MSG_NOSIGNAL);
         if (n < 0) {
           if (errno == EINTR) continue;
-          if (errno != EAGAIN) return false;
+          if (errno != EAGAIN) return fail(fault::destination);
           writable = false;
-          return true;
+          return fault::none;
         }
         d.head += static_cast<std::uint32_t>(n);
+        d.written += static_cast<std::uint64_t>(n);
         bump(moved, static_cast<std::uint64_t>(n));
         if (d.head == d.tail) give_buffer(d);
         continue;
@@ -627,9 +852,9 @@ class worker {
           ::shutdown(to, SHUT_WR);  // pass the half-close on
           d.shut = true;
         }
-        return true;
+        return fault::none;
       }
-      if (!readable) return true;
+      if (!readable) return fault::none;
       if (d.bulk && cfg_.splice && take_pipe(d)) {
         const ssize_t n = ::splice(from, nullptr, d.pipe[1], nullptr, pipe_chunk,
                                    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -637,50 +862,62 @@ class worker {
           // A short splice does not mean the socket is drained: the pipe may have run
           // out of slots (one per packet fragment). Only EAGAIN says it is.
           d.in_pipe = static_cast<std::size_t>(n);
+          d.read += static_cast<std::uint64_t>(n);
           d.bulk = static_cast<std::size_t>(n) >= buffer_size;
           continue;
         }
-        give_pipe(d);
         if (n == 0) {
+          give_pipe(d);
           d.eof = true;
           continue;
         }
         if (errno == EINTR) continue;
-        if (errno != EAGAIN) return false;
+        if (errno != EAGAIN) {
+          const fault f = fail(fault::source);
+          give_pipe(d);
+          return f;
+        }
+        give_pipe(d);
         readable = false;
-        return true;
+        return fault::none;
       }
       if (d.buf == nullptr) d.buf = take_buffer();
       const ssize_t n = ::recv(from, d.buf, buffer_size, 0);
       if (n > 0) {
         d.head = 0;
         d.tail = static_cast<std::uint32_t>(n);
+        d.read += static_cast<std::uint64_t>(n);
         d.bulk = static_cast<std::size_t>(n) == buffer_size;
         // A short read drained the socket; the next arrival raises a new edge. After
         // EPOLLRDHUP keep reading, to see the end.
         if (static_cast<std::size_t>(n) < buffer_size && !hup) readable = false;
         continue;
       }
-      give_buffer(d);
       if (n == 0) {
+        give_buffer(d);
         d.eof = true;
         continue;
       }
       if (errno == EINTR) continue;
-      if (errno != EAGAIN) return false;
+      if (errno != EAGAIN) {
+        const fault f = fail(fault::source);
+        give_buffer(d);
+        return f;
+      }
+      give_buffer(d);
       readable = false;
-      return true;
+      return fault::none;
     }
   }
 
-  // Ends a connection. `abort`: a socket failed, so the other side gets a reset rather than
-  // an orderly end it could mistake for a complete answer.
-  void close_conn(connection* c, bool abort) {
+  // Ends a connection, reporting `o` on a lease not reported yet. `abort`: a socket failed,
+  // so the other side gets a reset rather than an orderly end it could mistake for a
+  // complete answer.
+  void close_conn(connection* c, lbkit::outcome o, bool abort) {
     if (c->ph == phase::closed) return;
     if (c->lease) {
-      c->lease.report(abort ? lbkit::outcome::failure : lbkit::outcome::success,
-                      std::chrono::nanoseconds(c->ph == phase::established ? c->connect_latency
-                                                                           : 0));
+      c->lease.report(
+          o, std::chrono::nanoseconds(c->ph == phase::established ? c->connect_latency : 0));
     }
     c->ph = phase::closed;
     if (abort) {
@@ -694,6 +931,7 @@ class worker {
   // Frees a connection (closing its sockets if close_conn did not already mark it).
   void destroy(connection* c) {
     c->unlink();
+    if (!starved_.empty()) std::erase(starved_, c);
     close_fd(c->cfd);
     close_fd(c->sfd);
     give_buffer(c->up);
@@ -701,18 +939,21 @@ class worker {
     give_pipe(c->up);
     give_pipe(c->down);
     c->lease.release();
-    shared_.connections.fetch_sub(1, std::memory_order_relaxed);
+    release_slot();
     counters_.active.store(counters_.active.load(std::memory_order_relaxed) - 1,
                            std::memory_order_relaxed);
     delete c;
   }
 
+  // Frees what ended in this batch of events. Their descriptors are free again, so
+  // connections waiting for one and paused listeners resume.
   void reap() {
     if (dead_.empty() && dead_sessions_.empty()) return;
     for (connection* c : dead_) destroy(c);
     dead_.clear();
     for (udp_session* s : dead_sessions_) delete s;
     dead_sessions_.clear();
+    starved_until_ = 0;
     resume_listeners();
   }
 
@@ -726,13 +967,16 @@ class worker {
       l = l->next;
       if (c->ph == phase::connecting && now_ - c->since >= connect_ns) {
         bump(counters_.timeouts);
-        connect_failed(c);
+        backend_failed(c, "connect", ETIMEDOUT);
       } else if (c->ph == phase::header && now_ - c->since >= connect_ns) {
         bump(counters_.proxy_header_errors);
-        close_conn(c, false);
+        close_conn(c, lbkit::outcome::none, false);
+      } else if (c->ph == phase::starved && now_ - c->since >= connect_ns) {
+        bump(counters_.timeouts);  // waited a connect timeout for a descriptor
+        close_conn(c, lbkit::outcome::none, false);
       } else if (c->ph == phase::established && now_ - c->last_active >= idle_ns) {
         bump(counters_.timeouts);
-        close_conn(c, false);
+        close_conn(c, lbkit::outcome::success, false);
       }
     }
     const auto udp_ns = std::chrono::nanoseconds(cfg_.udp_timeout).count();
@@ -741,9 +985,9 @@ class worker {
       l = l->next;
       if (now_ - s->last_active >= udp_ns) end_session(s);
     }
-    run_retries();  // connect_failed above may have queued some
+    run_retries();  // backend_failed above may have queued some
     reap();
-    resume_listeners();
+    resume_listeners();  // after a shortage: the fallback of 500 ms (see out_of_descriptors)
   }
 
   // --- UDP -------------------------------------------------------------------------------
@@ -756,7 +1000,8 @@ class worker {
                                    reinterpret_cast<sockaddr*>(&ss), &len);
       if (n < 0) {
         if (errno == EINTR) continue;
-        return;  // EAGAIN, or an ICMP error queued on the socket
+        if (errno != EAGAIN && lbkit::is_local_error(errno)) bump(counters_.local_errors);
+        return;  // EAGAIN; after an error, the next datagram raises a new edge
       }
       auto client = lbkit::endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
       if (!client || !shared_.acl.allows(client->address())) {
@@ -770,7 +1015,9 @@ class worker {
       }
       s->last_active = now_;
       if (::send(s->fd, dgram_.data(), static_cast<std::size_t>(n), 0) < 0) {
-        if (errno == ECONNREFUSED) s->lease.report(lbkit::outcome::gateway_failure);
+        // ECONNREFUSED: the ICMP port unreachable of an earlier datagram. Anything else
+        // (ENOBUFS, EAGAIN: the send buffer is full) is this host's: the datagram is lost.
+        if (errno == ECONNREFUSED) session_refused(*s);
         bump(counters_.udp_dropped);
         continue;
       }
@@ -792,18 +1039,39 @@ class worker {
       bump(counters_.no_backend);
       return nullptr;
     }
+    static examples::rate_limited_log site;
+    // A socket or connect that fails for this host's reasons ends the lease unreported: the
+    // datagram is lost, and no backend is blamed.
+    auto local = [&](const char* what) {
+      bump(counters_.local_errors);
+      if (!cfg_.quiet) {
+        site(
+            "lbkit_l4_proxy: UDP session for %s: %s: %s (this host's shortage; no backend is "
+            "blamed)",
+            client.to_string().c_str(), what, std::strerror(errno));
+      }
+      return nullptr;
+    };
     sockaddr_storage ss{};
     const socklen_t len = lease.address().to_sockaddr(ss);
     const int fd = ::socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return nullptr;
+    if (fd < 0) return local("socket");
     if (::connect(fd, reinterpret_cast<const sockaddr*>(&ss), len) != 0) {
+      const int err = errno;
       ::close(fd);
-      lease.report(lbkit::outcome::gateway_failure);
+      errno = err;
+      if (lbkit::is_local_error(err)) return local("connect");
+      lease.report(lbkit::outcome::connection_failure);  // unreachable
       return nullptr;
     }
     auto* s = new udp_session;
     s->k = kind::session;
     s->fd = fd;
+    if (!add(fd, s, EPOLLIN | EPOLLET)) {
+      delete s;
+      ::close(fd);
+      return local("epoll_ctl");
+    }
     s->via = &l;
     s->client_ep = client;
     s->key = key;
@@ -813,7 +1081,6 @@ class worker {
     s->last_active = now_;
     sessions_.push_back(*s);
     bump(counters_.udp_sessions);
-    add(fd, s, EPOLLIN | EPOLLET);
     if (auto evicted = flows_.insert(key, s, now_)) {
       if (evicted->second != s) end_session(evicted->second);
     }
@@ -821,29 +1088,42 @@ class worker {
   }
 
   void backend_datagrams(udp_session& s) {
-    if (s.dead) return;
     sockaddr_storage ss{};
     const socklen_t len = s.client_ep.to_sockaddr(ss);
-    for (;;) {
+    while (!s.dead) {
       const ssize_t n = ::recv(s.fd, dgram_.data(), dgram_.size(), 0);
       if (n < 0) {
         if (errno == EINTR) continue;
-        if (errno == ECONNREFUSED) {  // ICMP port unreachable from the backend
-          s.lease.report(lbkit::outcome::gateway_failure);
-          continue;
-        }
+        if (errno == ECONNREFUSED) session_refused(s);  // ICMP port unreachable
         return;
       }
       s.replied = true;
       s.last_active = now_;
-      if (s.via->sock.fd < 0 ||
-          ::sendto(s.via->sock.fd, dgram_.data(), static_cast<std::size_t>(n), 0,
-                   reinterpret_cast<const sockaddr*>(&ss), len) < 0) {
+      if (s.via->sock.fd < 0 || ::sendto(s.via->sock.fd, dgram_.data(), static_cast<std::size_t>(n),
+                                         0, reinterpret_cast<const sockaddr*>(&ss), len) < 0) {
         bump(counters_.udp_dropped);
         continue;
       }
       bump(counters_.backend[s.backend].bytes_from, static_cast<std::uint64_t>(n));
     }
+  }
+
+  // The backend refused a datagram of the session (ICMP port unreachable): a connection
+  // failure for passive health, as a refused TCP connect is. The session ends, so that the
+  // client's next datagram is balanced anew (to another backend, once this one is ejected
+  // or marked down) instead of going on to a port that refuses it until --udp-timeout.
+  void session_refused(udp_session& s) {
+    static examples::rate_limited_log site;
+    bump(counters_.backend[s.backend].connect_failures);
+    if (!cfg_.quiet && s.lease) {
+      site(
+          "lbkit_l4_proxy: backend %s (%s) refused a UDP datagram of %s (ICMP port "
+          "unreachable); the session ends",
+          s.lease.id().c_str(), s.lease.address().to_string().c_str(),
+          s.client_ep.to_string().c_str());
+    }
+    s.lease.report(lbkit::outcome::connection_failure);
+    end_session(&s);
   }
 
   void end_session(udp_session* s) {
@@ -869,6 +1149,9 @@ class worker {
   link conns_;
   link sessions_;
   std::vector<connection*> retry_;
+  std::vector<connection*> starved_;  // waiting for a descriptor (phase::starved), in order
+  std::int64_t starved_until_ = 0;    // listeners paused for a shortage until then
+  int pump_error_ = 0;                // errno of the last failed pump
   std::vector<connection*> dead_;
   std::vector<udp_session*> dead_sessions_;
   std::vector<char*> free_buffers_;
