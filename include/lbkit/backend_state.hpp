@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
@@ -55,18 +54,10 @@ enum class outcome : std::uint8_t {
   // reset, unreachable, connect timeout — what an active check sees too. It counts as a
   // failure and a gateway failure, and in a consecutive count of its own: an ejection these
   // caused ends when an active check passes (outlier_detection_options::passing_check_ends).
-  // A failure of this host (out of descriptors, buffers, ports: see is_local_error) is not
+  // A failure of this host (out of descriptors, buffers, ports: see is_local_error in result.hpp) is not
   // one: release such a lease with outcome::none.
   connection_failure,
 };
-
-// Whether an errno value says that this host ran short of something — descriptors, socket
-// buffers, memory, local ports — rather than anything about the peer. Such a failure is not
-// the backend's (DESIGN property 10): it must neither fail a probe nor count against a
-// lease; the probes answer probe_status::local_error for it.
-constexpr bool is_local_error(int err) noexcept {
-  return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EADDRNOTAVAIL;
-}
 
 // Whether passive outlier detection has a backend ejected, and what ends the ejection.
 enum class ejection : std::uint8_t {

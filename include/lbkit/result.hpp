@@ -5,6 +5,7 @@
 // compiler ships one in C++20 mode; g++ 12 does not. The data plane (pick) never uses it.
 #pragma once
 
+#include <cerrno>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -14,6 +15,14 @@
 #include "lbkit/detail/config.hpp"
 
 namespace lbkit {
+
+// Whether an errno value says that this host ran short of something — descriptors, socket
+// buffers, memory, local ports — rather than anything about the peer. Such a failure is not
+// the backend's (DESIGN property 10): it must neither fail a probe nor count against a
+// lease; the probes answer probe_status::local_error for it.
+constexpr bool is_local_error(int err) noexcept {
+  return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EADDRNOTAVAIL;
+}
 
 // What kind of failure an error is, for callers that branch on it; the message says the rest.
 enum class errc {

@@ -18,9 +18,9 @@
 #include <string_view>
 #include <utility>
 
-#include "lbkit/backend_state.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/health/probe.hpp"
+#include "lbkit/result.hpp"
 
 namespace lbkit::detail {
 
