@@ -16,7 +16,6 @@
 // destructor kills it by pid whatever happens). Client addresses other than 127.0.0.1 are
 // other addresses of 127.0.0.0/8, which Linux routes to lo.
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -30,8 +29,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -50,6 +47,7 @@
 
 #include "../support/end_to_end.hpp"
 #include "../support/loopback.hpp"
+#include "../support/proc_usage.hpp"
 #include "../support/process.hpp"
 #include "../support/udp_echo.hpp"
 
@@ -144,37 +142,6 @@ std::uint16_t free_port(int type = SOCK_STREAM) {
   return local_of(open_socket(type, endpoint(ip("127.0.0.1"), 0)).get()).port();
 }
 
-// --- a process, from /proc ---------------------------------------------------------------
-
-// The CPU time (user + system, in clock ticks) a process used so far: fields 14 and 15 of
-// /proc/<pid>/stat, after the command name in parentheses.
-long cpu_ticks(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto paren = text.rfind(')');
-  REQUIRE(paren != std::string::npos);
-  std::vector<std::string> fields;  // fields[0] is field 3 (the state)
-  std::string rest = text.substr(paren + 2);
-  for (std::size_t at = 0; at < rest.size();) {
-    const auto sp = rest.find(' ', at);
-    fields.push_back(rest.substr(at, sp - at));
-    if (sp == std::string::npos) break;
-    at = sp + 1;
-  }
-  REQUIRE(fields.size() > 12);
-  return std::stol(fields[11]) + std::stol(fields[12]);
-}
-
-// How many descriptors a process holds (/proc/<pid>/fd).
-int open_descriptors(pid_t pid) {
-  DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
-  if (d == nullptr) return -1;
-  int n = 0;
-  while (const dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
-  ::closedir(d);
-  return n;
-}
-
 // A program run to its end: its exit status (empty if it did not end within 10 s) and its
 // stderr.
 struct run_result {
@@ -223,26 +190,44 @@ std::string fetch_name(const endpoint& proxy, std::optional<ip_address> from = s
 
 // A TCP backend that holds many connections at once (loopback_server serves one at a
 // time): one thread polls them all, greets each with its name and "\n", echoes what it gets
-// and closes a connection at the client's end.
+// and closes a connection at the client's end. On a given port if asked (SO_REUSEADDR, so
+// that a restart can take the port of one killed); kill() dies as a crashed process does
+// under load: it resets every open connection and closes the listener.
 class holding_backend {
  public:
-  explicit holding_backend(std::string name)
-      : name_(std::move(name)), listener_(open_socket(SOCK_STREAM, endpoint(ip("127.0.0.1"), 0))) {
+  explicit holding_backend(std::string name, std::uint16_t port = 0) : name_(std::move(name)) {
+    listener_ = socket_fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    REQUIRE(listener_);
+    const int one = 1;
+    ::setsockopt(listener_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_storage ss{};
+    const socklen_t len = endpoint(ip("127.0.0.1"), port).to_sockaddr(ss);
+    REQUIRE(::bind(listener_.get(), reinterpret_cast<sockaddr*>(&ss), len) == 0);
     REQUIRE(::listen(listener_.get(), 256) == 0);
     address_ = local_of(listener_.get());
     thread_ = std::thread([this] { run(); });
   }
   holding_backend(const holding_backend&) = delete;
   holding_backend& operator=(const holding_backend&) = delete;
-  ~holding_backend() {
-    stop_.store(true);
-    thread_.join();
-    for (int fd : conns_) ::close(fd);
-  }
+  ~holding_backend() { stop(false); }
   std::string arg() const { return address_.to_string() + ",id=" + name_; }
+  std::uint16_t port() const { return address_.port(); }
   const std::string& name() const { return name_; }
+  // Resets the open connections (counted), then closes the listener: connects are refused.
+  void kill() { stop(true); }
+  int cut() const { return cut_; }
 
  private:
+  void stop(bool reset) {
+    if (!thread_.joinable()) return;
+    stop_.store(true);
+    thread_.join();
+    for (int fd : conns_) reset ? loopback_server::reset(fd) : static_cast<void>(::close(fd));
+    if (reset) cut_ = static_cast<int>(conns_.size());
+    conns_.clear();
+    listener_.reset();
+  }
+
   void run() {
     std::vector<pollfd> p;
     while (!stop_.load()) {
@@ -277,7 +262,8 @@ class holding_backend {
   std::string name_;
   socket_fd listener_;
   endpoint address_;
-  std::vector<int> conns_;  // the thread's only
+  std::vector<int> conns_;  // the thread's, then stop()'s
+  int cut_ = 0;
   std::atomic<bool> stop_{false};
   std::thread thread_;  // last: it uses the members above
 };
@@ -920,15 +906,13 @@ TEST_CASE(
 
   // While it is, the proxy does not spin, and the stats page still answers; it is asked for
   // in the measured second.
-  const long ticks_before = cpu_ticks(pid);
+  const double cpu_before = cpu_seconds(pid);
   const auto measured = steady_clock::now();
   const std::string page = p.stats();
   std::this_thread::sleep_until(measured + 1s);  // a measuring window, not a wait for a state
-  const long ticks = cpu_ticks(pid) - ticks_before;
-  const long per_second = ::sysconf(_SC_CLK_TCK);
-  MESSAGE("out of descriptors: the proxy used " << ticks << " of " << per_second
-                                                << " clock ticks in a second");
-  CHECK(ticks * 5 < per_second);  // under 20% of a core; a busy loop takes all of it
+  const double cpu = cpu_seconds(pid) - cpu_before;
+  MESSAGE("out of descriptors: the proxy used " << cpu << " s of CPU in a second");
+  CHECK(cpu < 0.2);  // under 20% of a core; a busy loop takes all of it
   INFO("stats while exhausted:\n" << page);
   for (const char* id : {"a", "b"}) {
     CHECK(proxy_process::field(page, id, "health") == "up");
@@ -1635,21 +1619,6 @@ TEST_CASE("SIGTERM: the proxy stops accepting, lets open connections finish, and
 
 namespace {
 
-// Resident memory of a process in KiB (VmRSS), or -1.
-long rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  long value = -1;
-  while (in >> key) {
-    if (key == "VmRSS:") {
-      in >> value;
-      return value;
-    }
-    in.ignore(1 << 12, '\n');
-  }
-  return -1;
-}
-
 // A TCP backend that sends `size` bytes of the test pattern to every connection, then
 // closes: one thread accepts, one thread per connection sends (blocking, each send bounded
 // by io_timeout), so that many slow downloads run at once.
@@ -1713,82 +1682,6 @@ bool readable(int fd, milliseconds wait = 0ms) {
   pollfd p{fd, POLLIN, 0};
   return ::poll(&p, 1, static_cast<int>(wait.count())) == 1;
 }
-
-// A TCP backend like holding_backend (greets each connection with its name and "\n",
-// echoes, holds many connections), on a given port (SO_REUSEADDR, so that a restart can take
-// the port of the one killed), that dies as a crashed process does under load: kill()
-// resets every open connection and closes the listener.
-class killable_backend {
- public:
-  explicit killable_backend(std::string name, std::uint16_t port = 0) : name_(std::move(name)) {
-    listener_ = socket_fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    REQUIRE(listener_);
-    const int one = 1;
-    ::setsockopt(listener_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_storage ss{};
-    const socklen_t len = endpoint(ip("127.0.0.1"), port).to_sockaddr(ss);
-    REQUIRE(::bind(listener_.get(), reinterpret_cast<sockaddr*>(&ss), len) == 0);
-    REQUIRE(::listen(listener_.get(), 256) == 0);
-    address_ = local_of(listener_.get());
-    thread_ = std::thread([this] { run(); });
-  }
-  killable_backend(const killable_backend&) = delete;
-  killable_backend& operator=(const killable_backend&) = delete;
-  ~killable_backend() { kill(); }
-  std::string arg() const { return address_.to_string() + ",id=" + name_; }
-  std::uint16_t port() const { return address_.port(); }
-  // Resets the open connections (counted), then closes the listener: connects are refused.
-  void kill() {
-    if (!thread_.joinable()) return;
-    stop_.store(true);
-    thread_.join();
-    for (int fd : conns_) loopback_server::reset(fd);
-    cut_ = static_cast<int>(conns_.size());
-    conns_.clear();
-    listener_.reset();
-  }
-  int cut() const { return cut_; }
-
- private:
-  void run() {
-    std::vector<pollfd> p;
-    while (!stop_.load()) {
-      p.assign(1, pollfd{listener_.get(), POLLIN, 0});
-      for (int fd : conns_) p.push_back({fd, POLLIN, 0});
-      if (::poll(p.data(), p.size(), 20) <= 0) continue;
-      std::vector<int> ended;
-      for (std::size_t i = 1; i < p.size(); ++i) {
-        if (p[i].revents == 0) continue;
-        char buf[4096];
-        const ssize_t n = ::recv(p[i].fd, buf, sizeof buf, MSG_DONTWAIT);
-        if (n > 0) {
-          [[maybe_unused]] auto m = ::send(p[i].fd, buf, static_cast<std::size_t>(n), MSG_NOSIGNAL);
-        } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-          ended.push_back(p[i].fd);
-        }
-      }
-      for (int fd : ended) {
-        ::close(fd);
-        std::erase(conns_, fd);
-      }
-      if (p[0].revents != 0) {
-        const int c = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-        if (c < 0) continue;
-        const std::string hello = name_ + "\n";
-        [[maybe_unused]] auto m = ::send(c, hello.data(), hello.size(), MSG_NOSIGNAL);
-        conns_.push_back(c);
-      }
-    }
-  }
-
-  std::string name_;
-  socket_fd listener_;
-  endpoint address_;
-  std::vector<int> conns_;  // the thread's, then kill()'s
-  int cut_ = 0;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;  // last: it uses the members above
-};
 
 }  // namespace
 
@@ -2149,7 +2042,7 @@ TEST_CASE(
   // case above: back within rise × interval + 1.2 s of slack = 1.6 s of the restart.
   constexpr auto back_within = 2 * 200ms + 1200ms;
   holding_backend a("a"), c("c");
-  auto b = std::make_unique<killable_backend>("b");
+  auto b = std::make_unique<holding_backend>("b");
   const auto port = b->port();
   proxy_process p(
       {"--listen",  "127.0.0.1:0", "--threads",          "1",     "--policy",        "round_robin",
@@ -2211,7 +2104,7 @@ TEST_CASE(
   const auto killed_served = served.load();
   REQUIRE(eventually([&] { return served.load() >= killed_served + 30; }));
 
-  b = std::make_unique<killable_backend>("b", port);
+  b = std::make_unique<holding_backend>("b", port);
   const auto restarted = steady_clock::now();
   const auto restarted_ticks = restarted.time_since_epoch().count();
   const bool back = eventually([&] { return last_b.load() > restarted_ticks; }, 10s);

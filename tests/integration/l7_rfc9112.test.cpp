@@ -30,7 +30,6 @@
 #include <string>
 #include <string_view>
 #include <thread>
-#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -54,6 +53,7 @@ TEST_CASE("lbkit_l7_router is not built (Boost, toml++ or CLI11 missing): its te
 #include <lbkit/endpoint.hpp>
 
 #include "../support/end_to_end.hpp"
+#include "../support/l7_router.hpp"
 #include "../support/loopback.hpp"
 #include "../support/process.hpp"
 
@@ -243,47 +243,7 @@ std::string config(const raw_backend& b, std::string_view routes = "") {
   return out;
 }
 
-// lbkit_l7_router on `config`, once it printed both addresses.
-class router_process {
- public:
-  explicit router_process(const std::string& config)
-      : path_(dir_.write("router.toml", config)), proc_({LBKIT_L7_ROUTER_PATH, "--config", path_}) {
-    REQUIRE_MESSAGE(proc_.started(), proc_.start_error());
-    bool listening = false, stats = false;
-    while (!listening || !stats) {
-      const auto line = proc_.read_line(10s);
-      INFO("router stderr: " << proc_.stderr_text());
-      REQUIRE(line);
-      for (auto [prefix, out, seen] : {std::tuple{"listening on ", &listen_, &listening},
-                                       std::tuple{"stats on ", &stats_, &stats}}) {
-        const std::string_view p = prefix;
-        if (line->rfind(p, 0) != 0) continue;
-        const auto at = endpoint::parse(line->substr(p.size()));
-        REQUIRE_MESSAGE(at, *line);
-        *out = *at;
-        *seen = true;
-      }
-    }
-  }
-  router_process(const router_process&) = delete;
-  router_process& operator=(const router_process&) = delete;
-  ~router_process() { show_log_if_running(proc_, "lbkit_l7_router"); }
-
-  const endpoint& address() const { return listen_; }
-  // The "failures" the stats page counts for backend b1 of pool p, or -1.
-  long long failures() const;
-  void stop() { stop_cleanly(proc_, "router", 5000ms); }
-
- private:
-  temp_dir dir_{"lbkit-l7-rfc9112-test"};
-  std::string path_;
-  child_process proc_;
-  endpoint listen_, stats_;
-};
-
 // --- a client ------------------------------------------------------------------------------
-
-using response = http::response<http::string_body>;
 
 // One connection to the router: raw bytes out, answers read with Beast's parser.
 class client {
@@ -347,22 +307,10 @@ class client {
   std::string carry_;
 };
 
-long long router_process::failures() const {
-  client c(stats_);
-  const auto r = c.request("GET / HTTP/1.1\r\nHost: stats\r\n\r\n");
-  if (!r) return -1;
-  const std::string page = r->body();
-  for (std::size_t from = 0; from < page.size();) {
-    auto end = page.find('\n', from);
-    if (end == std::string::npos) end = page.size();
-    const std::string line = page.substr(from, end - from) + " ";
-    from = end + 1;
-    if (line.rfind("backend pool=p id=b1 ", 0) != 0) continue;
-    const auto at = line.find(" failures=");
-    if (at == std::string::npos) return -1;
-    return std::atoll(line.c_str() + at + 10);
-  }
-  return -1;
+// The "failures" the stats page counts for backend b1 of pool p, or -1.
+long long failures(router_process& r) {
+  const std::string n = stats_field(r.stats_page(), "p", "b1", "failures");
+  return n.empty() ? -1 : std::atoll(n.c_str());
 }
 
 // --- what a case checks --------------------------------------------------------------------
@@ -709,13 +657,13 @@ void bad_answer(std::string_view answer, bool close = false, unsigned status = 5
   raw_backend b([&](const seen_request& s) {
     return s.conn == 1 ? raw_answer{bytes, close} : ok_answer(s);
   });
-  router_process r(config(b));
+  router_process r(config(b), /*with_stats=*/true);
   client c(r.address());
   auto res = c.request("GET /first HTTP/1.1\r\n" + host + "\r\n");
   REQUIRE(res);
   CHECK(res->result_int() == status);
   INFO("answer: " << res->body());
-  CHECK(r.failures() == 1);
+  CHECK(failures(r) == 1);
   CHECK(eventually([&] { return b.closed_by_peer(1) || close; }, 3000ms));
   res = c.request("GET /second HTTP/1.1\r\n" + host + "\r\n");
   REQUIRE(res);

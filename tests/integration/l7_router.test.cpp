@@ -1466,17 +1466,7 @@ TEST_CASE("exhaustion: idle and slowloris floods with slow readers; others serve
                    true);
   const pid_t pid = r.process().pid();
   CHECK(fetch_body(r.address(), get("/")) == "a");
-  auto rss = [&] {
-    std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/status").c_str(), "r");
-    long kib = -1;
-    char line[256];
-    while (f != nullptr && std::fgets(line, sizeof line, f) != nullptr) {
-      if (std::sscanf(line, "VmRSS: %ld", &kib) == 1) break;
-    }
-    if (f != nullptr) std::fclose(f);
-    return kib;
-  };
-  const long before = rss();
+  const long before = rss_kib(pid);
 
   std::vector<socket_fd> idle;
   for (int i = 0; i < 150; ++i) idle.push_back(connect_tcp(r.address()));
@@ -1519,7 +1509,7 @@ TEST_CASE("exhaustion: idle and slowloris floods with slow readers; others serve
   }
   int served = 0;
   for (int i = 0; i < 100; ++i) served += fetch_body(r.address(), get("/ordinary")) == "a";
-  const long during = rss();
+  const long during = rss_kib(pid);
   for (auto& t : threads) t.join();
   MESSAGE("router memory " << before << " KiB before, " << during << " KiB with 208 hostile "
                             "or slow clients");

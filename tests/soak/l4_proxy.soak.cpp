@@ -56,8 +56,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <filesystem>
-#include <fstream>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -70,6 +68,7 @@
 #include <lbkit/endpoint.hpp>
 
 #include "../support/end_to_end.hpp"
+#include "../support/proc_usage.hpp"
 #include "../support/process.hpp"
 
 #ifndef LBKIT_L4_PROXY_PATH
@@ -92,32 +91,6 @@ std::chrono::seconds soak_length() {
   const char* s = std::getenv("LBKIT_SOAK_SECONDS");
   const long n = s != nullptr ? std::atol(s) : 0;
   return std::chrono::seconds(n > 0 ? n : 60);
-}
-
-// Open descriptors of a process.
-long descriptors(pid_t pid) {
-  std::error_code ec;
-  long n = 0;
-  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    ++n;
-  }
-  return ec ? -1 : n;
-}
-
-// Resident memory of a process in KiB (VmRSS), or -1.
-long rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  long value = -1;
-  while (in >> key) {
-    if (key == "VmRSS:") {
-      in >> value;
-      return value;
-    }
-    in.ignore(1 << 12, '\n');
-  }
-  return -1;
 }
 
 // What ASan's quarantine (quarantine_size_mb=16, set below for the proxy) may add to the
@@ -747,11 +720,11 @@ TEST_CASE("soak: the L4 proxy through kills, restarts, a slow backend and a rese
       },
       10s, 20ms));
   // Before the load (the least of a few looks: a health check's socket may be open in one).
-  long fds_before = descriptors(pid), udp_fds_before = descriptors(udp.pid());
+  long fds_before = open_descriptors(pid), udp_fds_before = open_descriptors(udp.pid());
   for (int i = 0; i < 5; ++i) {
     std::this_thread::sleep_for(20ms);  // sampling, not a wait for a state
-    fds_before = std::min(fds_before, descriptors(pid));
-    udp_fds_before = std::min(udp_fds_before, descriptors(udp.pid()));
+    fds_before = std::min(fds_before, open_descriptors(pid));
+    udp_fds_before = std::min(udp_fds_before, open_descriptors(udp.pid()));
   }
 
   tally t;
@@ -858,7 +831,7 @@ TEST_CASE("soak: the L4 proxy through kills, restarts, a slow backend and a rese
         t.late[0] + t.late[1] + t.late[2], restarts.cut(), resetter.resets(),
         served[0] - last_served[0], served[1] - last_served[1], served[2] - last_served[2],
         health.c_str(), resetting.load() ? " resetting" : "", answered - last_udp, ut.resent.load(),
-        ut.lost.load(), descriptors(pid), rss_kib(pid));
+        ut.lost.load(), open_descriptors(pid), rss_kib(pid));
     std::fflush(stdout);
     last_conns = conns;
     last_exchanges = exchanges;
@@ -869,9 +842,9 @@ TEST_CASE("soak: the L4 proxy through kills, restarts, a slow backend and a rese
   for (auto& th : clients) th.join();
 
   // After the load: client connections closed; UDP sessions expire after their 1 s.
-  CHECK(eventually([&] { return descriptors(pid) <= fds_before; }, 10s, 50ms));
-  CHECK(eventually([&] { return descriptors(udp.pid()) <= udp_fds_before; }, 10s, 50ms));
-  const long fds_after = descriptors(pid), udp_fds_after = descriptors(udp.pid());
+  CHECK(eventually([&] { return open_descriptors(pid) <= fds_before; }, 10s, 50ms));
+  CHECK(eventually([&] { return open_descriptors(udp.pid()) <= udp_fds_before; }, 10s, 50ms));
+  const long fds_after = open_descriptors(pid), udp_fds_after = open_descriptors(udp.pid());
   const long rss_after = rss_kib(pid);
   const std::string page = tcp.stats(), udp_page = udp.stats();
 

@@ -17,8 +17,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <string>
@@ -49,32 +47,6 @@ std::chrono::seconds soak_length() {
   const char* s = std::getenv("LBKIT_SOAK_SECONDS");
   const long n = s != nullptr ? std::atol(s) : 0;
   return std::chrono::seconds(n > 0 ? n : 60);
-}
-
-// Open descriptors of a process.
-long descriptors(pid_t pid) {
-  std::error_code ec;
-  long n = 0;
-  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    ++n;
-  }
-  return ec ? -1 : n;
-}
-
-// Resident memory of a process in KiB (VmRSS), or -1.
-long rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  long value = -1;
-  while (in >> key) {
-    if (key == "VmRSS:") {
-      in >> value;
-      return value;
-    }
-    in.ignore(1 << 12, '\n');
-  }
-  return -1;
 }
 
 // Statuses of the load, counted by all clients, and the connections that broke.
@@ -130,7 +102,7 @@ TEST_CASE("soak: the router through kills, restarts, a slow backend and a failin
            stats_field(page, "web", "restarts", "health") == "up" &&
            stats_field(page, "web", "slow", "health") == "up";
   }));
-  const long fds_before = descriptors(pid);
+  const long fds_before = open_descriptors(pid);
 
   tally t;
   std::atomic<bool> stop{false};
@@ -214,7 +186,7 @@ TEST_CASE("soak: the router through kills, restarts, a slow backend and a failin
         static_cast<long long>(
             std::chrono::duration_cast<std::chrono::seconds>(next - start).count()),
         total - last_total, bad, hits[0] - last_hits[0], hits[1] - last_hits[1],
-        hits[2] - last_hits[2], failing.load() ? " (flaky failing)" : "", descriptors(pid),
+        hits[2] - last_hits[2], failing.load() ? " (flaky failing)" : "", open_descriptors(pid),
         rss_kib(pid));
     std::fflush(stdout);
     last_total = total;
@@ -226,8 +198,8 @@ TEST_CASE("soak: the router through kills, restarts, a slow backend and a failin
   failing = false;
 
   // After the load: client connections closed, idle upstream ones gone within their 1 s.
-  CHECK(eventually([&] { return descriptors(pid) <= fds_before; }, 10s, 50ms));
-  const long fds_after = descriptors(pid);
+  CHECK(eventually([&] { return open_descriptors(pid) <= fds_before; }, 10s, 50ms));
+  const long fds_after = open_descriptors(pid);
   const long rss_after = rss_kib(pid);
   const std::string page = r.stats_page();
 

@@ -37,6 +37,7 @@
 #include "end_to_end.hpp"
 #include "http_backend.hpp"
 #include "loopback.hpp"
+#include "proc_usage.hpp"
 #include "process.hpp"
 
 #if !defined(LBKIT_L7_ROUTER_PATH)
@@ -449,25 +450,6 @@ inline loopback_server::handler trickle(std::size_t size, std::size_t piece, mil
     }
     ::close(c);
   };
-}
-
-// CPU seconds (user + system) a process has used, from /proc/PID/stat; -1 if unreadable.
-inline double cpu_seconds(pid_t pid) {
-  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
-  if (f == nullptr) return -1;
-  char buf[1024];
-  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = '\0';
-  const char* p = std::strrchr(buf, ')');  // the command name may hold spaces
-  if (p == nullptr) return -1;
-  unsigned long long utime = 0, stime = 0;
-  // After ") ": state, then fields 4..13, then utime (14) and stime (15).
-  if (std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) !=
-      2) {
-    return -1;
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 }  // namespace lbkit::test
