@@ -28,28 +28,14 @@
 
 #include <lbkit/net/cidr_table.hpp>
 
+#include "fuzz_check.hpp"
+
 namespace {
 
-[[noreturn]] void fail(const char* what, int line) {
-  std::fprintf(stderr, "cidr fuzz check failed at line %d: %s\n", line, what);
-  std::abort();
-}
-
-#define FUZZ_CHECK(cond) ((cond) ? static_cast<void>(0) : fail(#cond, __LINE__))
+using namespace lbkit::fuzz;  // fail, no_controls, check_message
 
 using lbkit::cidr;
 using lbkit::ip_address;
-
-void check_message(const lbkit::error& e) {
-  FUZZ_CHECK(!e.message.empty());
-  FUZZ_CHECK(e.message.size() <= 1024);  // each quote() shows 64 bytes at most
-  FUZZ_CHECK(std::all_of(e.message.begin(), e.message.end(), [](char c) {
-    const auto u = static_cast<unsigned char>(c);
-    // No control bytes: untrusted ones reach a message only through quote(), which escapes
-    // them. The library's own words may be UTF-8 ("RFC 9110 §5.6.2").
-    return u >= 0x20 && u != 0x7f;
-  }));
-}
 
 // 128-bit integers for the reference (__extension__: -Wpedantic knows them not).
 __extension__ typedef unsigned __int128 u128;

@@ -32,26 +32,11 @@
 
 #include <lbkit/endpoint.hpp>
 
+#include "fuzz_check.hpp"
+
 namespace {
 
-[[noreturn]] void fail(const char* what, int line) {
-  std::fprintf(stderr, "endpoint fuzz check failed at line %d: %s\n", line, what);
-  std::abort();
-}
-
-#define FUZZ_CHECK(cond) ((cond) ? static_cast<void>(0) : fail(#cond, __LINE__))
-
-// A rejection says what was wrong, in one short line.
-void check_message(const lbkit::error& e) {
-  FUZZ_CHECK(!e.message.empty());
-  FUZZ_CHECK(e.message.size() <= 1024);  // each quote() shows 64 bytes at most
-  FUZZ_CHECK(std::all_of(e.message.begin(), e.message.end(), [](char c) {
-    const auto u = static_cast<unsigned char>(c);
-    // No control bytes: untrusted ones reach a message only through quote(), which escapes
-    // them. The library's own words may be UTF-8 ("RFC 9110 §5.6.2").
-    return u >= 0x20 && u != 0x7f;
-  }));
-}
+using namespace lbkit::fuzz;  // fail, no_controls, check_message
 
 // What glibc makes of `text` as an address of the family parse() would try; nothing when
 // inet_pton refuses it or the text holds a NUL (inet_pton reads a C string).

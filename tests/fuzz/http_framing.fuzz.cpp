@@ -28,14 +28,11 @@
 
 #include <lbkit/net/http_framing.hpp>
 
+#include "fuzz_check.hpp"
+
 namespace {
 
-[[noreturn]] void fail(const char* what, int line) {
-  std::fprintf(stderr, "http_framing fuzz check failed at line %d: %s\n", line, what);
-  std::abort();
-}
-
-#define FUZZ_CHECK(cond) ((cond) ? static_cast<void>(0) : fail(#cond, __LINE__))
+using namespace lbkit::fuzz;  // fail, no_controls, check_message
 
 std::string_view next_line(std::string_view& in) {
   const auto nl = in.find('\n');

@@ -23,14 +23,11 @@
 #include <lbkit/net/route_table.hpp>
 #include <lbkit/net/sticky_session.hpp>
 
+#include "fuzz_check.hpp"
+
 namespace {
 
-[[noreturn]] void fail(const char* what, int line) {
-  std::fprintf(stderr, "http_request fuzz check failed at line %d: %s\n", line, what);
-  std::abort();
-}
-
-#define FUZZ_CHECK(cond) ((cond) ? static_cast<void>(0) : fail(#cond, __LINE__))
+using namespace lbkit::fuzz;  // fail, no_controls, check_message
 
 lbkit::route_match route(std::string host, std::string path, bool prefix = true,
                          std::vector<std::string> methods = {},

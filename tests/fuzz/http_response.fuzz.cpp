@@ -25,14 +25,11 @@
 
 #include <lbkit/health/http_probe.hpp>
 
+#include "fuzz_check.hpp"
+
 namespace {
 
-[[noreturn]] void fail(const char* what, int line) {
-  std::fprintf(stderr, "http_response fuzz check failed at line %d: %s\n", line, what);
-  std::abort();
-}
-
-#define FUZZ_CHECK(cond) ((cond) ? static_cast<void>(0) : fail(#cond, __LINE__))
+using namespace lbkit::fuzz;  // fail, no_controls, check_message
 
 using parser = lbkit::detail::http1::response_parser;
 using event = parser::event;

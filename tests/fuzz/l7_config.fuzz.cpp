@@ -34,14 +34,11 @@
 #include "../../examples/common/policies.hpp"
 #include "../../examples/l7_router/config.hpp"
 
+#include "fuzz_check.hpp"
+
 namespace {
 
-[[noreturn]] void fail(const char* what, int line) {
-  std::fprintf(stderr, "l7_config fuzz check failed at line %d: %s\n", line, what);
-  std::abort();
-}
-
-#define FUZZ_CHECK(cond) ((cond) ? static_cast<void>(0) : fail(#cond, __LINE__))
+using namespace lbkit::fuzz;  // fail, no_controls, check_message
 
 [[noreturn]] void fail_because(const char* what, const std::string& why, int line) {
   std::fprintf(stderr, "%s\n", why.c_str());

@@ -21,14 +21,11 @@
 
 #include <lbkit/net/proxy_protocol.hpp>
 
+#include "fuzz_check.hpp"
+
 namespace {
 
-[[noreturn]] void fail(const char* what, int line) {
-  std::fprintf(stderr, "proxy_protocol fuzz check failed at line %d: %s\n", line, what);
-  std::abort();
-}
-
-#define FUZZ_CHECK(cond) ((cond) ? static_cast<void>(0) : fail(#cond, __LINE__))
+using namespace lbkit::fuzz;  // fail, no_controls, check_message
 
 using lbkit::proxy_parse_status;
 

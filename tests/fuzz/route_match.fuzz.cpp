@@ -24,23 +24,11 @@
 
 #include <lbkit/net/route_table.hpp>
 
+#include "fuzz_check.hpp"
+
 namespace {
 
-[[noreturn]] void fail(const char* what, int line) {
-  std::fprintf(stderr, "route_match fuzz check failed at line %d: %s\n", line, what);
-  std::abort();
-}
-
-#define FUZZ_CHECK(cond) ((cond) ? static_cast<void>(0) : fail(#cond, __LINE__))
-
-bool no_controls(std::string_view s) {
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    const auto u = static_cast<unsigned char>(c);
-    // No control bytes: untrusted ones reach a message only through quote(), which escapes
-    // them. The library's own words may be UTF-8 ("RFC 9110 §5.6.2").
-    return u >= 0x20 && u != 0x7f;
-  });
-}
+using namespace lbkit::fuzz;  // fail, no_controls, check_message
 
 std::string_view next_line(std::string_view& in) {
   const auto nl = in.find('\n');

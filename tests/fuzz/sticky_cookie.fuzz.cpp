@@ -30,14 +30,11 @@
 
 #include <lbkit/net/sticky_session.hpp>
 
+#include "fuzz_check.hpp"
+
 namespace {
 
-[[noreturn]] void fail(const char* what, int line) {
-  std::fprintf(stderr, "sticky_cookie fuzz check failed at line %d: %s\n", line, what);
-  std::abort();
-}
-
-#define FUZZ_CHECK(cond) ((cond) ? static_cast<void>(0) : fail(#cond, __LINE__))
+using namespace lbkit::fuzz;  // fail, no_controls, check_message
 
 // --- references ------------------------------------------------------------------------
 
