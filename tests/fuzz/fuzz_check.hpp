@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// What the fuzz targets check with. FUZZ_CHECK(cond) aborts, naming the target's file, the
+// What the fuzz targets check with (and how they read their input). FUZZ_CHECK(cond) aborts, naming the target's file, the
 // line and the condition, which libFuzzer reports as a crash and keeps the input for; a
 // rejection's message must say what was wrong in one short line of no control bytes.
 #pragma once
@@ -37,6 +37,15 @@ inline void check_message(const lbkit::error& e, std::size_t limit = 1024,
   if (e.message.empty()) fail("a rejection's message is not empty", line, file);
   if (e.message.size() > limit) fail("a rejection's message is short", line, file);
   if (!no_controls(e.message)) fail("a rejection's message has no control bytes", line, file);
+}
+
+// The next line of a fuzz input that is read as lines ('\n' ends one, and is dropped): it is
+// taken off `in`; an empty `in` gives empty lines.
+inline std::string_view next_line(std::string_view& in) {
+  const auto nl = in.find('\n');
+  const std::string_view line = in.substr(0, nl);
+  in = nl == std::string_view::npos ? std::string_view() : in.substr(nl + 1);
+  return line;
 }
 
 }  // namespace lbkit::fuzz

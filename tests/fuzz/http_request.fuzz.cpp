@@ -27,7 +27,7 @@
 
 namespace {
 
-using namespace lbkit::fuzz;  // fail, no_controls, check_message
+using namespace lbkit::fuzz;  // fail, no_controls, check_message, next_line
 
 lbkit::route_match route(std::string host, std::string path, bool prefix = true,
                          std::vector<std::string> methods = {},
@@ -71,13 +71,6 @@ const tables& built() {
     return out;
   }();
   return t;
-}
-
-std::string_view next_line(std::string_view& in) {
-  const auto nl = in.find('\n');
-  const std::string_view line = in.substr(0, nl);
-  in = nl == std::string_view::npos ? std::string_view() : in.substr(nl + 1);
-  return line;
 }
 
 bool within(std::string_view part, std::string_view whole) {

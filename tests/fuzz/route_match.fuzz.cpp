@@ -28,14 +28,7 @@
 
 namespace {
 
-using namespace lbkit::fuzz;  // fail, no_controls, check_message
-
-std::string_view next_line(std::string_view& in) {
-  const auto nl = in.find('\n');
-  const std::string_view line = in.substr(0, nl);
-  in = nl == std::string_view::npos ? std::string_view() : in.substr(nl + 1);
-  return line;
-}
+using namespace lbkit::fuzz;  // fail, no_controls, check_message, next_line
 
 char flip_case(char c) {
   if (c >= 'a' && c <= 'z') return static_cast<char>(c - 'a' + 'A');

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -187,6 +188,45 @@ std::string fetch_name(const endpoint& proxy, std::optional<ip_address> from = s
   auto r = read_to_end(s.get());
   return r.eof ? r.data : "";
 }
+
+// Clients one after another, on a thread of their own, until stop() or the end of the scope.
+// `one` makes a connection and returns the name of the backend that answered it, empty if it
+// failed. Counts them, and keeps when `watched` last answered one.
+class client_loop {
+ public:
+  client_loop(std::function<std::string()> one, std::string watched)
+      : one_(std::move(one)), watched_(std::move(watched)), thread_([this] { run(); }) {}
+  client_loop(const client_loop&) = delete;
+  client_loop& operator=(const client_loop&) = delete;
+  ~client_loop() { stop(); }
+  void stop() {
+    done_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+  int served() const { return served_.load(); }  // connections made, failed ones included
+  int failed() const { return failed_.load(); }
+  // Whether `watched` answered a connection after `t`.
+  bool answered_since(steady_clock::time_point t) const {
+    return last_watched_.load() > t.time_since_epoch().count();
+  }
+
+ private:
+  void run() {
+    while (!done_.load()) {
+      const std::string name = one_();
+      if (name.empty()) ++failed_;
+      ++served_;
+      if (name == watched_) last_watched_.store(steady_clock::now().time_since_epoch().count());
+    }
+  }
+
+  std::function<std::string()> one_;
+  std::string watched_;
+  std::atomic<bool> done_{false};
+  std::atomic<int> served_{0}, failed_{0};
+  std::atomic<std::int64_t> last_watched_{0};  // steady_clock ticks
+  std::thread thread_;                          // last: it uses the members above
+};
 
 // A TCP backend that holds many connections at once (loopback_server serves one at a
 // time): one thread polls them all, greets each with its name and "\n", echoes what it gets
@@ -700,45 +740,25 @@ TEST_CASE(
   // Clients connect one after another on their own thread the whole time, so that the kill
   // lands while connections to b are on their way (some in b's accept queue, which its close
   // resets: retried too, since b sent nothing and got nothing of the client's).
-  std::atomic<bool> done{false};
-  std::atomic<int> failed{0}, served{0};
-  std::atomic<std::int64_t> last_b{0};  // steady_clock ticks of the last connection b served
-  std::thread load([&] {
-    while (!done.load()) {
-      const auto name = fetch_name(p.address());
-      if (name.empty()) ++failed;
-      ++served;
-      if (name == "b") last_b.store(steady_clock::now().time_since_epoch().count());
-    }
-  });
-  struct join_on_exit {
-    std::atomic<bool>& done;
-    std::thread& t;
-    ~join_on_exit() {
-      done.store(true);
-      if (t.joinable()) t.join();
-    }
-  } joiner{done, load};
-  REQUIRE(eventually([&] { return served.load() >= 30; }));
+  client_loop load([&] { return fetch_name(p.address()); }, "b");
+  REQUIRE(eventually([&] { return load.served() >= 30; }));
 
   const auto port = backends[1]->server.address().port();
   backends[1]->server.stop();
   REQUIRE(eventually([&] { return p.health("b") == "ejected"; }));
-  const auto killed_served = served.load();
-  REQUIRE(eventually([&] { return served.load() >= killed_served + 30; }));
+  const auto killed_served = load.served();
+  REQUIRE(eventually([&] { return load.served() >= killed_served + 30; }));
 
   backends[1] = std::make_unique<named_backend>("b", port);
   const auto restarted = steady_clock::now();
-  const auto restarted_ticks = restarted.time_since_epoch().count();
-  const bool back = eventually([&] { return last_b.load() > restarted_ticks; }, 10s);
+  const bool back = eventually([&] { return load.answered_since(restarted); }, 10s);
   const auto took = since(restarted);
-  done.store(true);
-  load.join();
-  MESSAGE("b served again " << took.count() << " ms after its restart; " << served.load()
+  load.stop();
+  MESSAGE("b served again " << took.count() << " ms after its restart; " << load.served()
                             << " connections in all");
   CHECK(back);
   CHECK(took < back_within);
-  CHECK(failed.load() == 0);  // a and c were up the whole time
+  CHECK(load.failed() == 0);  // a and c were up the whole time
   const auto page = p.stats();
   CHECK(proxy_process::field(page, "b", "health") == "up");
   CHECK(std::stoull(proxy_process::field(page, "b", "connect_failures")) >= 3);
@@ -2072,27 +2092,13 @@ TEST_CASE(
   others.clear();
 
   // Load on its own thread the whole time: connect, read the greeting, leave.
-  std::atomic<bool> done{false};
-  std::atomic<int> failed{0}, served{0};
-  std::atomic<std::int64_t> last_b{0};  // steady_clock ticks of the last greeting from b
-  std::thread load([&] {
-    while (!done.load()) {
-      const auto s = connect_tcp(p.address());
-      const auto name = s ? read_line(s.get()) : std::nullopt;
-      if (!name) ++failed;
-      ++served;
-      if (name == "b") last_b.store(steady_clock::now().time_since_epoch().count());
-    }
-  });
-  struct join_on_exit {
-    std::atomic<bool>& done;
-    std::thread& t;
-    ~join_on_exit() {
-      done.store(true);
-      if (t.joinable()) t.join();
-    }
-  } joiner{done, load};
-  REQUIRE(eventually([&] { return served.load() >= 30; }));
+  client_loop load(
+      [&] {
+        const auto c = connect_tcp(p.address());
+        return (c ? read_line(c.get()) : std::nullopt).value_or("");
+      },
+      "b");
+  REQUIRE(eventually([&] { return load.served() >= 30; }));
 
   b->kill();
   CHECK(b->cut() >= 4);  // and any of the load's open there
@@ -2101,20 +2107,18 @@ TEST_CASE(
     CHECK(r.error == ECONNRESET);  // the proxy passes the reset on
   }
   REQUIRE(eventually([&] { return p.health("b") == "ejected"; }));
-  const auto killed_served = served.load();
-  REQUIRE(eventually([&] { return served.load() >= killed_served + 30; }));
+  const auto killed_served = load.served();
+  REQUIRE(eventually([&] { return load.served() >= killed_served + 30; }));
 
   b = std::make_unique<holding_backend>("b", port);
   const auto restarted = steady_clock::now();
-  const auto restarted_ticks = restarted.time_since_epoch().count();
-  const bool back = eventually([&] { return last_b.load() > restarted_ticks; }, 10s);
+  const bool back = eventually([&] { return load.answered_since(restarted); }, 10s);
   const auto took = since(restarted);
-  done.store(true);
-  load.join();
+  load.stop();
   MESSAGE("b served again " << took.count() << " ms after its restart");
   CHECK(back);
   CHECK(took < back_within);
-  CHECK(failed.load() == 0);
+  CHECK(load.failed() == 0);
   const auto page = p.stats();
   INFO(page);
   CHECK(std::stoull(proxy_process::field(page, "b", "failures")) >=
