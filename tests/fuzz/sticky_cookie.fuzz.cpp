@@ -34,7 +34,7 @@
 
 namespace {
 
-using namespace lbkit::fuzz;  // fail, no_controls, check_message
+using namespace lbkit::fuzz;  // fail, no_controls, check_message, next_line
 
 // --- references ------------------------------------------------------------------------
 
@@ -228,13 +228,6 @@ void check_find_cookie(std::string_view header, std::string_view name) {
     FUZZ_CHECK(got->data() >= header.data() &&
                got->data() + got->size() <= header.data() + header.size());
   }
-}
-
-std::string_view next_line(std::string_view& in) {
-  const auto nl = in.find('\n');
-  const std::string_view line = in.substr(0, nl);
-  in = nl == std::string_view::npos ? std::string_view() : in.substr(nl + 1);
-  return line;
 }
 
 }  // namespace
