@@ -22,7 +22,7 @@ inline constexpr milliseconds max_duration = std::chrono::hours(87'600);
 // cannot mean two seconds to one reader and two milliseconds to another; a fraction ("1.5s")
 // is refused with a pointer to the smaller unit. At most max_duration.
 inline lbkit::result<milliseconds> parse_duration(std::string_view text) {
-  using lbkit::detail::quote;
+  using lbkit::quote;
   std::size_t digits = 0;
   while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
   const std::string_view unit = text.substr(digits);
@@ -48,7 +48,7 @@ inline lbkit::result<milliseconds> parse_duration(std::string_view text) {
   }
   // n <= 3.2e11 (max_duration in ms) and scale <= 3.6e6, so the product fits in 64 bits.
   const auto max = static_cast<std::uint64_t>(max_duration.count());
-  const auto n = lbkit::detail::parse_decimal(text.substr(0, digits), max);
+  const auto n = lbkit::parse_decimal(text.substr(0, digits), max);
   if (!n || *n * scale > max) {
     return lbkit::make_error(
         lbkit::errc::out_of_range,

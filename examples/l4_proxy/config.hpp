@@ -70,7 +70,7 @@ inline lbkit::result<backend_spec> parse_backend(std::string_view text) {
   const auto comma = text.find(',');
   auto address = lbkit::endpoint::parse(text.substr(0, comma));
   if (!address) {
-    return lbkit::make_error(address.error().code, "backend " + lbkit::detail::quote(text) + ": " +
+    return lbkit::make_error(address.error().code, "backend " + lbkit::quote(text) + ": " +
                                                        address.error().message);
   }
   backend_spec b{*address, 1, address->to_string()};
@@ -83,11 +83,11 @@ inline lbkit::result<backend_spec> parse_backend(std::string_view text) {
     const std::string_view key = item.substr(0, eq);
     const std::string_view value = eq == std::string_view::npos ? "" : item.substr(eq + 1);
     if (key == "weight" && eq != std::string_view::npos) {
-      const auto w = lbkit::detail::parse_decimal(value, lbkit::max_weight);
+      const auto w = lbkit::parse_decimal(value, lbkit::max_weight);
       if (!w) {
         return lbkit::make_error(lbkit::errc::out_of_range,
-                                 "backend " + lbkit::detail::quote(text) + ": weight " +
-                                     lbkit::detail::quote(value) + " is not a whole number 0.." +
+                                 "backend " + lbkit::quote(text) + ": weight " +
+                                     lbkit::quote(value) + " is not a whole number 0.." +
                                      std::to_string(lbkit::max_weight));
       }
       b.weight = static_cast<std::uint32_t>(*w);
@@ -95,8 +95,8 @@ inline lbkit::result<backend_spec> parse_backend(std::string_view text) {
       b.id = std::string(value);
     } else {
       return lbkit::make_error(lbkit::errc::invalid_argument,
-                               "backend " + lbkit::detail::quote(text) + ": unknown option " +
-                                   lbkit::detail::quote(item) + " (want weight=N or id=NAME)");
+                               "backend " + lbkit::quote(text) + ": unknown option " +
+                                   lbkit::quote(item) + " (want weight=N or id=NAME)");
     }
   }
   // The registry checks the backend again when the proxy adds it, but only after the listeners
@@ -104,7 +104,7 @@ inline lbkit::result<backend_spec> parse_backend(std::string_view text) {
   // (an empty or non-visible id, an unspecified address such as 0.0.0.0).
   if (auto v = lbkit::validate(lbkit::backend(b.id, b.address, b.weight)); !v) {
     return lbkit::make_error(v.error().code,
-                             "backend " + lbkit::detail::quote(text) + ": " + v.error().message);
+                             "backend " + lbkit::quote(text) + ": " + v.error().message);
   }
   return b;
 }

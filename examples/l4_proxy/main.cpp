@@ -51,9 +51,9 @@ using examples::with_policy;
 CLI::Validator whole_number(std::uint64_t lo, std::uint64_t hi) {
   return CLI::Validator(
       [lo, hi](std::string& text) -> std::string {
-        const auto n = lbkit::detail::parse_decimal(text, hi);
+        const auto n = lbkit::parse_decimal(text, hi);
         if (n && *n >= lo) return {};
-        return lbkit::detail::quote(text) + " is not a whole number from " + std::to_string(lo) +
+        return lbkit::quote(text) + " is not a whole number from " + std::to_string(lo) +
                " to " + std::to_string(hi);
       },
       "INT in [" + std::to_string(lo) + " - " + std::to_string(hi) + "]");
@@ -523,7 +523,7 @@ int main(int argc, char** argv) {
     cfg.health = health_kind::http;
     cfg.health_path = health.substr(5);
   } else {
-    die("--health: " + lbkit::detail::quote(health) + " is not none, tcp, http:PATH or icmp");
+    die("--health: " + lbkit::quote(health) + " is not none, tcp, http:PATH or icmp");
   }
   if (!proxy_protocol.empty()) {
     if (proxy_protocol == "v1") {
@@ -531,7 +531,7 @@ int main(int argc, char** argv) {
     } else if (proxy_protocol == "v2") {
       cfg.send_proxy = lbkit::proxy_version::v2;
     } else {
-      die("--proxy-protocol: " + lbkit::detail::quote(proxy_protocol) + " is not v1 or v2");
+      die("--proxy-protocol: " + lbkit::quote(proxy_protocol) + " is not v1 or v2");
     }
   }
   if (cfg.udp && (cfg.send_proxy || cfg.accept_proxy)) {
@@ -544,7 +544,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> ids;
     for (const auto& b : cfg.backends) {
       if (std::find(ids.begin(), ids.end(), b.id) != ids.end()) {
-        die("--backend: two backends have the id " + lbkit::detail::quote(b.id) +
+        die("--backend: two backends have the id " + lbkit::quote(b.id) +
             " (give one an id=NAME)");
       }
       ids.push_back(b.id);
@@ -552,7 +552,7 @@ int main(int argc, char** argv) {
   }
 
   if (!with_policy(cfg.policy, []<class>() {})) {
-    die("--policy: " + lbkit::detail::quote(cfg.policy) + " is not one of: " + policy_names);
+    die("--policy: " + lbkit::quote(cfg.policy) + " is not one of: " + policy_names);
   }
   if (auto r = check_weights(cfg); !r) die(r.error().message);
   // Before anything is bound: addresses of this configuration that would share connections.

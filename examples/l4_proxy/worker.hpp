@@ -18,7 +18,7 @@
 // bodies are not copied through user space; small request/response traffic stays on plain
 // recv/send, where the two extra splice calls would cost more than the copy.
 //
-// What a failure counts as (DESIGN property 10, docs/l4_proxy.md): a refused connect, a
+// What a failure counts as (docs/architecture.md property 10, docs/l4_proxy.md): a refused connect, a
 // connect timeout, or a reset before the backend sent any byte is the backend's connection
 // failure, retried on another backend while nothing of the client's reached it; a failure of
 // this host (is_local_error: out of descriptors, buffers, ports) is nobody's: the lease ends
@@ -37,6 +37,7 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -53,6 +54,13 @@
 #include "config.hpp"
 
 namespace l4 {
+
+// Monotonic nanoseconds: the loop's clock, read once per wake-up, and the connect timer's.
+inline std::int64_t steady_now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 // Adds n to a counter that only one thread writes: no locked instruction on the data path,
 // while the stats reader still sees a torn-free value.
@@ -160,7 +168,7 @@ class worker {
     std::int64_t drain_deadline = 0;
     for (;;) {
       const int n = ::epoll_wait(ep_, events.data(), static_cast<int>(events.size()), 100);
-      now_ = lbkit::detail::coarse_now_ns();
+      now_ = steady_now_ns();
       for (int i = 0; i < n; ++i) dispatch(events[static_cast<std::size_t>(i)]);
       run_retries();
       reap();
@@ -612,7 +620,7 @@ class worker {
     c->since = now_;
     c->s_in = c->s_out = c->s_hup = false;
     c->up.written = c->down.read = 0;
-    c->connect_latency = lbkit::detail::precise_now_ns();
+    c->connect_latency = steady_now_ns();
 
     sockaddr_storage ss{};
     const socklen_t len = c->lease.address().to_sockaddr(ss);
@@ -660,7 +668,7 @@ class worker {
     socklen_t len = sizeof err;
     if (::getsockopt(c->sfd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
     if (err != 0) return connect_error(c, "connect", err);
-    c->connect_latency = lbkit::detail::precise_now_ns() - c->connect_latency;
+    c->connect_latency = steady_now_ns() - c->connect_latency;
     c->ph = phase::established;
     c->since = c->last_active = now_;
     c->s_out = true;
@@ -702,7 +710,7 @@ class worker {
 
   // The backend failed the connection before it answered: refused, reset, unreachable, or
   // not established within --connect-timeout (`err` ETIMEDOUT). A connection failure for
-  // passive health (DESIGN property 10: what an active check would see too), and, while
+  // passive health (docs/architecture.md property 10: what an active check would see too), and, while
   // nothing of the client's reached the backend, another backend while attempts remain. The
   // retry runs after this batch of events, so that events still queued for the closed
   // socket cannot be taken for the new one's.

@@ -185,7 +185,7 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
   }
   if (!examples::with_policy(p.policy, []<class>() {})) {
     return r.fail(t.get("policy"), w + ".policy",
-                  lbkit::detail::quote(p.policy) + " is not one of: " + examples::policy_names);
+                  lbkit::quote(p.policy) + " is not one of: " + examples::policy_names);
   }
   if (health == "none") {
     p.health = health_kind::none;
@@ -203,7 +203,7 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
     }
   } else {
     return r.fail(t.get("health"), w + ".health",
-                  lbkit::detail::quote(health) + " is not none, tcp or http:PATH");
+                  lbkit::quote(health) + " is not none, tcp or http:PATH");
   }
   for (const auto& [key, name] : {std::pair{"sticky_cookie", &p.sticky_cookie},
                                    std::pair{"hash_cookie", &p.hash_cookie}}) {
@@ -228,7 +228,7 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
       return r.fail(backends->get(i), bw, v.error().message);
     }
     if (!ids.insert(b.id).second) {
-      return r.fail(backends->get(i), bw, "a second backend with id " + lbkit::detail::quote(b.id));
+      return r.fail(backends->get(i), bw, "a second backend with id " + lbkit::quote(b.id));
     }
     p.backends.push_back(std::move(b));
   }
@@ -304,7 +304,7 @@ bool read_route(reader& r, std::size_t index, const toml::table& t,
     if (rc.rate_limit.rate <= 0) return r.fail(n, rw + ".rate", "is required");
     if (rc.rate_limit.burst <= 0) rc.rate_limit.burst = std::max(1.0, rc.rate_limit.rate);
     if (key != "client" && key != "api_key") {
-      return r.fail(rt->get("key"), rw + ".key", lbkit::detail::quote(key) + " is not client or api_key");
+      return r.fail(rt->get("key"), rw + ".key", lbkit::quote(key) + " is not client or api_key");
     }
     rc.rate_limit.per_key = key == "api_key";
   }
@@ -315,7 +315,7 @@ bool read_route(reader& r, std::size_t index, const toml::table& t,
   } else if (auth == "bearer") {
     rc.auth = auth_kind::bearer;
   } else {
-    return r.fail(t.get("auth"), w + ".auth", lbkit::detail::quote(auth) + " is not none, api_key or bearer");
+    return r.fail(t.get("auth"), w + ".auth", lbkit::quote(auth) + " is not none, api_key or bearer");
   }
   if (rc.rate_limit.per_key && rc.auth == auth_kind::none) {
     return r.fail(t.get("rate_limit"), w + ".rate_limit.key",
@@ -323,7 +323,7 @@ bool read_route(reader& r, std::size_t index, const toml::table& t,
   }
   if (rc.pool.empty()) return r.fail(&t, w + ".pool", "is required");
   if (c.pools.find(rc.pool) == c.pools.end()) {
-    return r.fail(t.get("pool"), w + ".pool", "no pool named " + lbkit::detail::quote(rc.pool));
+    return r.fail(t.get("pool"), w + ".pool", "no pool named " + lbkit::quote(rc.pool));
   }
   if (auto v = lbkit::validate(rc.match); !v) return r.fail(&t, w, v.error().message);
   return true;

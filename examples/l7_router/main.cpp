@@ -122,7 +122,7 @@ router_config shortcut(const std::vector<std::string>& listen, const std::vector
   p.name = "default";
   p.policy = policy;
   if (!examples::with_policy(policy, []<class>() {})) {
-    die("--policy: " + lbkit::detail::quote(policy) + " is not one of: " + examples::policy_names);
+    die("--policy: " + lbkit::quote(policy) + " is not one of: " + examples::policy_names);
   }
   for (const auto& b : backends) {
     auto e = lbkit::endpoint::parse(b);

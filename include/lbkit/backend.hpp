@@ -10,7 +10,7 @@
 #include <string_view>
 #include <utility>
 
-#include "lbkit/detail/text.hpp"
+#include "lbkit/text.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/result.hpp"
 
@@ -77,7 +77,6 @@ inline result<void> check_name(std::string_view what, std::string_view s, bool a
 
 // Checks every field of `b` against the limits documented on the struct.
 inline result<void> validate(const backend& b) {
-  using detail::quote;
   if (auto r = detail::check_name("backend id", b.id, false); !r) return r;
   const std::string who = "backend " + quote(b.id);
   if (b.address.port() == 0) {

@@ -3,7 +3,7 @@
 // discovery, a health checker) change the backend set; readers (every thread that picks)
 // see immutable, versioned snapshots of it.
 //
-// How it stays fast and safe (DESIGN.md property 1): a change is applied to a private copy
+// How it stays fast and safe (docs/architecture.md, property 1 "Snapshots"): a change is applied to a private copy
 // under a writer mutex, checked in full, and only then published as a new snapshot with one
 // pointer swap, so a reader never sees half of a change and never waits for a writer's work. A
 // reader keeps its snapshot in a snapshot_cache and refreshes it only when the registry's
@@ -32,69 +32,11 @@
 #include "lbkit/detail/config.hpp"
 #include "lbkit/detail/mutex.hpp"
 #include "lbkit/detail/publication.hpp"
-#include "lbkit/detail/text.hpp"
+#include "lbkit/text.hpp"
 #include "lbkit/result.hpp"
+#include "lbkit/snapshot.hpp"
 
 namespace lbkit {
-
-// One backend as a snapshot holds it: its configuration, its admin state, its live state.
-// Thread safety: thread-safe for reading (immutable; the backend_state it points to is
-// itself thread-safe).
-class member {
- public:
-  member(std::shared_ptr<const backend> config, state_ref state, bool draining) noexcept
-      : config_(std::move(config)), state_(std::move(state)), draining_(draining) {}
-
-  const backend& config() const noexcept { return *config_; }
-  const std::string& id() const noexcept { return config_->id; }
-  const endpoint& address() const noexcept { return config_->address; }
-  std::uint32_t weight() const noexcept { return config_->weight; }
-  // Draining: no new picks; requests already under way continue.
-  bool draining() const noexcept { return draining_; }
-  backend_state& state() const noexcept { return *state_; }
-  // Shares ownership of the live state, e.g. to keep it beyond the snapshot.
-  const state_ref& state_handle() const noexcept { return state_; }
-
- private:
-  friend class backend_registry;
-  std::shared_ptr<const backend> config_;
-  state_ref state_;
-  bool draining_;
-};
-
-// An immutable, versioned view of the backend set, members sorted by id (so two registries
-// with the same membership present it identically, whatever order it was built in).
-// Thread safety: thread-safe (immutable after publication).
-class snapshot : public std::enable_shared_from_this<snapshot> {
- public:
-  // 0 for the empty set a registry starts with; +1 for every published change.
-  std::uint64_t version() const noexcept { return version_; }
-  std::span<const member> members() const noexcept { return members_; }
-  std::size_t size() const noexcept { return members_.size(); }
-  bool empty() const noexcept { return members_.empty(); }
-
-  // The member with this id, or nullptr. Complexity: O(log n).
-  const member* find(std::string_view id) const noexcept {
-    auto it = lower_bound(members_, id);
-    return it != members_.end() && it->id() == id ? &*it : nullptr;
-  }
-
- private:
-  friend class backend_registry;
-
-  snapshot(std::uint64_t version, std::vector<member> members) noexcept
-      : version_(version), members_(std::move(members)) {}
-
-  template <class Vec>
-  static decltype(std::declval<Vec&>().begin()) lower_bound(Vec& v, std::string_view id) noexcept {
-    return std::lower_bound(v.begin(), v.end(), id, [](const member& m, std::string_view k) {
-      return m.id().compare(k) < 0;
-    });
-  }
-
-  std::uint64_t version_;
-  std::vector<member> members_;
-};
 
 // A batch of changes, applied by backend_registry::apply all together or not at all, and
 // published as one version. Operations apply in the order given, so a batch may add a
@@ -354,7 +296,7 @@ class backend_registry {
   static result<member*> find_member(std::vector<member>& ms, const std::string& id) {
     auto it = snapshot::lower_bound(ms, id);
     if (it == ms.end() || it->id() != id) {
-      return make_error(errc::not_found, "no backend " + detail::quote(id));
+      return make_error(errc::not_found, "no backend " + quote(id));
     }
     return &*it;
   }
@@ -392,7 +334,6 @@ class snapshot_cache {
 // Implementation
 
 inline result<void> backend_registry::apply_one(apply_state& st, const change_set::op& op) {
-  using detail::quote;
   auto& ms = st.members;
   if (auto* a = std::get_if<change_set::add_op>(&op)) {
     if (auto r = validate(a->b); !r) return r;

@@ -3,7 +3,7 @@
 // the policies and health checkers read, plus the backend's immutable identity (id and
 // address, which never change for one state: a new address means a new backend).
 //
-// Lifetime (DESIGN.md property 2): a backend_state lives while anything owns it — a registry
+// Lifetime (docs/architecture.md, property 2 "Live state outlives membership"): a backend_state lives while anything owns it — a registry
 // snapshot's member, a state_ref — or while a request begun on it has not ended. Both are
 // counted in one atomic word, so begin_request() is at once the request counter and the
 // keep-alive of a lease: a request that began before the backend was removed, and even

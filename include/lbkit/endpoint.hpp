@@ -21,7 +21,7 @@
 #include <string>
 #include <string_view>
 
-#include "lbkit/detail/text.hpp"
+#include "lbkit/text.hpp"
 #include "lbkit/hash.hpp"
 #include "lbkit/result.hpp"
 
@@ -336,7 +336,6 @@ inline std::string ip_address::to_string() const {
 }
 
 inline result<endpoint> endpoint::parse(std::string_view text, port_zero zero) {
-  using detail::quote;
   if (text.empty()) return make_error(errc::invalid_argument, "empty endpoint");
   std::string_view host, port;
   if (text.front() == '[') {
@@ -368,7 +367,7 @@ inline result<endpoint> endpoint::parse(std::string_view text, port_zero zero) {
     host = text.substr(0, colon);
     port = text.substr(colon + 1);
   }
-  const auto p = detail::parse_decimal(port, 65535);
+  const auto p = parse_decimal(port, 65535);
   if (!p) {
     const bool digits =
         !port.empty() && port.find_first_not_of("0123456789") == std::string_view::npos;

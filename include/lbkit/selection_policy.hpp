@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MIT
 // The selection_policy concept and the vocabulary a policy works with: the candidates of one
-// registry version (candidate_set), what the caller keys a pick on (pick_context), and the
-// per-thread random generator every picker owns (pick_rng).
+// registry version (candidate_set) and what the caller keys a pick on (pick_context). The
+// per-thread random generator every picker owns (pick_rng) is in random.hpp.
 //
-// A policy is a value (DESIGN.md property 4). Once per version, the balancer hands it the
+// A policy is a value (docs/architecture.md, property 4 "Policies are values"). Once per version, the balancer hands it the
 // candidates and it builds an immutable `state` (a schedule, a hash table, a list of
 // indices); on the pick path, each thread asks that state for a member index. Health,
-// draining and the panic threshold are the balancer's business (property 5): it tells the
+// draining and the panic threshold are the balancer's business (property 5, "Health filtering is the balancer's job"): it tells the
 // policy which candidates are eligible through their effective weights.
 #pragma once
 
@@ -16,9 +16,10 @@
 #include <span>
 #include <string_view>
 
-#include "lbkit/backend_registry.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/hash.hpp"
+#include "lbkit/random.hpp"
+#include "lbkit/snapshot.hpp"
 
 namespace lbkit {
 
@@ -51,31 +52,6 @@ struct pick_context {
 // What a policy's pick returns when it has nothing to offer (the balancer then answers with
 // an empty lease).
 inline constexpr std::uint32_t no_pick = UINT32_MAX;
-
-// A fast per-thread random generator: SplitMix64 (Steele, Lea and Flood, "Fast splittable
-// pseudorandom number generators", OOPSLA 2014). Not for cryptography.
-// Thread safety: not thread-safe; every picker owns one.
-class pick_rng {
- public:
-  explicit constexpr pick_rng(std::uint64_t seed = 0) noexcept : s_(seed) {}
-
-  constexpr std::uint64_t next() noexcept {
-    std::uint64_t z = (s_ += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
-
-  // A number in [0, n), by Lemire's multiply-shift ("Fast random integer generation in an
-  // interval", ACM TOMACS 2019) on 32 random bits, without the rejection step: each value's
-  // probability is off by less than 1 / 2^32 (relative error n / 2^32: 2.3e-6 at n = 10 000).
-  constexpr std::uint32_t below(std::uint32_t n) noexcept {
-    return static_cast<std::uint32_t>(((next() >> 32) * n) >> 32);
-  }
-
- private:
-  std::uint64_t s_;
-};
 
 // The candidates of one registry version, as the balancer presents them to a policy's build.
 // Thread safety: thread-compatible; valid only during the build call.

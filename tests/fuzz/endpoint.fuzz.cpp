@@ -59,7 +59,7 @@ void check_address(std::string_view text) {
   if (text.find('\0') == std::string_view::npos) {
     if (a.has_value() != want.has_value()) {
       std::fprintf(stderr, "ip_address::parse(%s) %s, inet_pton %s\n",
-                   lbkit::detail::quote(text).c_str(), a ? "accepts" : "rejects",
+                   lbkit::quote(text).c_str(), a ? "accepts" : "rejects",
                    want ? "accepts" : "rejects");
       fail("ip_address::parse agrees with inet_pton", __LINE__);
     }
@@ -108,7 +108,7 @@ std::optional<lbkit::endpoint> reference_endpoint(std::string_view text, lbkit::
     host = text.substr(0, colon);
     port = text.substr(colon + 1);
   }
-  // Decimal digits, leading zeros allowed; as detail::parse_decimal, at most 20 of them.
+  // Decimal digits, leading zeros allowed; as parse_decimal, at most 20 of them.
   if (port.empty() || port.size() > 20) return std::nullopt;
   std::uint64_t p = 0;
   for (char c : port) {
@@ -135,7 +135,7 @@ void check_endpoint(std::string_view text, lbkit::port_zero zero) {
   const auto want = reference_endpoint(text, zero);
   if (e.has_value() != want.has_value()) {
     std::fprintf(stderr, "endpoint::parse(%s) %s, the reference %s\n",
-                 lbkit::detail::quote(text).c_str(), e ? "accepts" : "rejects",
+                 lbkit::quote(text).c_str(), e ? "accepts" : "rejects",
                  want ? "accepts" : "rejects");
     fail("endpoint::parse agrees with its contract", __LINE__);
   }

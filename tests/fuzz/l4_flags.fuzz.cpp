@@ -43,7 +43,7 @@ using namespace lbkit::fuzz;  // fail, no_controls, check_message
 __extension__ typedef unsigned __int128 u128;
 __extension__ typedef __int128 i128;
 
-// The digits of `s`, at most 20 of them (as detail::parse_decimal), as a 128-bit number.
+// The digits of `s`, at most 20 of them (as parse_decimal), as a 128-bit number.
 std::optional<u128> digits_value(std::string_view s) {
   if (s.empty() || s.size() > 20) return std::nullopt;
   u128 v = 0;
@@ -87,9 +87,9 @@ void check_backend(std::string_view text) {
   const auto want = reference_backend(text);
   if (b.has_value() != want.has_value()) {
     std::fprintf(stderr, "parse_backend(%s) %s, the reference %s\n",
-                 lbkit::detail::quote(text).c_str(), b ? "accepts" : "rejects",
+                 lbkit::quote(text).c_str(), b ? "accepts" : "rejects",
                  want ? "accepts" : "rejects");
-    if (b) std::fprintf(stderr, "accepted as id %s\n", lbkit::detail::quote(b->id).c_str());
+    if (b) std::fprintf(stderr, "accepted as id %s\n", lbkit::quote(b->id).c_str());
     fail("parse_backend agrees with the reference", __LINE__);
   }
   if (!b) {
@@ -126,7 +126,7 @@ void check_duration(std::string_view text) {
 
   if (d.has_value() != want.has_value()) {
     std::fprintf(stderr, "parse_duration(%s) %s, the reference %s\n",
-                 lbkit::detail::quote(text).c_str(), d ? "accepts" : "rejects",
+                 lbkit::quote(text).c_str(), d ? "accepts" : "rejects",
                  want ? "accepts" : "rejects");
     fail("parse_duration agrees with the reference", __LINE__);
   }

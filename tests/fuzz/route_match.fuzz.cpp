@@ -110,7 +110,7 @@ void check_routing(const lbkit::route_match& m, std::string_view extra) {
   const int* hit = table.match(req);
   if (hit == nullptr || *hit != 7) {
     std::fprintf(stderr, "route %s, request host %s target %s\n", lbkit::to_string(stored).c_str(),
-                 lbkit::detail::quote(host).c_str(), lbkit::detail::quote(target).c_str());
+                 lbkit::quote(host).c_str(), lbkit::quote(target).c_str());
     fail("a request made for the route is routed to it", __LINE__);
   }
   // The path cut short misses; an exact path extended misses.

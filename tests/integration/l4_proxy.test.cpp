@@ -6,7 +6,7 @@
 // under active TCP checks with retries that hide refused connects, byte-exact bulk transfer
 // both ways at once and half-close, PROXY protocol v1/v2 out and in (and garbage in), interop
 // with HAProxy both ways, UDP sessions, ACLs, command-line errors, and graceful shutdown;
-// and where blame lands (DESIGN property 10): refused, reset and timed-out connects and
+// and where blame lands (docs/architecture.md, property 10): refused, reset and timed-out connects and
 // refused UDP datagrams are connection failures whose ejection a passing check ends, a
 // shortage of descriptors blames no backend and does not spin, addresses that would share a
 // port are refused, and hot error paths log a bounded number of lines.

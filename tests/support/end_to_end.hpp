@@ -30,7 +30,7 @@
 
 #include <doctest/doctest.h>
 
-#include <lbkit/detail/socket.hpp>
+#include <lbkit/health/detail/socket.hpp>
 #include <lbkit/endpoint.hpp>
 
 #include "loopback.hpp"

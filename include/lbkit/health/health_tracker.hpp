@@ -13,8 +13,8 @@
 
 #include "lbkit/backend_state.hpp"
 #include "lbkit/health/probe.hpp"
+#include "lbkit/random.hpp"
 #include "lbkit/result.hpp"
-#include "lbkit/selection_policy.hpp"
 
 namespace lbkit {
 

@@ -19,8 +19,8 @@
 #include <utility>
 #include <vector>
 
-#include "lbkit/detail/socket.hpp"
-#include "lbkit/detail/text.hpp"
+#include "lbkit/health/detail/socket.hpp"
+#include "lbkit/text.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/health/probe.hpp"
 #include "lbkit/result.hpp"
@@ -345,7 +345,7 @@ class response_parser {
   bool content_length(std::string_view value) {
     bool conflict = false;
     const int n = for_each_element(value, [&](std::string_view e) {
-      const auto v = detail::parse_decimal(e, std::numeric_limits<std::uint64_t>::max());
+      const auto v = parse_decimal(e, std::numeric_limits<std::uint64_t>::max());
       if (!v) return false;
       if (content_length_ && *content_length_ != *v) {
         conflict = true;
@@ -555,7 +555,6 @@ class http_probe {
   // `expect_status` non-empty, each range within 200..599 and first <= last; `max_response`
   // non-zero and not below `expect_body`'s size; no `expect_body` with HEAD.
   static result<void> validate(const options& o) {
-    using detail::quote;
     using namespace detail::http1;
     auto invalid = [](std::string why) { return make_error(errc::invalid_argument, why); };
     if (!is_token(o.method)) return invalid("method " + quote(o.method) + " is not a token");
@@ -655,7 +654,7 @@ class http_probe {
         if (o_.expect_body.empty()) return done(probe_status::healthy, status_text());
         return done(probe_status::bad_body, status_text() + ", but the body (" +
                                                 std::to_string(response.body().size()) +
-                                                " bytes) lacks " + detail::quote(o_.expect_body));
+                                                " bytes) lacks " + quote(o_.expect_body));
       }
       std::size_t got = 0;
       if (auto s = detail::recv_some(conn.get(), in, o_.max_response, deadline, got); !s.ok()) {
@@ -700,7 +699,6 @@ class http_probe {
 
   // origin-form = absolute-path [ "?" query ] (RFC 9112 §3.2.1).
   static result<void> check_path(std::string_view path) {
-    using detail::quote;
     if (path.empty() || path.front() != '/') {
       return make_error(errc::invalid_argument, "path " + quote(path) + " does not start with '/'");
     }
@@ -723,7 +721,7 @@ class http_probe {
   static result<void> check_host(std::string_view host) {
     auto bad = [&](std::string_view why) {
       return make_error(errc::invalid_argument,
-                        "host " + detail::quote(host) + " " + std::string(why));
+                        "host " + quote(host) + " " + std::string(why));
     };
     std::string_view port;
     if (host.front() == '[') {
@@ -747,7 +745,7 @@ class http_probe {
       }
       port = colon == std::string_view::npos ? std::string_view() : host.substr(colon);
     }
-    if (!port.empty() && (port.front() != ':' || !detail::parse_decimal(port.substr(1), 65535))) {
+    if (!port.empty() && (port.front() != ':' || !parse_decimal(port.substr(1), 65535))) {
       return bad("has a port that is not ':' and a decimal number 0..65535");
     }
     return {};

@@ -35,7 +35,7 @@
 #include <utility>
 #include <vector>
 
-#include "lbkit/detail/socket.hpp"
+#include "lbkit/health/detail/socket.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/health/probe.hpp"
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <utility>
 
-#include "lbkit/detail/socket.hpp"
+#include "lbkit/health/detail/socket.hpp"
 #include "lbkit/health/probe.hpp"
 
 namespace lbkit {

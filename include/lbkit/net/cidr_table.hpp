@@ -23,7 +23,7 @@
 #include <utility>
 #include <vector>
 
-#include "lbkit/detail/text.hpp"
+#include "lbkit/text.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/result.hpp"
 
@@ -502,7 +502,7 @@ class access_list {
 
 inline result<cidr> cidr::checked(const ip_address& network, int length, std::string_view text) {
   const auto shown = [&] {
-    return text.empty() ? network.to_string() + '/' + std::to_string(length) : detail::quote(text);
+    return text.empty() ? network.to_string() + '/' + std::to_string(length) : quote(text);
   };
   const int width = network.is_v4() ? 32 : 128;
   if (length < 0 || length > width) {
@@ -532,7 +532,6 @@ inline result<cidr> cidr::make(const ip_address& network, int length) {
 }
 
 inline result<cidr> cidr::parse(std::string_view text) {
-  using detail::quote;
   if (text.empty()) return make_error(errc::invalid_argument, "empty CIDR prefix");
   const auto slash = text.find('/');
   auto a = ip_address::parse(text.substr(0, slash));
@@ -557,7 +556,7 @@ inline result<cidr> cidr::parse(std::string_view text) {
         errc::invalid_argument,
         "CIDR prefix " + quote(text) + " has a leading zero in its length " + quote(len));
   }
-  const auto n = detail::parse_decimal(len, static_cast<std::uint64_t>(width));
+  const auto n = parse_decimal(len, static_cast<std::uint64_t>(width));
   if (!n) {
     return make_error(errc::out_of_range, "CIDR prefix " + quote(text) + " has length " +
                                               quote(len) + ", more than the " +

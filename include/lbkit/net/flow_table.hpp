@@ -21,7 +21,7 @@
 #include <string>
 #include <utility>
 
-#include "lbkit/detail/lru_map.hpp"
+#include "lbkit/net/detail/lru_map.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/hash.hpp"
 #include "lbkit/result.hpp"

@@ -29,7 +29,7 @@
 #include <span>
 #include <string_view>
 
-#include "lbkit/detail/text.hpp"
+#include "lbkit/text.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/net/route_table.hpp"
 #include "lbkit/net/sticky_session.hpp"

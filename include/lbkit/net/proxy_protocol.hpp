@@ -26,7 +26,7 @@
 #include <utility>
 #include <vector>
 
-#include "lbkit/detail/text.hpp"
+#include "lbkit/text.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/result.hpp"
 
@@ -899,7 +899,7 @@ inline proxy_parse_result parse_proxy_header(std::span<const std::uint8_t> bytes
                                                             : "CR (only v2 is accepted)";
   return pp::invalid(
       "not a PROXY protocol header: the bytes start " +
-      detail::quote(pp::chars(bytes.first(std::min(bytes.size(), std::size_t{16})))) +
+      quote(pp::chars(bytes.first(std::min(bytes.size(), std::size_t{16})))) +
       ", and a header starts with " + want);
 }
 
@@ -976,8 +976,8 @@ inline std::string to_string(const proxy_header& h) {
         s += ' ' + h.source.to_string() + " -> " + h.destination.to_string();
         break;
       case proxy_family::unix_socket:
-        s += std::string("UNIX ") + transport + ' ' + detail::quote(h.source_path) + " -> " +
-             detail::quote(h.destination_path);
+        s += std::string("UNIX ") + transport + ' ' + quote(h.source_path) + " -> " +
+             quote(h.destination_path);
         break;
     }
   }
@@ -987,7 +987,7 @@ inline std::string to_string(const proxy_header& h) {
     const auto name = pp::tlv_name(t.type);
     s += name.empty() ? pp::hex(t.type, 2) : std::string(name);
     if (t.type == proxy_tlv_alpn || t.type == proxy_tlv_authority || t.type == proxy_tlv_netns) {
-      s += ' ' + detail::quote(t.value);
+      s += ' ' + quote(t.value);
     } else {
       s += " (" + std::to_string(t.value.size()) + " bytes)";
     }

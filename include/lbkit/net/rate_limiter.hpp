@@ -19,7 +19,7 @@
 #include <string>
 #include <string_view>
 
-#include "lbkit/detail/lru_map.hpp"
+#include "lbkit/net/detail/lru_map.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/hash.hpp"
 #include "lbkit/result.hpp"

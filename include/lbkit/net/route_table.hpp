@@ -24,7 +24,7 @@
 #include <utility>
 #include <vector>
 
-#include "lbkit/detail/text.hpp"
+#include "lbkit/text.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/result.hpp"
 
@@ -184,7 +184,6 @@ inline bool conditions_hold(const route_match& m, const request_view& r) noexcep
 }
 
 inline result<void> check_host(std::string_view h) {
-  using detail::quote;
   auto bad = [&](std::string why) {
     return make_error(errc::invalid_argument, "route host " + quote(h) + ' ' + why);
   };
@@ -243,7 +242,6 @@ inline result<void> check_host(std::string_view h) {
 }
 
 inline result<void> check_path(std::string_view p) {
-  using detail::quote;
   auto bad = [&](std::string why) {
     return make_error(errc::invalid_argument, "route path " + quote(p) + ' ' + why);
   };
@@ -264,7 +262,6 @@ inline result<void> check_path(std::string_view p) {
 }
 
 inline result<void> check_methods(const std::vector<std::string>& methods) {
-  using detail::quote;
   auto bad = [](std::string why) { return make_error(errc::invalid_argument, std::move(why)); };
   for (std::size_t i = 0; i < methods.size(); ++i) {
     const std::string& m = methods[i];
@@ -286,7 +283,6 @@ inline result<void> check_methods(const std::vector<std::string>& methods) {
 }
 
 inline result<void> check_headers(const std::vector<header_match>& headers) {
-  using detail::quote;
   auto bad = [](std::string why) { return make_error(errc::invalid_argument, std::move(why)); };
   for (std::size_t i = 0; i < headers.size(); ++i) {
     const header_match& h = headers[i];
@@ -455,7 +451,6 @@ inline result<void> validate(const route_match& m) {
 }
 
 inline std::string to_string(const route_match& m) {
-  using detail::quote;
   auto show = [](std::string_view s) {
     return detail::routing::is_token(s) ? std::string(s) : quote(s);
   };

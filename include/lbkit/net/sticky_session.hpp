@@ -33,7 +33,7 @@
 
 #include "lbkit/backend.hpp"
 #include "lbkit/detail/config.hpp"
-#include "lbkit/detail/text.hpp"
+#include "lbkit/text.hpp"
 #include "lbkit/hash.hpp"
 #include "lbkit/result.hpp"
 
@@ -240,7 +240,7 @@ constexpr std::optional<std::string_view> find_cookie(std::string_view cookie_he
 inline result<void> validate_cookie_name(std::string_view name) {
   if (!detail::is_token(name)) {
     return make_error(errc::invalid_argument,
-                      "cookie name " + detail::quote(name) +
+                      "cookie name " + quote(name) +
                           " must be a non-empty token: letters, digits and !#$%&'*+-.^_`|~");
   }
   return {};

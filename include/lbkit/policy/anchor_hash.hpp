@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "lbkit/detail/config.hpp"
-#include "lbkit/detail/hash_common.hpp"
+#include "lbkit/policy/detail/hash_common.hpp"
 #include "lbkit/selection_policy.hpp"
 
 namespace lbkit {

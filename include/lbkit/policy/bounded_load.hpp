@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "lbkit/backend_state.hpp"
-#include "lbkit/detail/hash_common.hpp"
+#include "lbkit/policy/detail/hash_common.hpp"
 #include "lbkit/selection_policy.hpp"
 
 namespace lbkit {

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "lbkit/detail/least_loaded.hpp"
+#include "lbkit/policy/detail/least_loaded.hpp"
 #include "lbkit/selection_policy.hpp"
 
 namespace lbkit {

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "lbkit/detail/hash_common.hpp"
+#include "lbkit/policy/detail/hash_common.hpp"
 #include "lbkit/selection_policy.hpp"
 
 namespace lbkit {

@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "lbkit/detail/hash_common.hpp"
+#include "lbkit/policy/detail/hash_common.hpp"
 #include "lbkit/selection_policy.hpp"
 
 namespace lbkit {

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "lbkit/detail/sequence.hpp"
+#include "lbkit/policy/detail/sequence.hpp"
 #include "lbkit/selection_policy.hpp"
 
 namespace lbkit {

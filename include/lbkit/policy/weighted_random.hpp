@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "lbkit/detail/alias_table.hpp"
+#include "lbkit/policy/detail/alias_table.hpp"
 #include "lbkit/selection_policy.hpp"
 
 namespace lbkit {

@@ -8,7 +8,7 @@
 #include <queue>
 #include <vector>
 
-#include "lbkit/detail/sequence.hpp"
+#include "lbkit/policy/detail/sequence.hpp"
 #include "lbkit/selection_policy.hpp"
 
 namespace lbkit {

@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-namespace lbkit::detail {
+namespace lbkit {
 
 // Quotes untrusted text for an error message: at most `limit` characters, control and
 // non-ASCII bytes escaped as \xNN, so a hostile input cannot forge log lines or flood them.
@@ -56,4 +56,4 @@ constexpr bool is_visible_ascii(std::string_view s) noexcept {
   return true;
 }
 
-}  // namespace lbkit::detail
+}  // namespace lbkit

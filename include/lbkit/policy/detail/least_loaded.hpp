@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "lbkit/backend_state.hpp"
-#include "lbkit/detail/alias_table.hpp"
+#include "lbkit/policy/detail/alias_table.hpp"
 #include "lbkit/selection_policy.hpp"
 
 namespace lbkit::detail {

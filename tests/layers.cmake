@@ -1,0 +1,110 @@
+# Checks that no #include runs up the layers of docs/architecture.md ("Layers") and that the
+# examples use only lbkit's public interface. Run by CTest as `build.layers`:
+#   cmake -DROOT=<source dir> -P tests/layers.cmake
+#
+# Every header under include/lbkit/ gets a rank; a header may include only headers of a lower
+# rank, or of its own rank and group. Policy and health share a rank (neither may include
+# the other); net/ sits above core and below the registry, and uses nothing else.
+#   0  detail/*                  leaf utilities
+#   10 core                      endpoint, backend, backend_state, hash, random, result, ...
+#   20 net/detail/*   21 net/*   I/O-free protocol pieces
+#   30 registry                  snapshot, backend_registry
+#   40 selection_policy          41 policy/detail/*   42 policy/*
+#   40 health/probe              41 health/detail/*   42 health/*
+#   50 balancer                  60 lbkit.hpp (the umbrella)
+cmake_minimum_required(VERSION 3.23)
+
+function(layer_of header out_rank out_group)
+  if(header MATCHES "^detail/")
+    set(rank 0)
+    set(group detail)
+  elseif(header MATCHES "^net/detail/")
+    set(rank 20)
+    set(group net)
+  elseif(header MATCHES "^net/")
+    set(rank 21)
+    set(group net)
+  elseif(header MATCHES "^(snapshot|backend_registry)\\.hpp$")
+    set(rank 30)
+    set(group registry)
+  elseif(header STREQUAL "selection_policy.hpp")
+    set(rank 40)
+    set(group policy)
+  elseif(header MATCHES "^policy/detail/")
+    set(rank 41)
+    set(group policy)
+  elseif(header MATCHES "^policy/")
+    set(rank 42)
+    set(group policy)
+  elseif(header STREQUAL "health/probe.hpp")
+    set(rank 40)
+    set(group health)
+  elseif(header MATCHES "^health/detail/")
+    set(rank 41)
+    set(group health)
+  elseif(header MATCHES "^health/")
+    set(rank 42)
+    set(group health)
+  elseif(header STREQUAL "balancer.hpp")
+    set(rank 50)
+    set(group balancer)
+  elseif(header STREQUAL "lbkit.hpp")
+    set(rank 60)
+    set(group umbrella)
+  elseif(header MATCHES "^[a-z0-9_]+\\.hpp$")
+    set(rank 10)
+    set(group core)
+  else()
+    message(SEND_ERROR "layers: ${header} is in no layer; give it one in tests/layers.cmake")
+    set(rank -1)
+    set(group none)
+  endif()
+  set(${out_rank} ${rank} PARENT_SCOPE)
+  set(${out_group} ${group} PARENT_SCOPE)
+endfunction()
+
+if(NOT ROOT)
+  message(FATAL_ERROR "layers: pass -DROOT=<lbkit source dir>")
+endif()
+
+set(violations 0)
+file(GLOB_RECURSE headers RELATIVE "${ROOT}/include/lbkit" "${ROOT}/include/lbkit/*.hpp")
+foreach(header IN LISTS headers)
+  layer_of("${header}" rank group)
+  file(STRINGS "${ROOT}/include/lbkit/${header}" includes REGEX "^#include [\"<]lbkit/")
+  foreach(line IN LISTS includes)
+    string(REGEX REPLACE "^#include [\"<]lbkit/([^\">]+)[\">].*" "\\1" target "${line}")
+    layer_of("${target}" target_rank target_group)
+    math(EXPR target_decade "${target_rank} / 10")
+    math(EXPR decade "${rank} / 10")
+    set(ok FALSE)
+    if(target_rank LESS rank AND (target_group STREQUAL group OR target_decade LESS decade))
+      set(ok TRUE)
+    elseif(target_rank EQUAL rank AND target_group STREQUAL group)
+      set(ok TRUE)
+    endif()
+    if(NOT ok)
+      message(SEND_ERROR "layers: ${header} (${group}, rank ${rank}) includes ${target} "
+                         "(${target_group}, rank ${target_rank}): that runs up the layers")
+      math(EXPR violations "${violations} + 1")
+    endif()
+  endforeach()
+endforeach()
+
+# The examples show what a user can build, so they use only what a user may: no header from a
+# detail/ folder and nothing from namespace lbkit::detail.
+file(GLOB_RECURSE example_sources "${ROOT}/examples/*.hpp" "${ROOT}/examples/*.cpp")
+foreach(source IN LISTS example_sources)
+  file(STRINGS "${source}" uses REGEX "lbkit/([a-z]+/)?detail/|lbkit::detail|namespace detail = ")
+  foreach(line IN LISTS uses)
+    file(RELATIVE_PATH name "${ROOT}" "${source}")
+    message(SEND_ERROR "layers: ${name} uses lbkit's internals: ${line}")
+    math(EXPR violations "${violations} + 1")
+  endforeach()
+endforeach()
+
+list(LENGTH headers count)
+if(violations GREATER 0)
+  message(FATAL_ERROR "layers: ${violations} violation(s)")
+endif()
+message(STATUS "layers: ${count} headers, every include runs down the layers")
