@@ -17,6 +17,8 @@
 #include <string_view>
 #include <unordered_map>
 
+#include <lbkit/net/http1.hpp>
+
 #include "asio.hpp"
 #include "body.hpp"
 
@@ -26,24 +28,10 @@ using response = http::response<raw_body>;
 
 namespace detail_ {
 
-// Calls f(item) for each item of a comma-separated field value (RFC 9110 §5.6.1), with the
-// spaces and tabs around it removed; empty items are skipped.
-template <class F>
-void for_each_item(std::string_view v, F f) {
-  while (!v.empty()) {
-    const auto comma = v.find(',');
-    std::string_view d = v.substr(0, comma);
-    v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
-    while (!d.empty() && (d.front() == ' ' || d.front() == '\t')) d.remove_prefix(1);
-    while (!d.empty() && (d.back() == ' ' || d.back() == '\t')) d.remove_suffix(1);
-    if (!d.empty()) f(d);
-  }
-}
-
 // Calls f(name, value) for each directive of a Cache-Control value ("max-age=60, private").
 template <class F>
 void for_each_directive(std::string_view v, F f) {
-  for_each_item(v, [&](std::string_view d) {
+  lbkit::http1::for_each_element(v, [&](std::string_view d) {
     const auto eq = d.find('=');
     std::string_view name = d.substr(0, eq), value;
     if (eq != std::string_view::npos) value = d.substr(eq + 1);

@@ -32,7 +32,7 @@ tcp::endpoint to_asio(const lbkit::endpoint& e) {
 // Whether a comma-separated header value lists `token` (case-insensitively).
 bool lists_token(std::string_view list, std::string_view token) {
   bool found = false;
-  detail_::for_each_item(list, [&](std::string_view t) { found |= beast::iequals(t, token); });
+  lbkit::http1::for_each_element(list, [&](std::string_view t) { found |= beast::iequals(t, token); });
   return found;
 }
 

@@ -160,7 +160,7 @@ inline bool idempotent(http::verb v) {
 template <class Fields>
 void remove_hop_by_hop(Fields& f) {
   std::vector<std::string> named;
-  for_each_item(f[http::field::connection], [&](std::string_view t) { named.emplace_back(t); });
+  lbkit::http1::for_each_element(f[http::field::connection], [&](std::string_view t) { named.emplace_back(t); });
   for (const auto& n : named) f.erase(n);
   for (auto field : {http::field::connection, http::field::keep_alive,
                      http::field::proxy_connection, http::field::te, http::field::trailer,

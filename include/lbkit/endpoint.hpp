@@ -173,13 +173,6 @@ inline result<std::array<std::uint8_t, 4>> parse_v4(std::string_view s) {
   return out;
 }
 
-constexpr int hex_digit(char c) noexcept {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // Parses colon-separated hex groups (and, if `v4_tail`, a final dotted quad counted as two
 // groups) into out[0..max). Returns the number of groups written.
 inline result<int> parse_v6_groups(std::string_view whole, std::string_view part,

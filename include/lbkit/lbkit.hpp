@@ -17,6 +17,8 @@
 #include "lbkit/health/tcp_connect_probe.hpp"
 #include "lbkit/net/cidr_table.hpp"
 #include "lbkit/net/flow_table.hpp"
+#include "lbkit/net/http1.hpp"
+#include "lbkit/net/http1_response.hpp"
 #include "lbkit/net/http_framing.hpp"
 #include "lbkit/net/proxy_protocol.hpp"
 #include "lbkit/net/rate_limiter.hpp"

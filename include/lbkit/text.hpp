@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Small text helpers for parsers and error messages: quoting untrusted input safely and
 // parsing unsigned decimals without locale, sign or overflow surprises.
+// Thread safety: thread-safe (pure functions).
 #pragma once
 
 #include <cstdint>
@@ -46,6 +47,14 @@ inline std::optional<std::uint64_t> parse_decimal(std::string_view s, std::uint6
     v = v * 10 + d;
   }
   return v;
+}
+
+// The value of a hex digit (either case), or -1.
+constexpr int hex_digit(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
 }
 
 // True when every byte is visible ASCII (0x21..0x7e): no spaces, controls or non-ASCII.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Fuzz target for the HTTP/1 response parser of the HTTP health probe,
-// lbkit::detail::http1::response_parser in lbkit/health/http_probe.hpp: the bytes a backend,
+// lbkit::http1::response_parser (lbkit/net/http1_response.hpp): the bytes a backend,
 // or anything that answers on its port, sends back. The first byte holds flags (bit 0: the
 // probe sent HEAD; bit 1: the rest is not a response but the parts of one to build; bit 2:
 // also feed it byte by byte); the second how many split points follow (up to 8, one byte
@@ -23,7 +23,7 @@
 #include <string_view>
 #include <vector>
 
-#include <lbkit/health/http_probe.hpp>
+#include <lbkit/net/http1_response.hpp>
 
 #include "fuzz_check.hpp"
 
@@ -31,7 +31,7 @@ namespace {
 
 using namespace lbkit::fuzz;  // fail, no_controls, check_message
 
-using parser = lbkit::detail::http1::response_parser;
+using parser = lbkit::http1::response_parser;
 using event = parser::event;
 
 struct outcome {
@@ -156,8 +156,8 @@ built build(std::string_view in, bool head_request) {
     std::string name = rd.text(8, token_chars);
     if (name.empty()) name = "X";
     // Fields that frame the message are the builder's to write.
-    if (lbkit::detail::http1::iequals(name, "Content-Length") ||
-        lbkit::detail::http1::iequals(name, "Transfer-Encoding")) {
+    if (lbkit::http1::iequals(name, "Content-Length") ||
+        lbkit::http1::iequals(name, "Transfer-Encoding")) {
       name = "X-" + name;
     }
     std::string value = rd.text(16, value_chars);

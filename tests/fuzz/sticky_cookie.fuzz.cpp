@@ -166,7 +166,7 @@ void check_parse_key(std::string_view hex) {
   bool want = hex.size() == 32;
   lbkit::siphash_key bytes{};
   for (std::size_t i = 0; want && i < 32; ++i) {
-    const int d = lbkit::detail::hex_digit(hex[i]);
+    const int d = lbkit::hex_digit(hex[i]);
     if (d < 0) want = false;
     bytes[i / 2] = static_cast<std::uint8_t>(bytes[i / 2] << 4 | (d & 0xf));
   }
@@ -179,7 +179,7 @@ void check_parse_key(std::string_view hex) {
   FUZZ_CHECK(!msg.empty());
   std::size_t run = 0;
   for (const char c : msg) {
-    run = lbkit::detail::hex_digit(c) >= 0 ? run + 1 : 0;
+    run = lbkit::hex_digit(c) >= 0 ? run + 1 : 0;
     FUZZ_CHECK(run < 8);  // the message never repeats the key
   }
 }

@@ -5,7 +5,7 @@
 //
 // The request is written and the response parsed here, without a dependency: strictly by
 // RFC 9112 (message syntax and framing) and RFC 9110 (semantics), within a byte budget, on the
-// deadline-driven socket of detail/socket.hpp, so no peer can stretch a probe past its
+// deadline-driven socket of health/detail/socket.hpp, so no peer can stretch a probe past its
 // deadline: not a silent one, not one that drips bytes, not one that keeps the connection open.
 #pragma once
 
@@ -23,457 +23,12 @@
 #include "lbkit/text.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/health/probe.hpp"
+#include "lbkit/net/http1_response.hpp"
 #include "lbkit/result.hpp"
 #include "lbkit/version.hpp"
 
 namespace lbkit {
 
-namespace detail::http1 {
-
-// tchar of RFC 9110 §5.6.2: the characters of a method, a field name, a chunk extension name.
-constexpr bool is_tchar(char c) noexcept {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  switch (c) {
-    case '!':
-    case '#':
-    case '$':
-    case '%':
-    case '&':
-    case '\'':
-    case '*':
-    case '+':
-    case '-':
-    case '.':
-    case '^':
-    case '_':
-    case '`':
-    case '|':
-    case '~':
-      return true;
-    default:
-      return false;
-  }
-}
-
-constexpr bool is_token(std::string_view s) noexcept {
-  if (s.empty()) return false;
-  for (char c : s) {
-    if (!is_tchar(c)) return false;
-  }
-  return true;
-}
-
-// A byte allowed inside a field value or reason phrase: HTAB, SP, VCHAR or obs-text
-// (RFC 9110 §5.5). Everything else — CR, LF, NUL, the other controls, DEL — is refused.
-constexpr bool is_field_char(char c) noexcept {
-  const auto u = static_cast<unsigned char>(c);
-  return u == '\t' || (u >= 0x20 && u != 0x7f);
-}
-
-constexpr bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
-constexpr bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
-
-constexpr std::string_view trim_ows(std::string_view s) noexcept {
-  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
-  return s;
-}
-
-constexpr char ascii_lower(char c) noexcept {
-  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-constexpr bool iequals(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
-  }
-  return true;
-}
-
-// Calls `f` on each non-empty, OWS-trimmed element of a comma-separated list (RFC 9110
-// §5.6.1: empty elements are allowed and ignored). Returns how many elements there were, or
-// -1 as soon as `f` returns false.
-template <class F>
-int for_each_element(std::string_view list, F&& f) {
-  int n = 0;
-  for (;;) {
-    const auto comma = list.find(',');
-    const auto element = trim_ows(list.substr(0, comma));
-    if (!element.empty()) {
-      if (!f(element)) return -1;
-      ++n;
-    }
-    if (comma == std::string_view::npos) return n;
-    list.remove_prefix(comma + 1);
-  }
-}
-
-// An incremental parser of one HTTP/1.x response (RFC 9112), fed the bytes received so far.
-//
-// Strict where leniency has been a smuggling or desync vector: lines end in CRLF only (a bare
-// LF or CR is an error, although §2.2 allows accepting a bare LF); the status line is exactly
-// "HTTP/1.<digit> SP 3DIGIT SP reason" (the SP before an empty reason included); no whitespace
-// before a field's colon (§5.1); obs-fold is an error (§5.2); field values hold no controls;
-// a Content-Length is one number (identical repeats are accepted, §6.3 item 5); a
-// Transfer-Encoding other than a lone "chunked", or beside a Content-Length, or in an HTTP/1.0
-// response, is an error. Interim 1xx responses are skipped (RFC 9110 §15.2), except 101, which
-// the probe never asks for. Body framing follows §6.3: none after HEAD, 1xx, 204 and 304;
-// chunked (§7.1: extensions and trailer fields parsed and dropped); Content-Length; otherwise
-// the body runs until the peer closes.
-// Thread safety: not thread-safe (one parser per response).
-class response_parser {
- public:
-  enum class event {
-    more,  // the input ends before the next verdict: feed more bytes
-    head,  // the final head is complete (status() is set); reported once; call parse again
-    done,  // the message is complete
-    bad,   // the response is malformed; error() says how
-  };
-
-  explicit response_parser(bool head_request) noexcept : head_request_(head_request) {}
-
-  // Parses `in` from where the last call stopped. `in` holds every byte received so far: the
-  // same bytes as before, perhaps with more at the end. `closed`: the peer closed after them.
-  // Complexity: linear in the bytes not yet parsed (a line is scanned once, however it drips).
-  event parse(std::string_view in, bool closed) {
-    for (;;) {
-      switch (phase_) {
-        case phase::status_line:
-        case phase::fields:
-        case phase::trailers: {
-          std::string_view line;
-          switch (next_line(in, line)) {
-            case line_result::bad:
-              return event::bad;
-            case line_result::partial:
-              if (phase_ == phase::status_line && !status_prefix_ok(in.substr(pos_))) {
-                return fail("the answer is not an HTTP/1.x status line: " +
-                            quote(in.substr(pos_), 40));
-              }
-              if (closed) {
-                return fail(phase_ == phase::trailers
-                                ? "closed in the chunked trailer section"
-                                : "closed in the middle of the response head");
-              }
-              return event::more;
-            case line_result::complete:
-              break;
-          }
-          if (phase_ == phase::status_line) {
-            if (!status_line(line)) return event::bad;
-            phase_ = phase::fields;
-          } else if (!line.empty()) {
-            if (!field(line, phase_ == phase::trailers)) return event::bad;
-          } else if (phase_ == phase::trailers) {
-            phase_ = phase::done;
-            return event::done;
-          } else if (!end_of_head()) {
-            return event::bad;
-          } else if (phase_ != phase::status_line) {  // not an interim 1xx, which is skipped
-            return event::head;
-          }
-          continue;
-        }
-        case phase::length_body:
-        case phase::chunk_data: {
-          const auto take =
-              static_cast<std::size_t>(std::min<std::uint64_t>(in.size() - pos_, remaining_));
-          body_.append(in.substr(pos_, take));
-          pos_ += take;
-          remaining_ -= take;
-          if (remaining_ == 0) {
-            if (phase_ == phase::length_body) {
-              phase_ = phase::done;
-              return event::done;
-            }
-            phase_ = phase::chunk_end;
-            continue;
-          }
-          if (closed) {
-            return fail(phase_ == phase::chunk_data
-                            ? "closed in the middle of a chunk"
-                            : "closed after " + std::to_string(body_.size()) + " of " +
-                                  std::to_string(*content_length_) + " body bytes");
-          }
-          return event::more;
-        }
-        case phase::chunk_end: {
-          const auto rest = in.substr(pos_, 2);
-          if (rest != std::string_view("\r\n").substr(0, rest.size())) {
-            return fail("chunk data is not followed by CRLF");
-          }
-          if (rest.size() < 2)
-            return closed ? fail("closed in the middle of a chunk") : event::more;
-          pos_ += 2;
-          phase_ = phase::chunk_size;
-          continue;
-        }
-        case phase::chunk_size: {
-          std::string_view line;
-          switch (next_line(in, line)) {
-            case line_result::bad:
-              return event::bad;
-            case line_result::partial:
-              return closed ? fail("closed before the last chunk") : event::more;
-            case line_result::complete:
-              break;
-          }
-          if (!chunk_size_line(line)) return event::bad;
-          phase_ = remaining_ == 0 ? phase::trailers : phase::chunk_data;
-          continue;
-        }
-        case phase::close_body:
-          body_.append(in.substr(pos_));
-          pos_ = in.size();
-          if (!closed) return event::more;
-          phase_ = phase::done;
-          return event::done;
-        case phase::done:
-          return event::done;
-        case phase::failed:
-          return event::bad;
-      }
-    }
-  }
-
-  // The final status code, once parse() has reported event::head.
-  int status() const noexcept { return status_; }
-  // The body received so far, transfer coding removed.
-  std::string_view body() const noexcept { return body_; }
-  // Still reading a head (an interim one, or the final one)?
-  bool in_head() const noexcept { return phase_ == phase::status_line || phase_ == phase::fields; }
-  const std::string& error() const noexcept { return error_; }
-
- private:
-  enum class phase {
-    status_line,
-    fields,
-    length_body,
-    close_body,
-    chunk_size,
-    chunk_data,
-    chunk_end,
-    trailers,
-    done,
-    failed,
-  };
-  enum class line_result { complete, partial, bad };
-
-  event fail(std::string why) {
-    phase_ = phase::failed;
-    error_ = std::move(why);
-    return event::bad;
-  }
-
-  // The next CRLF-terminated line from pos_, without its CRLF.
-  line_result next_line(std::string_view in, std::string_view& line) {
-    const auto lf = in.find('\n', std::max(pos_, scanned_));
-    if (lf == std::string_view::npos) {
-      scanned_ = in.size();
-      return line_result::partial;
-    }
-    if (lf == pos_ || in[lf - 1] != '\r') {
-      fail("a line ends in a bare LF, not CRLF");
-      return line_result::bad;
-    }
-    line = in.substr(pos_, lf - 1 - pos_);
-    pos_ = lf + 1;
-    return line_result::complete;
-  }
-
-  // Could `s` (a status line still incomplete) begin "HTTP/1.d ddd "? Lets garbage fail at
-  // once instead of at the deadline when the peer keeps the connection open.
-  static bool status_prefix_ok(std::string_view s) noexcept {
-    constexpr std::string_view shape = "HTTP/1.d ddd ";
-    for (std::size_t i = 0; i < s.size() && i < shape.size(); ++i) {
-      if (shape[i] == 'd' ? !is_digit(s[i]) : s[i] != shape[i]) return false;
-    }
-    return true;
-  }
-
-  bool status_line(std::string_view l) {
-    if (l.size() < 13 || !status_prefix_ok(l.substr(0, 13))) {
-      fail("status line " + quote(l) + " is not 'HTTP/1.x NNN reason'");
-      return false;
-    }
-    minor_version_ = l[7] - '0';
-    status_ = (l[9] - '0') * 100 + (l[10] - '0') * 10 + (l[11] - '0');
-    if (status_ < 100 || status_ > 599) {
-      fail("status code " + std::to_string(status_) + " is outside 100..599");
-      return false;
-    }
-    for (char c : l.substr(13)) {
-      if (!is_field_char(c)) {
-        fail("status line " + quote(l) + " has a control character in its reason phrase");
-        return false;
-      }
-    }
-    content_length_.reset();
-    transfer_encoding_.reset();
-    return true;
-  }
-
-  // One field line, of the head or (trailer = true) of the chunked trailer section.
-  bool field(std::string_view l, bool trailer) {
-    if (is_ows(l.front())) {
-      fail("a header line begins with whitespace (obs-fold, RFC 9112 §5.2): " + quote(l));
-      return false;
-    }
-    const auto colon = l.find(':');
-    const auto name = l.substr(0, colon);
-    if (colon == std::string_view::npos || !is_token(name)) {
-      fail("header line " + quote(l) + " is not 'name: value' with a token name");
-      return false;
-    }
-    const auto value = trim_ows(l.substr(colon + 1));
-    for (char c : value) {
-      if (!is_field_char(c)) {
-        fail("header " + quote(name) + " has a control character in its value");
-        return false;
-      }
-    }
-    if (trailer) return true;  // a trailer field cannot change the framing (RFC 9110 §6.5.1)
-    if (iequals(name, "Content-Length")) return content_length(value);
-    if (iequals(name, "Transfer-Encoding")) {
-      transfer_encoding_ =
-          transfer_encoding_ ? *transfer_encoding_ + ", " + std::string(value) : std::string(value);
-    }
-    return true;
-  }
-
-  bool content_length(std::string_view value) {
-    bool conflict = false;
-    const int n = for_each_element(value, [&](std::string_view e) {
-      const auto v = parse_decimal(e, std::numeric_limits<std::uint64_t>::max());
-      if (!v) return false;
-      if (content_length_ && *content_length_ != *v) {
-        conflict = true;
-        return false;
-      }
-      content_length_ = *v;
-      return true;
-    });
-    if (n <= 0) {
-      fail(conflict ? "conflicting Content-Length values"
-                    : "Content-Length " + quote(value) + " is not a decimal number");
-      return false;
-    }
-    return true;
-  }
-
-  // Settles the framing once the head's empty line arrived (RFC 9112 §6.3).
-  bool end_of_head() {
-    if (status_ < 200) {
-      if (status_ == 101) {
-        fail("101 Switching Protocols, but the probe asked for no upgrade");
-        return false;
-      }
-      phase_ = phase::status_line;  // interim: no body; the final response follows
-      return true;
-    }
-    // §6.3 item 1: these end at the empty line whatever their fields say.
-    if (head_request_ || status_ == 204 || status_ == 304) {
-      phase_ = phase::done;
-      return true;
-    }
-    if (transfer_encoding_) {
-      if (minor_version_ == 0) {
-        fail("Transfer-Encoding in an HTTP/1.0 response (RFC 9112 §6.1)");
-        return false;
-      }
-      if (content_length_) {
-        fail("both Transfer-Encoding and Content-Length (RFC 9112 §6.3: a smuggling sign)");
-        return false;
-      }
-      const int n = for_each_element(*transfer_encoding_,
-                                     [](std::string_view e) { return iequals(e, "chunked"); });
-      if (n != 1) {
-        fail("Transfer-Encoding " + quote(*transfer_encoding_) +
-             " is not a lone 'chunked' (the probe accepts no other coding)");
-        return false;
-      }
-      phase_ = phase::chunk_size;
-      return true;
-    }
-    if (content_length_) {
-      remaining_ = *content_length_;
-      phase_ = remaining_ == 0 ? phase::done : phase::length_body;
-      return true;
-    }
-    phase_ = phase::close_body;
-    return true;
-  }
-
-  // chunk-size [ chunk-ext ], RFC 9112 §7.1.1:
-  //   chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
-  bool chunk_size_line(std::string_view l) {
-    std::size_t i = 0;
-    std::uint64_t size = 0;
-    for (; i < l.size() && hex_digit(l[i]) >= 0; ++i) {
-      if (size > (std::numeric_limits<std::uint64_t>::max() >> 4)) {
-        fail("chunk size " + quote(l) + " is too large");
-        return false;
-      }
-      size = size << 4 | static_cast<std::uint64_t>(hex_digit(l[i]));
-    }
-    auto bad = [&] {
-      fail("chunk size line " + quote(l) + " is not 'HEX *(;name[=value])'");
-      return false;
-    };
-    if (i == 0) return bad();
-    auto skip_ows = [&] {
-      while (i < l.size() && is_ows(l[i])) ++i;
-    };
-    auto token = [&] {
-      const auto from = i;
-      while (i < l.size() && is_tchar(l[i])) ++i;
-      return i > from;
-    };
-    while (i < l.size()) {
-      skip_ows();
-      if (i == l.size() || l[i] != ';') return bad();
-      ++i;
-      skip_ows();
-      if (!token()) return bad();
-      const auto after_name = i;
-      skip_ows();
-      if (i == l.size() || l[i] != '=') {
-        i = after_name;
-        continue;
-      }
-      ++i;
-      skip_ows();
-      if (i < l.size() && l[i] == '"') {  // quoted-string, RFC 9110 §5.6.4
-        for (++i;; ++i) {
-          if (i == l.size()) return bad();
-          if (l[i] == '"') break;
-          if (l[i] == '\\' && ++i == l.size()) return bad();
-          if (!is_field_char(l[i])) return bad();
-        }
-        ++i;
-      } else if (!token()) {
-        return bad();
-      }
-    }
-    remaining_ = size;
-    return true;
-  }
-
-  bool head_request_;
-  phase phase_ = phase::status_line;
-  std::size_t pos_ = 0;      // the first byte not yet parsed
-  std::size_t scanned_ = 0;  // no LF before this offset (from pos_): where a line search resumes
-  int status_ = 0;
-  int minor_version_ = 1;
-  std::optional<std::uint64_t> content_length_;
-  std::optional<std::string> transfer_encoding_;  // every Transfer-Encoding value, joined
-  std::uint64_t remaining_ = 0;  // of the Content-Length body or of the current chunk
-  std::string body_;
-  std::string error_;
-};
-
-}  // namespace detail::http1
 
 // An HTTP/1.1 health check: connects, sends one request with `Connection: close`, and judges
 // the response. Healthy when the final status is in one of `expect_status`'s ranges and, with
@@ -492,7 +47,7 @@ class response_parser {
 // counts against `max_response`; going over it is a bad_response, unless the verdict was
 // already certain. A malformed response is a bad_response, a status outside the expected
 // ranges a bad_status (detail "HTTP 503"), a body without the expected text a bad_body, a peer
-// that closes before sending a byte a reset. See detail::http1::response_parser for the
+// that closes before sending a byte a reset. See http1::response_parser for the
 // strict parsing rules (CRLF only, no obs-fold, one Content-Length, chunked only, 1xx skipped).
 //
 // Options are checked by validate(), which refuses anything that could inject a header or
@@ -534,7 +89,7 @@ class http_probe {
     request_line_ = o_.method + ' ' + o_.path + " HTTP/1.1\r\nHost: ";
     bool user_agent = false;
     for (const auto& h : o_.headers) {
-      user_agent = user_agent || detail::http1::iequals(h.name, "User-Agent");
+      user_agent = user_agent || http1::iequals(h.name, "User-Agent");
       request_rest_ += h.name + ": " + h.value + "\r\n";
     }
     if (!user_agent) {
@@ -555,7 +110,7 @@ class http_probe {
   // `expect_status` non-empty, each range within 200..599 and first <= last; `max_response`
   // non-zero and not below `expect_body`'s size; no `expect_body` with HEAD.
   static result<void> validate(const options& o) {
-    using namespace detail::http1;
+    using namespace http1;
     auto invalid = [](std::string why) { return make_error(errc::invalid_argument, why); };
     if (!is_token(o.method)) return invalid("method " + quote(o.method) + " is not a token");
     if (o.method == "CONNECT") return invalid("method CONNECT cannot be a health check");
@@ -622,7 +177,7 @@ class http_probe {
       return done(s.status, std::move(s.detail));
     }
 
-    using parser = detail::http1::response_parser;
+    using parser = http1::response_parser;
     parser response(head_request_);
     const bool need_body = !o_.expect_body.empty() || o_.read_body;
     std::string in;
@@ -689,7 +244,7 @@ class http_probe {
   static std::size_t bad_percent(std::string_view s) noexcept {
     for (std::size_t i = 0; i < s.size(); ++i) {
       if (s[i] != '%') continue;
-      if (i + 2 >= s.size() || detail::hex_digit(s[i + 1]) < 0 || detail::hex_digit(s[i + 2]) < 0) {
+      if (i + 2 >= s.size() || http1::hex_digit(s[i + 1]) < 0 || http1::hex_digit(s[i + 2]) < 0) {
         return i;
       }
       i += 2;

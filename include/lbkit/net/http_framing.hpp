@@ -31,6 +31,7 @@
 
 #include "lbkit/text.hpp"
 #include "lbkit/endpoint.hpp"
+#include "lbkit/net/http1.hpp"
 #include "lbkit/net/route_table.hpp"
 #include "lbkit/net/sticky_session.hpp"
 
@@ -146,14 +147,17 @@ inline bool is_valid_host_field(std::string_view value) noexcept;
 
 namespace detail::framing {
 
-using detail::trim_ows;
-using detail::routing::iequals;
-using detail::routing::is_token;
+using http1::for_each_element;
+using http1::hex_digit;
+using http1::iequals;
+using http1::is_digit;
+using http1::is_token;
+using http1::quoted_length;
+using http1::trim_ows;
 
 constexpr bool is_alpha(char c) noexcept {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
-constexpr bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
 
 // RFC 3986 §2.3 unreserved and §2.2 sub-delims.
 constexpr bool is_unreserved(char c) noexcept {
@@ -254,34 +258,6 @@ constexpr const char* field_error(const http_field& f) noexcept {
     }
   }
   return nullptr;
-}
-
-// Calls f(element) on each non-empty, OWS-trimmed element of a comma-separated list; empty
-// elements are allowed and skipped (RFC 9110 §5.6.1). Stops early when f returns false.
-template <class F>
-constexpr void for_each_element(std::string_view list, F&& f) {
-  for (;;) {
-    const auto comma = list.find(',');
-    const std::string_view e = trim_ows(list.substr(0, comma));
-    if (!e.empty() && !f(e)) return;
-    if (comma == std::string_view::npos) return;
-    list.remove_prefix(comma + 1);
-  }
-}
-
-// quoted-string (RFC 9110 §5.6.4) at the start of `s`: its length, or 0 when there is none.
-constexpr std::size_t quoted_length(std::string_view s) noexcept {
-  if (s.empty() || s.front() != '"') return 0;
-  for (std::size_t i = 1; i < s.size(); ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c == '"') return i + 1;
-    if (c == '\\') {
-      if (++i == s.size()) return 0;
-      continue;
-    }
-    if ((c < 0x20 && c != '\t') || c == 0x7f) return 0;
-  }
-  return 0;
 }
 
 // One transfer-coding (RFC 9112 §7): token *( OWS ";" OWS token "=" ( token / quoted-string )).

@@ -26,6 +26,7 @@
 
 #include "lbkit/text.hpp"
 #include "lbkit/endpoint.hpp"
+#include "lbkit/net/http1.hpp"
 #include "lbkit/result.hpp"
 
 namespace lbkit {
@@ -113,27 +114,10 @@ constexpr bool is_normalized_path(std::string_view path) noexcept;
 
 namespace detail::routing {
 
-constexpr char lower(char c) noexcept {
-  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-// tchar of RFC 9110 §5.6.2: the characters of a method and of a field name.
-constexpr bool is_tchar(char c) noexcept {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-constexpr bool is_token(std::string_view s) noexcept {
-  return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar);
-}
-
-constexpr bool iequals(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
+using http1::iequals;
+using http1::is_tchar;
+using http1::is_token;
+constexpr char lower(char c) noexcept { return http1::ascii_lower(c); }
 
 // Three-way comparison of `folded` (lower case already) with `s` lowercased, without a copy.
 constexpr int compare_folded(std::string_view folded, std::string_view s) noexcept {

@@ -35,6 +35,7 @@
 #include "lbkit/detail/config.hpp"
 #include "lbkit/text.hpp"
 #include "lbkit/hash.hpp"
+#include "lbkit/net/http1.hpp"
 #include "lbkit/result.hpp"
 
 namespace lbkit {
@@ -176,24 +177,6 @@ constexpr std::optional<std::size_t> decode_base64url(std::string_view in, char*
   return n;
 }
 
-// RFC 6265 §4.1.1: a cookie name is an HTTP token (RFC 9110 §5.6.2 tchar).
-constexpr bool is_token(std::string_view s) noexcept {
-  if (s.empty()) return false;
-  for (char c : s) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-    if (!ok) return false;
-  }
-  return true;
-}
-
-constexpr bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
-constexpr std::string_view trim_ows(std::string_view s) noexcept {
-  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
-  return s;
-}
-
 }  // namespace detail
 
 // SipHash-2-4 of `bytes` under `key`: the 64-bit output of the reference implementation
@@ -222,11 +205,11 @@ constexpr std::optional<std::string_view> find_cookie(std::string_view cookie_he
   if (name.empty()) return std::nullopt;
   while (!cookie_header.empty()) {
     const std::size_t semi = cookie_header.find(';');
-    const std::string_view pair = detail::trim_ows(cookie_header.substr(0, semi));
+    const std::string_view pair = http1::trim_ows(cookie_header.substr(0, semi));
     cookie_header.remove_prefix(semi == std::string_view::npos ? cookie_header.size() : semi + 1);
     const std::size_t eq = pair.find('=');
-    if (eq == std::string_view::npos || detail::trim_ows(pair.substr(0, eq)) != name) continue;
-    std::string_view value = detail::trim_ows(pair.substr(eq + 1));
+    if (eq == std::string_view::npos || http1::trim_ows(pair.substr(0, eq)) != name) continue;
+    std::string_view value = http1::trim_ows(pair.substr(eq + 1));
     if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
       value = value.substr(1, value.size() - 2);
     }
@@ -238,7 +221,7 @@ constexpr std::optional<std::string_view> find_cookie(std::string_view cookie_he
 // Checks a configured cookie name: an HTTP token (letters, digits, !#$%&'*+-.^_`|~), as
 // RFC 6265 requires.
 inline result<void> validate_cookie_name(std::string_view name) {
-  if (!detail::is_token(name)) {
+  if (!http1::is_token(name)) {
     return make_error(errc::invalid_argument,
                       "cookie name " + quote(name) +
                           " must be a non-empty token: letters, digits and !#$%&'*+-.^_`|~");
@@ -291,7 +274,7 @@ class sticky_cookie {
   // stops the program through LBKIT_ASSERT.
   explicit sticky_cookie(const siphash_key& key, std::string_view name = default_name)
       : name_(name), mac_(key) {
-    LBKIT_ASSERT(detail::is_token(name), "sticky_cookie: the cookie name must be a token");
+    LBKIT_ASSERT(http1::is_token(name), "sticky_cookie: the cookie name must be a token");
     // A fixed label first, so that the key could serve another purpose with another label
     // without one's tags being valid for the other; the name ends at '=', which a token
     // cannot contain, so name and id are never ambiguous.
