@@ -527,10 +527,10 @@ class worker {
     }
     const auto r =
         lbkit::parse_proxy_header(std::span(reinterpret_cast<const std::uint8_t*>(d.buf), d.tail));
-    if (r.status == lbkit::proxy_parse_status::incomplete && !eof && d.tail < buffer_size) {
+    if (r.status == lbkit::parse_status::incomplete && !eof && d.tail < buffer_size) {
       return;  // wait for more
     }
-    if (r.status != lbkit::proxy_parse_status::complete) {
+    if (r.status != lbkit::parse_status::complete) {
       if (d.tail == 0) {
         return close_conn(c, lbkit::outcome::none, false);  // connected and left: a TCP check
       }
@@ -538,7 +538,7 @@ class worker {
       static examples::rate_limited_log site;
       if (!cfg_.quiet) {
         site("lbkit_l4_proxy: closing %s: bad PROXY header: %s", c->peer.to_string().c_str(),
-             r.status == lbkit::proxy_parse_status::invalid ? r.error.c_str()
+             r.status == lbkit::parse_status::invalid ? r.error.c_str()
              : eof ? "the client ended before the header was complete"
                    : "no complete header in the first 16 KiB");
       }
@@ -547,11 +547,11 @@ class worker {
     d.head = static_cast<std::uint32_t>(r.size);
     if (d.head == d.tail) give_buffer(d);
     d.eof = eof;  // passed on once the bytes after the header are sent
-    if (r.header.command == lbkit::proxy_command::proxy &&
-        (r.header.family == lbkit::proxy_family::inet ||
-         r.header.family == lbkit::proxy_family::inet6)) {
-      c->client = r.header.source.address();
-      c->incoming = r.header;
+    if (r.value.command == lbkit::proxy_command::proxy &&
+        (r.value.family == lbkit::proxy_family::inet ||
+         r.value.family == lbkit::proxy_family::inet6)) {
+      c->client = r.value.source.address();
+      c->incoming = r.value;
     }
     admit(c);
   }
@@ -583,7 +583,10 @@ class worker {
 
   static lbkit::proxy_header with_version(lbkit::proxy_header h, lbkit::proxy_version v) {
     h.version = v;
-    if (v == lbkit::proxy_version::v1) h.tlvs.clear();  // v1 has no TLVs
+    if (v == lbkit::proxy_version::v1) {  // v1 has no TLVs and no checksum
+      h.tlvs.clear();
+      h.crc32c = false;
+    }
     return h;
   }
 

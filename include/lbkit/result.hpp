@@ -3,9 +3,12 @@
 // message. Its observers are named like std::expected's (has_value, value, error, operator*)
 // so that it can become an alias of std::expected<T, lbkit::error> once every supported
 // compiler ships one in C++20 mode; g++ 12 does not. The data plane (pick) never uses it.
+// parse_result<T>: the verdict of an incremental parser of wire bytes.
 #pragma once
 
 #include <cerrno>
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -155,6 +158,58 @@ class [[nodiscard]] result<void> {
  private:
   lbkit::error e_;
   bool failed_ = false;
+};
+
+// The verdict of an incremental parser of bytes from a peer (a PROXY header, an HTTP/1
+// message), the one vocabulary lbkit's wire parsers share. The caller hands the parser every
+// byte received so far and acts on the verdict:
+//   incomplete  every byte so far fits a valid message: read more and parse again;
+//   complete    a valid message occupies the first `size` bytes; what follows is not its own;
+//   invalid     no valid message starts with these bytes: `error` says why, for a log line.
+enum class parse_status : std::uint8_t { incomplete, complete, invalid };
+
+constexpr std::string_view to_string(parse_status s) noexcept {
+  switch (s) {
+    case parse_status::incomplete:
+      return "incomplete";
+    case parse_status::complete:
+      return "complete";
+    case parse_status::invalid:
+      return "invalid";
+  }
+  return "unknown";
+}
+
+// A parse verdict that carries its value, for parsers that return the whole message at once.
+// (A streaming parser, such as http1::response_parser, reports a parse_status per call and
+// keeps the message it has read.) Thread safety: thread-compatible (a value type).
+template <class T>
+struct parse_result {
+  parse_status status = parse_status::incomplete;
+  // complete: the bytes the message occupies. incomplete: a lower bound on the total bytes it
+  // needs, above the input's size (0 when the parser cannot tell).
+  std::size_t size = 0;
+  T value{};            // complete only
+  std::string error{};  // invalid only; bytes of the input in it are quoted and escaped
+
+  static parse_result incomplete(std::size_t need) {
+    parse_result r;
+    r.size = need;
+    return r;
+  }
+  static parse_result complete(std::size_t size, T value) {
+    parse_result r;
+    r.status = parse_status::complete;
+    r.size = size;
+    r.value = std::move(value);
+    return r;
+  }
+  static parse_result invalid(std::string why) {
+    parse_result r;
+    r.status = parse_status::invalid;
+    r.error = std::move(why);
+    return r;
+  }
 };
 
 }  // namespace lbkit

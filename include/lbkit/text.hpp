@@ -49,6 +49,9 @@ inline std::optional<std::uint64_t> parse_decimal(std::string_view s, std::uint6
   return v;
 }
 
+// An ASCII decimal digit (DIGIT of RFC 5234)?
+constexpr bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
+
 // The value of a hex digit (either case), or -1.
 constexpr int hex_digit(char c) noexcept {
   if (c >= '0' && c <= '9') return c - '0';

@@ -1079,8 +1079,8 @@ TEST_CASE("PROXY protocol: the backend learns the client's address; --accept-pro
   auto parse = [](const std::string& stream) {
     const auto r = lbkit::parse_proxy_header(stream);
     INFO("stream: " << stream.substr(0, 120));
-    REQUIRE(r.status == lbkit::proxy_parse_status::complete);
-    return std::pair{r.header, stream.substr(r.size)};
+    REQUIRE(r.status == lbkit::parse_status::complete);
+    return std::pair{r.value, stream.substr(r.size)};
   };
 
   auto last_stream = [&] {
@@ -1137,7 +1137,8 @@ TEST_CASE("PROXY protocol: the backend learns the client's address; --accept-pro
       in.source = *endpoint::parse("[2001:db8::7]:5555");
       in.destination = *endpoint::parse("[2001:db8::1]:443");
       in.tlvs.push_back({lbkit::proxy_tlv_authority, "example.com"});
-      const auto bytes = lbkit::encode_proxy_header(in, {.crc32c = true});
+      in.crc32c = true;
+      const auto bytes = lbkit::encode_proxy_header(in);
       REQUIRE(bytes);
       const std::string header(reinterpret_cast<const char*>(bytes->data()), bytes->size());
       const auto r =
@@ -1232,10 +1233,10 @@ TEST_CASE("HAProxy interop: PROXY v2 from HAProxy into lbkit, and from lbkit int
     const auto streams = backend.streams();
     REQUIRE(streams.size() == 1);
     const auto parsed = lbkit::parse_proxy_header(streams[0]);
-    REQUIRE(parsed.status == lbkit::proxy_parse_status::complete);
-    CHECK(parsed.header.version == lbkit::proxy_version::v1);
-    CHECK(parsed.header.source == client);  // the real client, through both hops
-    CHECK(parsed.header.destination == ha.address());
+    REQUIRE(parsed.status == lbkit::parse_status::complete);
+    CHECK(parsed.value.version == lbkit::proxy_version::v1);
+    CHECK(parsed.value.source == client);  // the real client, through both hops
+    CHECK(parsed.value.destination == ha.address());
     CHECK(streams[0].substr(parsed.size) == "through haproxy<end>");
     lb.stop();
   }

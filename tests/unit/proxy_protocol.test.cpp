@@ -13,6 +13,7 @@
 
 #include <doctest/doctest.h>
 
+#include <lbkit/crc32c.hpp>
 #include <lbkit/endpoint.hpp>
 #include <lbkit/net/proxy_protocol.hpp>
 
@@ -22,12 +23,11 @@ using lbkit::proxy_command;
 using lbkit::proxy_family;
 using lbkit::proxy_header;
 using lbkit::proxy_parse_options;
+using lbkit::parse_status;
 using lbkit::proxy_parse_result;
-using lbkit::proxy_parse_status;
 using lbkit::proxy_tlv;
 using lbkit::proxy_transport;
 using lbkit::proxy_version;
-using lbkit::proxy_write_options;
 
 namespace {
 
@@ -63,8 +63,8 @@ proxy_parse_result parse(const bytes& b, const proxy_parse_options& o = {}) {
   return lbkit::parse_proxy_header(std::span<const std::uint8_t>(b), o);
 }
 
-bytes encode(const proxy_header& h, const proxy_write_options& o = {}) {
-  auto r = lbkit::encode_proxy_header(h, o);
+bytes encode(const proxy_header& h) {
+  auto r = lbkit::encode_proxy_header(h);
   if (!r) FAIL("encode_proxy_header(" << lbkit::to_string(h) << ") failed: " << r.error().message);
   return *r;
 }
@@ -78,12 +78,18 @@ bool printable(std::string_view s) {
 
 void require_complete(const proxy_parse_result& r, std::size_t size, const proxy_header& h) {
   INFO("error: " << r.error);
-  REQUIRE(r.status == proxy_parse_status::complete);
+  REQUIRE(r.status == parse_status::complete);
   CHECK(r.size == size);
-  CHECK(r.header == h);
-  if (!(r.header == h)) {
-    MESSAGE("got " << lbkit::to_string(r.header) << ", want " << lbkit::to_string(h));
+  CHECK(r.value == h);
+  if (!(r.value == h)) {
+    MESSAGE("got " << lbkit::to_string(r.value) << ", want " << lbkit::to_string(h));
   }
+}
+
+// `h` with a CRC32C TLV.
+proxy_header with_crc(proxy_header h) {
+  h.crc32c = true;
+  return h;
 }
 
 // Every proper prefix is incomplete with a hint above its length and at most the header's
@@ -93,7 +99,7 @@ void check_prefixes(const bytes& wire, const proxy_header& h, bool crc = false) 
     const auto r = parse(bytes(wire.begin(), wire.begin() + static_cast<std::ptrdiff_t>(k)));
     CAPTURE(k);
     INFO("error: " << r.error);
-    REQUIRE(r.status == proxy_parse_status::incomplete);
+    REQUIRE(r.status == parse_status::incomplete);
     CHECK(r.size > k);
     CHECK(r.size <= wire.size());
   }
@@ -102,10 +108,9 @@ void check_prefixes(const bytes& wire, const proxy_header& h, bool crc = false) 
     fed.push_back(wire[k]);
     const auto r = parse(fed);
     if (k + 1 < wire.size()) {
-      REQUIRE(r.status == proxy_parse_status::incomplete);
+      REQUIRE(r.status == parse_status::incomplete);
     } else {
-      require_complete(r, wire.size(), h);
-      CHECK(r.crc32c == crc);
+      require_complete(r, wire.size(), crc ? with_crc(h) : h);
     }
   }
 }
@@ -227,13 +232,13 @@ TEST_CASE("v1: the spec's example, byte for byte, both ways") {
 
   const auto r = lbkit::parse_proxy_header(line + "GET / HTTP/1.1\r\nHost: 192.168.0.11\r\n\r\n");
   require_complete(r, line.size(), h);
-  CHECK(r.header.version == proxy_version::v1);
-  CHECK(r.header.command == proxy_command::proxy);
-  CHECK(r.header.family == proxy_family::inet);
-  CHECK(r.header.transport == proxy_transport::stream);
-  CHECK(r.header.source == ep("192.168.0.1:56324"));
-  CHECK(r.header.destination == ep("192.168.0.11:443"));
-  CHECK_FALSE(r.crc32c);
+  CHECK(r.value.version == proxy_version::v1);
+  CHECK(r.value.command == proxy_command::proxy);
+  CHECK(r.value.family == proxy_family::inet);
+  CHECK(r.value.transport == proxy_transport::stream);
+  CHECK(r.value.source == ep("192.168.0.1:56324"));
+  CHECK(r.value.destination == ep("192.168.0.11:443"));
+  CHECK_FALSE(r.value.crc32c);
   CHECK(r.error.empty());
 }
 
@@ -260,15 +265,15 @@ TEST_CASE("v1: TCP6, UNKNOWN and the longest lines the spec allows") {
   require_complete(lbkit::parse_proxy_header(worst), 107, unknown);
   const std::string over = "PROXY UNKNOWN " + f39 + " " + f39 + " 65535 655355\r\n";
   const auto r = lbkit::parse_proxy_header(over);
-  CHECK(r.status == proxy_parse_status::invalid);
+  CHECK(r.status == parse_status::invalid);
   CHECK(r.error.find("no CRLF within its first 107 bytes") != std::string::npos);
 
   const std::string tcp4 = "PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n";
   CHECK(tcp4.size() == 56);
-  CHECK(lbkit::parse_proxy_header(tcp4).status == proxy_parse_status::complete);
+  CHECK(lbkit::parse_proxy_header(tcp4).status == parse_status::complete);
   const std::string tcp6 = "PROXY TCP6 " + f39 + " " + f39 + " 65535 65535\r\n";
   CHECK(tcp6.size() == 104);
-  CHECK(lbkit::parse_proxy_header(tcp6).status == proxy_parse_status::complete);
+  CHECK(lbkit::parse_proxy_header(tcp6).status == parse_status::complete);
   // Upper-case hex (§2.1 allows it), a trailing dotted quad, port 0.
   const auto mixed = lbkit::parse_proxy_header(
       std::string_view("PROXY TCP6 2001:DB8::A ::ffff:192.0.2.1 0 0\r\n"));
@@ -337,11 +342,10 @@ TEST_CASE("v2: hand-assembled headers, byte for byte, both ways") {
           static_cast<std::uint8_t>(sum >> (24 - 8 * i));  // network byte order
     }
     const auto h = proxy_header::for_stream(ep("10.0.0.1:1234"), ep("10.0.0.2:80"));
-    CHECK(encode(h, {.crc32c = true}) == wire);
+    CHECK(encode(with_crc(h)) == wire);
     const auto r = parse(wire);
-    require_complete(r, wire.size(), h);
-    CHECK(r.crc32c);
-    CHECK(r.header.tlvs.empty());  // checked and dropped
+    require_complete(r, wire.size(), with_crc(h));
+    CHECK(r.value.tlvs.empty());  // checked and dropped
   }
 }
 
@@ -367,7 +371,7 @@ TEST_CASE("v2: the decoder's reading of LOCAL, UNSPEC and AF_UNIX corners") {
   }
   SUBCASE("LOCAL with a length too short for its family: skipped unread") {
     const bytes wire = cat({signature, raw({0x20, 0x21, 0x00, 0x04}), raw({1, 2, 3, 4})});
-    CHECK(parse(wire).status == proxy_parse_status::complete);
+    CHECK(parse(wire).status == parse_status::complete);
   }
   SUBCASE("PROXY UNSPEC with TLVs right after the fixed bytes") {
     const bytes wire = cat(
@@ -384,10 +388,10 @@ TEST_CASE("v2: the decoder's reading of LOCAL, UNSPEC and AF_UNIX corners") {
     dst[1] = '@';
     const bytes wire = cat({signature, raw({0x21, 0x32, 0x00, 0xD8}), src, dst});
     const auto r = parse(wire);
-    REQUIRE(r.status == proxy_parse_status::complete);
-    CHECK(r.header.source_path == "xxx");
-    CHECK(r.header.destination_path.empty());
-    CHECK(r.header.transport == proxy_transport::dgram);
+    REQUIRE(r.status == parse_status::complete);
+    CHECK(r.value.source_path == "xxx");
+    CHECK(r.value.destination_path.empty());
+    CHECK(r.value.transport == proxy_transport::dgram);
   }
   SUBCASE("incomplete: the hint is the exact size once the length is known") {
     const auto wire = encode(proxy_header::for_stream(ep("10.0.0.1:1"), ep("10.0.0.2:2")));
@@ -405,21 +409,20 @@ TEST_CASE("round trips: every version, family, transport and command, with TLVs 
       if (crc && s.header.version == proxy_version::v1) continue;
       CAPTURE(s.name);
       CAPTURE(crc);
-      const proxy_write_options o{.crc32c = crc};
-      const bytes wire = encode(s.header, o);
-      CHECK(wire.size() == lbkit::encoded_size(s.header, o));
+      const proxy_header h = crc ? with_crc(s.header) : s.header;
+      const bytes wire = encode(h);
+      CHECK(wire.size() == lbkit::encoded_size(h));
 
       // write_proxy_header into an exact buffer, and into a larger one.
       bytes buf(wire.size() + 10, 0xEE);
-      auto n = lbkit::write_proxy_header(s.header, buf, o);
+      auto n = lbkit::write_proxy_header(h, buf);
       REQUIRE(n.has_value());
       CHECK(*n == wire.size());
       CHECK(std::equal(wire.begin(), wire.end(), buf.begin()));
       CHECK(buf[wire.size()] == 0xEE);
 
       const auto r = parse(wire);
-      require_complete(r, wire.size(), s.header);
-      CHECK(r.crc32c == crc);
+      require_complete(r, wire.size(), h);
 
       // Application data after the header stays where it is.
       for (const std::string& data :
@@ -427,10 +430,10 @@ TEST_CASE("round trips: every version, family, transport and command, with TLVs 
             std::string("PROXY "), std::string(1, '\0')}) {
         bytes more = wire;
         more.insert(more.end(), data.begin(), data.end());
-        require_complete(parse(more), wire.size(), s.header);
+        require_complete(parse(more), wire.size(), h);
       }
       // Re-encoding the decoded header gives the same bytes.
-      CHECK(encode(r.header, {.crc32c = r.crc32c}) == wire);
+      CHECK(encode(r.value) == wire);
       check_prefixes(wire, s.header, crc);
       ++count;
     }
@@ -592,7 +595,7 @@ std::vector<bad_input> bad_inputs() {
   }
   {
     auto wire =
-        encode(proxy_header::for_stream(ep("10.0.0.1:1234"), ep("10.0.0.2:80")), {.crc32c = true});
+        encode(with_crc(proxy_header::for_stream(ep("10.0.0.1:1234"), ep("10.0.0.2:80"))));
     wire[17] ^= 0x40;  // a bit of the source address
     v.push_back({"v2 bad CRC32C", wire, wire.size(), "fails its CRC32C check"});
   }
@@ -632,36 +635,36 @@ TEST_CASE("bad inputs: invalid with a reason, as soon as the bytes rule out a he
     INFO("case: " << c.name);
     const auto whole = parse(c.input, c.options);
     INFO("error: " << whole.error);
-    REQUIRE(whole.status == proxy_parse_status::invalid);
+    REQUIRE(whole.status == parse_status::invalid);
     CHECK(whole.error.find(c.reason) != std::string::npos);
     CHECK(printable(whole.error));
     CHECK(whole.size == 0);
-    CHECK(whole.header == proxy_header{});
+    CHECK(whole.value == proxy_header{});
 
     REQUIRE(c.at >= 1);
     REQUIRE(c.at <= c.input.size());
     const bytes decisive(c.input.begin(), c.input.begin() + static_cast<std::ptrdiff_t>(c.at));
     const auto early = parse(decisive, c.options);
-    CHECK(early.status == proxy_parse_status::invalid);
+    CHECK(early.status == parse_status::invalid);
     INFO("at the decisive byte: " << early.error);
     CHECK(early.error.find(c.reason) != std::string::npos);
     const bytes before(c.input.begin(), c.input.begin() + static_cast<std::ptrdiff_t>(c.at - 1));
     const auto wait = parse(before, c.options);
     INFO("one byte earlier: " << wait.error);
-    CHECK(wait.status == proxy_parse_status::incomplete);
+    CHECK(wait.status == parse_status::incomplete);
   }
   CHECK(cases.size() >= 50);
 
   const auto none =
       lbkit::parse_proxy_header(std::string_view(), {.accept_v1 = false, .accept_v2 = false});
-  CHECK(none.status == proxy_parse_status::invalid);
+  CHECK(none.status == parse_status::invalid);
   CHECK(none.error.find("neither v1 nor v2") != std::string::npos);
 }
 
 TEST_CASE("a CRC-protected header: every corrupted bit is caught or changes the header") {
   auto h = proxy_header::for_stream(ep("[2001:db8::7]:4433"), ep("[2001:db8::8]:443"));
   h.tlvs = sample_tlvs();
-  const auto wire = encode(h, {.crc32c = true});
+  const auto wire = encode(with_crc(h));
   int invalid = 0, incomplete = 0, other = 0;
   for (std::size_t i = 0; i < wire.size(); ++i) {
     for (int bit = 0; bit < 8; ++bit) {
@@ -671,20 +674,20 @@ TEST_CASE("a CRC-protected header: every corrupted bit is caught or changes the 
       CAPTURE(i);
       CAPTURE(bit);
       switch (r.status) {
-        case proxy_parse_status::invalid:
+        case parse_status::invalid:
           ++invalid;
           CHECK(printable(r.error));
           break;
-        case proxy_parse_status::incomplete:  // the length grew: the header waits for more
+        case parse_status::incomplete:  // the length grew: the header waits for more
           ++incomplete;
           CHECK(r.size > bad.size());
           break;
-        case proxy_parse_status::complete:
+        case parse_status::complete:
           // The length shrank past the checksum, or the checksum's type byte now names another
           // TLV: either way no checksum was verified, and the header differs.
           ++other;
-          CHECK_FALSE(r.crc32c);
-          CHECK_FALSE(r.header == h);
+          CHECK_FALSE(r.value.crc32c);
+          CHECK_FALSE(r.value == h);
           break;
       }
     }
@@ -699,34 +702,32 @@ TEST_CASE("the parse options: max_size bounds v2 headers; huge ones pass when al
   h.family = proxy_family::unspec;
   h.transport = proxy_transport::unspec;
   h.tlvs = {{0xE0, std::string(65535 - 3 - 7, 'z')}};
-  const auto wire = encode(h, {.crc32c = true});
+  const auto wire = encode(with_crc(h));
   CHECK(wire.size() == lbkit::proxy_v2_max_size);
   const auto r = parse(wire, {.max_size = lbkit::proxy_v2_max_size});
-  require_complete(r, wire.size(), h);
-  CHECK(r.crc32c);
+  require_complete(r, wire.size(), with_crc(h));
   const auto refused = parse(wire);
-  CHECK(refused.status == proxy_parse_status::invalid);
+  CHECK(refused.status == parse_status::invalid);
   CHECK(refused.error.find("65551 bytes, above the limit of 4096") != std::string::npos);
 
   const auto v1 = to_bytes("PROXY UNKNOWN\r\n");
-  CHECK(parse(v1, {.accept_v1 = true, .accept_v2 = false}).status == proxy_parse_status::complete);
+  CHECK(parse(v1, {.accept_v1 = true, .accept_v2 = false}).status == parse_status::complete);
   CHECK(parse({}, {.accept_v1 = false}).size == 16);
   CHECK(parse({}).size == 15);
 }
 
 TEST_CASE("encoder errors: nothing is written and the reason names the problem") {
   const auto v4 = proxy_header::for_stream(ep("10.0.0.1:1"), ep("10.0.0.2:2"));
-  const auto fails = [](const proxy_header& h, errc code, const char* reason,
-                        proxy_write_options o = {}) {
+  const auto fails = [](const proxy_header& h, errc code, const char* reason) {
     bytes out(70000, 0xEE);
-    const auto r = lbkit::write_proxy_header(h, out, o);
+    const auto r = lbkit::write_proxy_header(h, out);
     INFO(lbkit::to_string(h));
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().code == code);
     INFO("error: " << r.error().message);
     CHECK(r.error().message.find(reason) != std::string::npos);
     CHECK(std::all_of(out.begin(), out.end(), [](std::uint8_t b) { return b == 0xEE; }));
-    CHECK_FALSE(lbkit::encode_proxy_header(h, o).has_value());
+    CHECK_FALSE(lbkit::encode_proxy_header(h).has_value());
   };
 
   SUBCASE("buffer too small, at every size below the need") {
@@ -750,7 +751,7 @@ TEST_CASE("encoder errors: nothing is written and the reason names the problem")
     auto t = h;
     t.tlvs = {{lbkit::proxy_tlv_alpn, "h2"}};
     fails(t, errc::invalid_argument, "v1 PROXY header cannot carry TLVs");
-    fails(h, errc::invalid_argument, "cannot carry a CRC32C checksum", {.crc32c = true});
+    fails(with_crc(h), errc::invalid_argument, "cannot carry a CRC32C checksum");
     auto l = h;
     l.command = proxy_command::local;
     fails(l, errc::invalid_argument, "cannot carry the LOCAL command");
@@ -783,7 +784,7 @@ TEST_CASE("encoder errors: nothing is written and the reason names the problem")
     fails(u, errc::invalid_argument, "contains a NUL byte");
     auto c = v4;
     c.tlvs = {{lbkit::proxy_tlv_crc32c, "abcd"}};
-    fails(c, errc::invalid_argument, "set proxy_write_options::crc32c instead");
+    fails(c, errc::invalid_argument, "set proxy_header::crc32c instead");
     auto big = v4;
     big.tlvs = {{0xE0, std::string(65536, 'x')}};
     fails(big, errc::out_of_range, "65536 bytes, above the 65535 a TLV holds");
@@ -796,7 +797,7 @@ TEST_CASE("encoder errors: nothing is written and the reason names the problem")
     auto exact = v4;  // 12 address bytes + 3 + 65520 = 65535: just fits
     exact.tlvs = {{0xE0, std::string(65520, 'x')}};
     CHECK(lbkit::encode_proxy_header(exact).has_value());
-    fails(exact, errc::out_of_range, "at most 65535 fit", {.crc32c = true});
+    fails(with_crc(exact), errc::out_of_range, "at most 65535 fit");
   }
   SUBCASE("values outside the enums") {
     auto h = v4;

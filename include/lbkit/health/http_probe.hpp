@@ -177,25 +177,27 @@ class http_probe {
       return done(s.status, std::move(s.detail));
     }
 
-    using parser = http1::response_parser;
-    parser response(head_request_);
+    http1::response_parser response(head_request_);
     const bool need_body = !o_.expect_body.empty() || o_.read_body;
     std::string in;
     std::size_t searched = 0;  // no match of expect_body starts before this body offset
     bool closed = false;
+    bool status_checked = false;
     auto status_text = [&] { return "HTTP " + std::to_string(response.status()); };
     for (;;) {
       if (closed && in.empty()) {
         return done(probe_status::reset, "closed by the peer before answering");
       }
-      const auto ev = response.parse(in, closed);
-      if (ev == parser::event::bad) return done(probe_status::bad_response, response.error());
-      if (ev == parser::event::head) {
+      const parse_status verdict = response.parse(in, closed);
+      if (verdict == parse_status::invalid) {
+        return done(probe_status::bad_response, response.error());
+      }
+      if (response.has_head() && !status_checked) {
+        status_checked = true;
         if (!status_expected(response.status())) {
           return done(probe_status::bad_status, status_text());
         }
         if (!need_body) return done(probe_status::healthy, status_text());
-        continue;
       }
       if (!o_.expect_body.empty()) {
         const auto body = response.body();
@@ -205,7 +207,7 @@ class http_probe {
         if (body.size() >= o_.expect_body.size())
           searched = body.size() - o_.expect_body.size() + 1;
       }
-      if (ev == parser::event::done) {
+      if (verdict == parse_status::complete) {
         if (o_.expect_body.empty()) return done(probe_status::healthy, status_text());
         return done(probe_status::bad_body, status_text() + ", but the body (" +
                                                 std::to_string(response.body().size()) +

@@ -32,10 +32,9 @@ constexpr bool is_token(std::string_view s) noexcept {
   return true;
 }
 
-constexpr bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
-
-// The value of a hex digit (HEXDIG, either case), or -1.
+// DIGIT, and the value of a HEXDIG (either case) or -1 (RFC 5234 appendix B.1).
 using lbkit::hex_digit;
+using lbkit::is_digit;
 
 // OWS = *( SP / HTAB ) (RFC 9110 §5.6.3).
 constexpr bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }

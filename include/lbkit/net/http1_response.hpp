@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "lbkit/net/http1.hpp"
+#include "lbkit/result.hpp"
 #include "lbkit/text.hpp"
 
 namespace lbkit::http1 {
@@ -30,32 +31,42 @@ namespace lbkit::http1 {
 // response, is an error. Interim 1xx responses are skipped (RFC 9110 §15.2), except 101, which
 // the probe never asks for. Body framing follows §6.3: none after HEAD, 1xx, 204 and 304;
 // chunked (§7.1: extensions and trailer fields parsed and dropped); Content-Length; otherwise
-// the body runs until the peer closes.
+// the body runs until the peer closes. The heads (interim ones included, so that an endless
+// run of 100 Continue is bounded too) and the trailer section are each bounded by max_head.
 // Thread safety: not thread-safe (one parser per response).
 class response_parser {
  public:
-  enum class event {
-    more,  // the input ends before the next verdict: feed more bytes
-    head,  // the final head is complete (status() is set); reported once; call parse again
-    done,  // the message is complete
-    bad,   // the response is malformed; error() says how
-  };
+  // The default bound on a response head, interim heads included, and on a chunked trailer
+  // section: 64 KiB, a little above Envoy's 60 KiB max_request_headers_kb default and well
+  // above HAProxy's 16 KiB buffer. A longer head is an error, not a reason to buffer more.
+  static constexpr std::size_t default_max_head = 64 * 1024;
 
-  explicit response_parser(bool head_request) noexcept : head_request_(head_request) {}
+  explicit response_parser(bool head_request, std::size_t max_head = default_max_head) noexcept
+      : head_request_(head_request), max_head_(max_head) {}
 
   // Parses `in` from where the last call stopped. `in` holds every byte received so far: the
   // same bytes as before, perhaps with more at the end. `closed`: the peer closed after them.
+  // The verdict (result.hpp): incomplete (feed more bytes; never once `closed`), complete (the
+  // response is the first size() bytes), invalid (error() says why). Once complete or invalid,
+  // every later call repeats it. has_head() may turn true on any call.
   // Complexity: linear in the bytes not yet parsed (a line is scanned once, however it drips).
-  event parse(std::string_view in, bool closed) {
+  parse_status parse(std::string_view in, bool closed) {
     for (;;) {
       switch (phase_) {
         case phase::status_line:
         case phase::fields:
         case phase::trailers: {
           std::string_view line;
-          switch (next_line(in, line)) {
+          const auto result = next_line(in, line);
+          if (result != line_result::bad &&
+              (result == line_result::complete ? pos_ : in.size()) - head_start_ > max_head_) {
+            return fail(std::string(phase_ == phase::trailers ? "the chunked trailer section"
+                                                              : "the response head") +
+                        " is longer than " + std::to_string(max_head_) + " bytes");
+          }
+          switch (result) {
             case line_result::bad:
-              return event::bad;
+              return parse_status::invalid;
             case line_result::partial:
               if (phase_ == phase::status_line && !status_prefix_ok(in.substr(pos_))) {
                 return fail("the answer is not an HTTP/1.x status line: " +
@@ -66,22 +77,20 @@ class response_parser {
                                 ? "closed in the chunked trailer section"
                                 : "closed in the middle of the response head");
               }
-              return event::more;
+              return parse_status::incomplete;
             case line_result::complete:
               break;
           }
           if (phase_ == phase::status_line) {
-            if (!status_line(line)) return event::bad;
+            if (!status_line(line)) return parse_status::invalid;
             phase_ = phase::fields;
           } else if (!line.empty()) {
-            if (!field(line, phase_ == phase::trailers)) return event::bad;
+            if (!field(line, phase_ == phase::trailers)) return parse_status::invalid;
           } else if (phase_ == phase::trailers) {
             phase_ = phase::done;
-            return event::done;
+            return parse_status::complete;
           } else if (!end_of_head()) {
-            return event::bad;
-          } else if (phase_ != phase::status_line) {  // not an interim 1xx, which is skipped
-            return event::head;
+            return parse_status::invalid;
           }
           continue;
         }
@@ -95,7 +104,7 @@ class response_parser {
           if (remaining_ == 0) {
             if (phase_ == phase::length_body) {
               phase_ = phase::done;
-              return event::done;
+              return parse_status::complete;
             }
             phase_ = phase::chunk_end;
             continue;
@@ -106,7 +115,7 @@ class response_parser {
                             : "closed after " + std::to_string(body_.size()) + " of " +
                                   std::to_string(*content_length_) + " body bytes");
           }
-          return event::more;
+          return parse_status::incomplete;
         }
         case phase::chunk_end: {
           const auto rest = in.substr(pos_, 2);
@@ -114,7 +123,7 @@ class response_parser {
             return fail("chunk data is not followed by CRLF");
           }
           if (rest.size() < 2)
-            return closed ? fail("closed in the middle of a chunk") : event::more;
+            return closed ? fail("closed in the middle of a chunk") : parse_status::incomplete;
           pos_ += 2;
           phase_ = phase::chunk_size;
           continue;
@@ -123,32 +132,39 @@ class response_parser {
           std::string_view line;
           switch (next_line(in, line)) {
             case line_result::bad:
-              return event::bad;
+              return parse_status::invalid;
             case line_result::partial:
-              return closed ? fail("closed before the last chunk") : event::more;
+              return closed ? fail("closed before the last chunk") : parse_status::incomplete;
             case line_result::complete:
               break;
           }
-          if (!chunk_size_line(line)) return event::bad;
+          if (!chunk_size_line(line)) return parse_status::invalid;
           phase_ = remaining_ == 0 ? phase::trailers : phase::chunk_data;
+          head_start_ = pos_;  // the trailer section gets a bound of its own
           continue;
         }
         case phase::close_body:
           body_.append(in.substr(pos_));
           pos_ = in.size();
-          if (!closed) return event::more;
+          if (!closed) return parse_status::incomplete;
           phase_ = phase::done;
-          return event::done;
+          return parse_status::complete;
         case phase::done:
-          return event::done;
+          return parse_status::complete;
         case phase::failed:
-          return event::bad;
+          return parse_status::invalid;
       }
     }
   }
 
-  // The final status code, once parse() has reported event::head.
+  // Has the final head (not an interim 1xx one) been read? From then on status() is the final
+  // status code, and a caller that needs no body can act on it without waiting for one.
+  bool has_head() const noexcept { return has_head_; }
+  // The status code of the head read last: the final one once has_head().
   int status() const noexcept { return status_; }
+  // The bytes the response occupies, once parse() has answered complete; what follows them in
+  // the input is not this response's.
+  std::size_t size() const noexcept { return pos_; }
   // The body received so far, transfer coding removed.
   std::string_view body() const noexcept { return body_; }
   // Still reading a head (an interim one, or the final one)?
@@ -170,10 +186,10 @@ class response_parser {
   };
   enum class line_result { complete, partial, bad };
 
-  event fail(std::string why) {
+  parse_status fail(std::string why) {
     phase_ = phase::failed;
     error_ = std::move(why);
-    return event::bad;
+    return parse_status::invalid;
   }
 
   // The next CRLF-terminated line from pos_, without its CRLF.
@@ -282,6 +298,7 @@ class response_parser {
       phase_ = phase::status_line;  // interim: no body; the final response follows
       return true;
     }
+    has_head_ = true;
     // §6.3 item 1: these end at the empty line whatever their fields say.
     if (head_request_ || status_ == 204 || status_ == 304) {
       phase_ = phase::done;
@@ -371,10 +388,13 @@ class response_parser {
   }
 
   bool head_request_;
+  std::size_t max_head_;
+  std::size_t head_start_ = 0;  // where the heads (or the trailer section) being bounded begin
   phase phase_ = phase::status_line;
   std::size_t pos_ = 0;      // the first byte not yet parsed
   std::size_t scanned_ = 0;  // no LF before this offset (from pos_): where a line search resumes
   int status_ = 0;
+  bool has_head_ = false;
   int minor_version_ = 1;
   std::optional<std::uint64_t> content_length_;
   std::optional<std::string> transfer_encoding_;  // every Transfer-Encoding value, joined
