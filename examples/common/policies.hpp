@@ -6,8 +6,11 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -81,6 +84,35 @@ inline lbkit::result<void> check_weights(std::string_view policy, std::string_vi
   return {};
 }
 
+// The backends one request or connection has failed on, oldest first, for a retry's
+// pick_other: the latest four when more failed (a retry budget rarely allows more). Fixed
+// size, so that it lives in the connection without allocating.
+class tried_backends {
+ public:
+  // Notes that `s` failed: moved to the back if it failed before, the oldest dropped when
+  // full.
+  void add(const lbkit::backend_state* s) noexcept {
+    const auto end = tried_.begin() + size_;
+    if (const auto at = std::find(tried_.begin(), end, s); at != end) {
+      std::rotate(at, at + 1, end);
+      return;
+    }
+    if (size_ == tried_.size()) {
+      std::rotate(tried_.begin(), tried_.begin() + 1, end);
+      --size_;
+    }
+    tried_[size_++] = s;
+  }
+  bool empty() const noexcept { return size_ == 0; }
+  std::span<const lbkit::backend_state* const> span() const noexcept {
+    return std::span(tried_).first(size_);
+  }
+
+ private:
+  std::array<const lbkit::backend_state*, 4> tried_{};
+  std::size_t size_ = 0;
+};
+
 // A picker of whichever policy the configuration named. The pick costs one virtual call on
 // top of lbkit's, which a program that picks once per connection or request can afford; in
 // exchange the code around it is compiled once instead of once per policy.
@@ -90,29 +122,62 @@ class any_picker {
   virtual ~any_picker() = default;
   virtual lbkit::lease pick(const lbkit::pick_context& context) noexcept = 0;
   virtual lbkit::lease pick_member(std::string_view id) noexcept = 0;
-  // A retry's pick, not `failed` while another backend is eligible (balancer::pick_other).
+  // A retry's pick: none of `tried` while another backend is eligible (balancer::pick_other).
   virtual lbkit::lease pick_other(const lbkit::pick_context& context,
-                                  const lbkit::backend_state* failed) noexcept = 0;
+                                  std::span<const lbkit::backend_state* const> tried) noexcept = 0;
 };
 
-template <class Policy>
-std::unique_ptr<any_picker> make_any_picker(const lbkit::balancer<Policy>& b) {
-  class impl final : public any_picker {
-   public:
-    explicit impl(const lbkit::balancer<Policy>& b) : p_(b.make_picker()) {}
-    lbkit::lease pick(const lbkit::pick_context& context) noexcept override {
-      return p_.pick(context);
-    }
-    lbkit::lease pick_member(std::string_view id) noexcept override { return p_.pick_member(id); }
-    lbkit::lease pick_other(const lbkit::pick_context& context,
-                            const lbkit::backend_state* failed) noexcept override {
-      return p_.pick_other(context, failed);
-    }
+// A balancer of whichever policy the configuration named, and the pickers it makes: the one
+// place an example names a policy type. Thread safety: make_picker() is thread-safe, as
+// lbkit::balancer's is. It must outlive its pickers.
+class any_balancer {
+ public:
+  virtual ~any_balancer() = default;
+  virtual std::unique_ptr<any_picker> make_picker() const = 0;
+};
 
-   private:
-    typename lbkit::balancer<Policy>::picker p_;
-  };
-  return std::make_unique<impl>(b);
+// The balancer over `registry` of the policy called `policy` (one of policy_names), or an
+// error naming it.
+inline lbkit::result<std::unique_ptr<any_balancer>> make_balancer(
+    std::string_view policy, lbkit::backend_registry& registry,
+    const lbkit::balancer_options& options = {}) {
+  std::unique_ptr<any_balancer> made;
+  const bool known = with_policy(policy, [&]<class Policy>() {
+    class picker_of final : public any_picker {
+     public:
+      explicit picker_of(const lbkit::balancer<Policy>& b) : p_(b.make_picker()) {}
+      lbkit::lease pick(const lbkit::pick_context& context) noexcept override {
+        return p_.pick(context);
+      }
+      lbkit::lease pick_member(std::string_view id) noexcept override {
+        return p_.pick_member(id);
+      }
+      lbkit::lease pick_other(const lbkit::pick_context& context,
+                              std::span<const lbkit::backend_state* const> tried) noexcept override {
+        return p_.pick_other(context, tried);
+      }
+
+     private:
+      typename lbkit::balancer<Policy>::picker p_;
+    };
+    class balancer_of final : public any_balancer {
+     public:
+      balancer_of(lbkit::backend_registry& r, const lbkit::balancer_options& o)
+          : b_(r, Policy{}, o) {}
+      std::unique_ptr<any_picker> make_picker() const override {
+        return std::make_unique<picker_of>(b_);
+      }
+
+     private:
+      lbkit::balancer<Policy> b_;
+    };
+    made = std::make_unique<balancer_of>(registry, options);
+  });
+  if (!known) {
+    return lbkit::make_error(lbkit::errc::invalid_argument,
+                             "policy " + lbkit::quote(policy) + " is not one of: " + policy_names);
+  }
+  return made;
 }
 
 }  // namespace examples

@@ -238,17 +238,9 @@ class stats_listener {
   std::chrono::steady_clock::time_point resume_at_{};
 };
 
-// Starts the active health checker the configuration asks for; empty for --health none.
-std::shared_ptr<void> start_health(lbkit::backend_registry& registry, const config& cfg) {
-  lbkit::health_checker_options o;
-  o.check.interval = cfg.health_interval;
-  o.check.fast_interval = std::max(cfg.health_interval / 2, milliseconds(1));
-  o.check.down_interval = cfg.health_interval * 2;
-  o.check.timeout = cfg.health_timeout;
-  o.check.rise = cfg.rise;
-  o.check.fall = cfg.fall;
-  // One line per change of a backend's health: bounded by the checks' rate, not by traffic.
-  auto log = [quiet = cfg.quiet](const lbkit::health_event& e) {
+// One line per change of a backend's health: bounded by the checks' rate, not by traffic.
+std::function<void(const lbkit::health_event&)> health_log(const config& cfg) {
+  return [quiet = cfg.quiet](const lbkit::health_event& e) {
     if (quiet) return;
     const std::string cause =
         e.cause.detail.empty() ? std::string(lbkit::to_string(e.cause.status)) : e.cause.detail;
@@ -260,35 +252,14 @@ std::shared_ptr<void> start_health(lbkit::backend_registry& registry, const conf
                                                   : "is down",
                  cause.c_str());
   };
-  auto start = [&]<class Probe>(Probe probe) -> std::shared_ptr<void> {
-    auto c = std::make_shared<lbkit::health_checker<Probe>>(registry, std::move(probe), o);
-    c->on_change(log);
-    return c;
-  };
-  switch (cfg.health) {
-    case health_kind::none:
-      return {};
-    case health_kind::tcp:
-      return start(lbkit::tcp_connect_probe());
-    case health_kind::http: {
-      lbkit::http_probe::options po;
-      po.path = cfg.health_path;
-      if (auto v = lbkit::http_probe::validate(po); !v) die("--health http: " + v.error().message);
-      return start(lbkit::http_probe(po));
-    }
-    case health_kind::icmp:
-      return start(lbkit::icmp_echo_probe());
-  }
-  return {};
 }
 
 // With active checks a backend starts down and needs `rise` good answers first, as in
 // HAProxy; without, it starts up.
 void add_backends(lbkit::backend_registry& registry, const config& cfg) {
   for (const auto& b : cfg.backends) {
-    if (auto r = registry.add(
-            lbkit::backend(b.id, b.address, b.weight),
-            cfg.health == health_kind::none ? lbkit::health::healthy : lbkit::health::unhealthy);
+    if (auto r = registry.add(lbkit::backend(b.id, b.address, b.weight),
+                              examples::initial_health(cfg.health));
         !r) {
       die(r.error().message);
     }
@@ -321,7 +292,9 @@ int run(const config& cfg, lbkit::backend_registry& registry,
     counters.push_back(std::make_unique<worker_counters>(cfg.backends.size()));
     workers.push_back(std::make_unique<worker>(shared, pickers(), std::move(s), *counters.back()));
   }
-  auto health = start_health(registry, cfg);
+  auto checker = examples::start_health(registry, cfg.health, health_log(cfg));
+  if (!checker) die("--health: " + checker.error().message);
+  std::shared_ptr<void> health = std::move(*checker);
 
   std::optional<lbkit::outlier_detector> outliers;
   if (cfg.passive_failures > 0) {
@@ -438,10 +411,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--health-timeout", health_timeout, "Deadline of one check")
       ->capture_default_str();
-  app.add_option("--rise", cfg.rise, "Good checks that bring a backend up")
+  app.add_option("--rise", cfg.health.rise, "Good checks that bring a backend up")
       ->capture_default_str()
       ->check(whole_number(1, 1000));
-  app.add_option("--fall", cfg.fall, "Failed checks that bring a backend down")
+  app.add_option("--fall", cfg.health.fall, "Failed checks that bring a backend down")
       ->capture_default_str()
       ->check(whole_number(1, 1000));
   app.add_option("--passive-failures", cfg.passive_failures,
@@ -497,15 +470,15 @@ int main(int argc, char** argv) {
   for (const auto& b : backends) cfg.backends.push_back(check(parse_backend(b), "--backend"));
   for (const auto& c : allow) cfg.allow.push_back(check(lbkit::cidr::parse(c), "--allow"));
   for (const auto& c : deny) cfg.deny.push_back(check(lbkit::cidr::parse(c), "--deny"));
-  cfg.health_interval = check(parse_duration(health_interval), "--health-interval");
-  cfg.health_timeout = check(parse_duration(health_timeout), "--health-timeout");
+  cfg.health.interval = check(parse_duration(health_interval), "--health-interval");
+  cfg.health.timeout = check(parse_duration(health_timeout), "--health-timeout");
   cfg.connect_timeout = check(parse_duration(connect_timeout), "--connect-timeout");
   cfg.idle_timeout = check(parse_duration(idle_timeout), "--idle-timeout");
   cfg.udp_timeout = check(parse_duration(udp_timeout), "--udp-timeout");
   cfg.drain_timeout = check(parse_duration(drain_timeout), "--drain-timeout");
   cfg.ejection_time = check(parse_duration(ejection_time), "--ejection-time");
-  for (auto [d, flag] : {std::pair{cfg.health_interval, "--health-interval"},
-                         {cfg.health_timeout, "--health-timeout"},
+  for (auto [d, flag] : {std::pair{cfg.health.interval, "--health-interval"},
+                         {cfg.health.timeout, "--health-timeout"},
                          {cfg.connect_timeout, "--connect-timeout"},
                          {cfg.idle_timeout, "--idle-timeout"},
                          {cfg.udp_timeout, "--udp-timeout"},
@@ -513,17 +486,8 @@ int main(int argc, char** argv) {
     if (d.count() <= 0) die(std::string(flag) + ": must be above 0");
   }
   cfg.splice = !no_splice;
-  if (health == "none") {
-    cfg.health = health_kind::none;
-  } else if (health == "tcp") {
-    cfg.health = health_kind::tcp;
-  } else if (health == "icmp") {
-    cfg.health = health_kind::icmp;
-  } else if (health.rfind("http:", 0) == 0 && health.size() > 5) {
-    cfg.health = health_kind::http;
-    cfg.health_path = health.substr(5);
-  } else {
-    die("--health: " + lbkit::quote(health) + " is not none, tcp, http:PATH or icmp");
+  if (auto r = examples::parse_health_kind(health, cfg.health); !r) {
+    die("--health: " + r.error().message);
   }
   if (!proxy_protocol.empty()) {
     if (proxy_protocol == "v1") {
@@ -612,13 +576,10 @@ int main(int argc, char** argv) {
     stats_socket = *s;
   }
 
-  int rc = 0;
   lbkit::backend_registry registry;
   add_backends(registry, cfg);
-  with_policy(cfg.policy, [&]<class Policy>() {
-    lbkit::balancer<Policy> balancer(registry);
-    rc = run(cfg, registry, std::move(sockets), stats_socket,
-             [&balancer] { return examples::make_any_picker(balancer); });
-  });
-  return rc;
+  auto balancer = examples::make_balancer(cfg.policy, registry);
+  if (!balancer) die("--policy: " + balancer.error().message);
+  return run(cfg, registry, std::move(sockets), stats_socket,
+             [&b = **balancer] { return b.make_picker(); });
 }

@@ -254,12 +254,10 @@ class worker {
     bool s_in = false, s_out = false, s_hup = false;
     direction up, down;  // up: client → backend
     lbkit::lease lease;
-    const lbkit::backend_state* failed = nullptr;  // last backend that refused us
     std::uint32_t failures = 0;                    // connection failures of backends so far
     std::uint32_t header_size = 0;                 // of our PROXY header at the front of `up`
     std::size_t backend = 0;                       // index into the counters
-    // The backends that failed it before `failed`, latest first (see pick_retry).
-    std::array<const lbkit::backend_state*, 3> failed_before{};
+    examples::tried_backends tried;  // the backends that failed it, for a retry's pick
     lbkit::endpoint peer, local;
     lbkit::ip_address client;  // the real client: peer, or the PROXY header's source
     std::optional<lbkit::proxy_header> incoming;
@@ -609,9 +607,12 @@ class worker {
   void connect_backend(connection* c) {
     const auto context = lbkit::pick_context::for_client(c->client);
     // After a connection failure, another backend than those that failed while there is
-    // one (pick_retry): a hash policy would pick one again for the same key, a least-loaded
-    // one too (a backend that refuses at once has nothing in flight).
-    lbkit::lease l = c->failed != nullptr ? pick_retry(c, context) : picker_->pick(context);
+    // one: a hash policy would pick one again for the same key, a least-loaded one too (a
+    // backend that refuses at once has nothing in flight), and in panic, when every backend
+    // is eligible, retries could bounce between a dead backend and a resetting one while a
+    // third was up (found by the L4 soak).
+    lbkit::lease l = c->tried.empty() ? picker_->pick(context)
+                                      : picker_->pick_other(context, c->tried.span());
     if (!l) {
       bump(counters_.no_backend);
       return close_conn(c, lbkit::outcome::none, false);
@@ -639,31 +640,6 @@ class worker {
       return connect_error(c, "connect", errno);
     }
     // Connected or in progress: EPOLLOUT tells which.
-  }
-
-  // A retry's backend: pick_other, which avoids the backend that failed last. When most
-  // backends are out, the set is in panic and every backend is eligible, so that may offer
-  // one that failed this connection earlier: retries bouncing between a dead backend and a
-  // resetting one used up --retries while a third was up (found by the L4 soak). Then the
-  // first eligible backend that has not failed the connection stands instead, from a place
-  // the key and the attempt choose (so a hash policy's retries agree across a fleet); the
-  // offer stands if every eligible backend failed it. Complexity: on a retry only, and
-  // beyond pick_other only for such an offer, one pick_member per backend.
-  lbkit::lease pick_retry(const connection* c, const lbkit::pick_context& context) {
-    auto failed_it = [c](const lbkit::backend_state* s) {
-      return s == c->failed || std::find(c->failed_before.begin(), c->failed_before.end(), s) !=
-                                   c->failed_before.end();
-    };
-    lbkit::lease l = picker_->pick_other(context, c->failed);
-    if (!l || !failed_it(&l.backend())) return l;
-    const std::size_t n = cfg_.backends.size();
-    const std::size_t from =
-        static_cast<std::size_t>(lbkit::hash_u64(context.hash + c->failures) % n);
-    for (std::size_t k = 0; k < n; ++k) {
-      lbkit::lease m = picker_->pick_member(cfg_.backends[(from + k) % n].id);
-      if (m && !failed_it(&m.backend())) return m;
-    }
-    return l;
   }
 
   void finish_connect(connection* c) {
@@ -720,12 +696,7 @@ class worker {
   void backend_failed(connection* c, const char* what, int err) {
     static examples::rate_limited_log site;
     bump(counters_.backend[c->backend].connect_failures);
-    if (c->failed != nullptr && c->failed != &c->lease.backend()) {
-      std::copy_backward(c->failed_before.begin(), c->failed_before.end() - 1,
-                         c->failed_before.end());
-      c->failed_before[0] = c->failed;
-    }
-    c->failed = &c->lease.backend();
+    c->tried.add(&c->lease.backend());
     const bool retry = retryable(c) && ++c->failures <= cfg_.retries &&
                        !shared_.stopping.load(std::memory_order_relaxed);
     if (!cfg_.quiet) {

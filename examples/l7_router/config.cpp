@@ -169,12 +169,14 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
   p.name = name;
   std::string health = "none", interval;
   if (!r.only(t, w,
-              {"policy", "backends", "health", "health_interval", "rise", "fall",
+              {"policy", "backends", "health", "health_interval", "health_timeout", "rise", "fall",
                "passive_failures", "panic_threshold", "sticky_cookie", "hash_cookie", "hash_header",
                "max_idle", "upstream_idle_timeout"}) ||
       !r.string(t, w, "policy", p.policy) || !r.string(t, w, "health", health) ||
-      !r.duration(t, w, "health_interval", p.health_interval) ||
-      !r.integer(t, w, "rise", p.rise, 1, 1000) || !r.integer(t, w, "fall", p.fall, 1, 1000) ||
+      !r.duration(t, w, "health_interval", p.health.interval) ||
+      !r.duration(t, w, "health_timeout", p.health.timeout) ||
+      !r.integer(t, w, "rise", p.health.rise, 1, 1000) ||
+      !r.integer(t, w, "fall", p.health.fall, 1, 1000) ||
       !r.integer(t, w, "passive_failures", p.passive_failures, 0, 1'000'000) ||
       !r.number(t, w, "panic_threshold", p.panic_threshold, 0, 100) ||
       !r.string(t, w, "sticky_cookie", p.sticky_cookie) ||
@@ -187,23 +189,8 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
     return r.fail(t.get("policy"), w + ".policy",
                   lbkit::quote(p.policy) + " is not one of: " + examples::policy_names);
   }
-  if (health == "none") {
-    p.health = health_kind::none;
-  } else if (health == "tcp") {
-    p.health = health_kind::tcp;
-  } else if (health.rfind("http:", 0) == 0 && health.size() > 5) {
-    p.health = health_kind::http;
-    p.health_path = health.substr(5);
-    // A probe built from options it refuses is inert (every check an error), and under active
-    // checks backends start down: the pool would never come up. Refuse the path here.
-    lbkit::http_probe::options probe;
-    probe.path = p.health_path;
-    if (auto v = lbkit::http_probe::validate(probe); !v) {
-      return r.fail(t.get("health"), w + ".health", v.error().message);
-    }
-  } else {
-    return r.fail(t.get("health"), w + ".health",
-                  lbkit::quote(health) + " is not none, tcp or http:PATH");
+  if (auto v = examples::parse_health_kind(health, p.health); !v) {
+    return r.fail(t.get("health"), w + ".health", v.error().message);
   }
   for (const auto& [key, name] : {std::pair{"sticky_cookie", &p.sticky_cookie},
                                    std::pair{"hash_cookie", &p.hash_cookie}}) {

@@ -14,29 +14,24 @@
 
 #include <lbkit/lbkit.hpp>
 
+#include "../common/backend_spec.hpp"
 #include "../common/duration.hpp"
+#include "../common/health.hpp"
 
 namespace l7 {
 
 using examples::parse_duration;
 using std::chrono::milliseconds;
 
-struct backend_config {
-  lbkit::endpoint address;
-  std::uint32_t weight = 1;
-  std::string id;
-};
+using backend_config = examples::backend_spec;
 
-enum class health_kind { none, tcp, http };
+using examples::health_kind;
 
 struct pool_config {
   std::string name;
   std::string policy = "round_robin";
   std::vector<backend_config> backends;
-  health_kind health = health_kind::none;
-  std::string health_path = "/";
-  milliseconds health_interval{2000};
-  std::uint32_t rise = 2, fall = 3;
+  examples::health_settings health;  // health, health_interval, health_timeout, rise, fall
   std::uint32_t passive_failures = 5;  // consecutive 5xx/connect failures that eject (0: off)
   // Envoy's panic mode: below this percentage of healthy backends, spread picks over all of
   // them. Off (0) by default, so that a pool with no healthy backend answers 503 at once.

@@ -124,11 +124,14 @@ router_config shortcut(const std::vector<std::string>& listen, const std::vector
   if (!examples::with_policy(policy, []<class>() {})) {
     die("--policy: " + lbkit::quote(policy) + " is not one of: " + examples::policy_names);
   }
-  for (const auto& b : backends) {
-    auto e = lbkit::endpoint::parse(b);
-    if (!e) die("--backend: " + e.error().message);
-    p.backends.push_back({*e, 1, e->to_string()});
+  std::vector<std::uint32_t> weights;
+  for (const auto& text : backends) {
+    auto b = examples::parse_backend(text);
+    if (!b) die("--backend: " + b.error().message);
+    p.backends.push_back(*b);
+    weights.push_back(b->weight);
   }
+  if (auto w = examples::check_weights(policy, "--backend", weights); !w) die(w.error().message);
   c.pools.emplace("default", p);
   route_config r;
   r.pool = "default";
@@ -150,7 +153,8 @@ int main(int argc, char** argv) {
   app.add_option("-c,--config", config_path, "TOML configuration file");
   app.add_flag("--check", check_only, "Check the configuration and exit (0: valid)");
   app.add_option("--listen", listen, "Without --config: address to accept on (repeatable)");
-  app.add_option("--backend", backends, "Without --config: a backend ADDR:PORT (repeatable)");
+  app.add_option("--backend", backends,
+                 "Without --config: a backend ADDR:PORT[,weight=N][,id=NAME] (repeatable)");
   app.add_option("--policy", policy, "Without --config: the selection policy")->capture_default_str();
   app.add_flag("--no-access-log", no_access_log, "No access log line per request (overrides the file)");
   app.add_option("--threads", threads, "Event loops (overrides the file's `threads`)")
@@ -193,7 +197,9 @@ int main(int argc, char** argv) {
   asio::io_context main_ctx(1);
   asio::signal_set signals(main_ctx, SIGTERM, SIGINT, SIGHUP);
   const lbkit::siphash_key key = cfg.sticky_key ? *cfg.sticky_key : lbkit::sticky_cookie::random_key();
-  std::shared_ptr<runtime> current = runtime::build(cfg, key);
+  auto built = runtime::build(cfg, key);
+  if (!built) die(built.error().message);
+  std::shared_ptr<runtime> current = std::move(*built);
 
   // One io_context, acceptor set and thread_state per thread.
   const unsigned n = cfg.threads;
@@ -254,14 +260,21 @@ int main(int argc, char** argv) {
           c->threads = n;      // threads and listeners stay as started
           c->listen = cfg.listen;
           const lbkit::siphash_key k = c->sticky_key.value_or(key);
-          current = runtime::build(std::move(*c), k, current.get());
-          for (unsigned t = 0; t < n; ++t) {
-            asio::post(*contexts[t], [s = states[t].get(), rt = current] {
-              s->rt = rt;
-              s->upstream.drop_idle();  // to the retired configuration's backends
-            });
+          if (auto next = runtime::build(std::move(*c), k, current.get()); !next) {
+            std::fprintf(stderr,
+                         "lbkit_l7_router: reload rejected, keeping the running configuration: "
+                         "%s\n",
+                         next.error().message.c_str());
+          } else {
+            current = std::move(*next);
+            for (unsigned t = 0; t < n; ++t) {
+              asio::post(*contexts[t], [s = states[t].get(), rt = current] {
+                s->rt = rt;
+                s->upstream.drop_idle();  // to the retired configuration's backends
+              });
+            }
+            std::fprintf(stderr, "lbkit_l7_router: configuration reloaded\n");
           }
-          std::fprintf(stderr, "lbkit_l7_router: configuration reloaded\n");
         }
         wait_signal();
         return;

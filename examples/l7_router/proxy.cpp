@@ -672,13 +672,13 @@ class session {
       retry = std::move(t);
       return true;
     };
-    const lbkit::backend_state* failed = nullptr;
+    examples::tried_backends tried;
     http::status failure = http::status::service_unavailable;
     std::string why = "no healthy backend";
     beast::flat_buffer& buf = *upbuf;
     std::optional<response_parser> answer;
     for (;; ++attempt) {
-      lbkit::lease l = pick(p, attempt == 0 ? pinned : std::nullopt, context, failed);
+      lbkit::lease l = pick(p, attempt == 0 ? pinned : std::nullopt, context, tried);
       if (!l) {
         why = std::string(lbkit::to_string(l.error()));
         failure = http::status::service_unavailable;
@@ -688,7 +688,7 @@ class session {
       // whether one may be tried.
       auto exchange_failed = [&](upstream_error e) {
         const failure_kind k = kind_of(e);
-        failed = &l.backend();  // before report(), which lets go of the backend
+        tried.add(&l.backend());  // before report(), which lets go of the backend
         l.report(k.outcome);
         failure = k.status;
         why = k.why;
@@ -703,7 +703,7 @@ class session {
       // RFC 9112 §§5, 6.3: an answer that may not be passed on is a bad answer: a 502 (or a
       // retry) in its place, and its connection closed, not reused (§6.3 item 5).
       if (const lbkit::http_verdict v = admit_answer(*answer, req.method(), answer_fields_); !v) {
-        failed = &l.backend();
+        tried.add(&l.backend());
         l.report(lbkit::outcome::failure);
         failure = http::status::bad_gateway;
         why = std::string(v.reason);
@@ -715,7 +715,7 @@ class session {
       if (idempotent &&
           std::find(rc.retry_on.begin(), rc.retry_on.end(), status) != rc.retry_on.end() &&
           may_retry()) {
-        failed = &l.backend();
+        tried.add(&l.backend());
         l.report(lbkit::outcome::gateway_failure);
         continue;  // the connection closes with the body unread
       }
@@ -818,14 +818,14 @@ class session {
   }
 
   // A lease from `p`: the pinned backend if it is eligible, else a pick; after a failure,
-  // another backend than the one that failed while there is one.
+  // none of the backends that failed this request while another is eligible.
   lbkit::lease pick(pool& p, const std::optional<std::string>& pinned,
-                    const lbkit::pick_context& context, const lbkit::backend_state* failed) {
+                    const lbkit::pick_context& context, const examples::tried_backends& tried) {
     lbkit::lease l;
     if (pinned) l = p.pick_member(ts_.index, *pinned);
     if (l) return l;
-    return failed != nullptr ? p.pick_other(ts_.index, context, failed)
-                             : p.pick(ts_.index, context);
+    return tried.empty() ? p.pick(ts_.index, context)
+                         : p.pick_other(ts_.index, context, tried.span());
   }
 
   // CONNECT or a WebSocket upgrade: a new connection to a backend (retried on another after a
@@ -844,15 +844,15 @@ class session {
     const auto context = context_for(p, req);
     timed_stream up(co_await asio::this_coro::executor);
     lbkit::lease l;
-    const lbkit::backend_state* failed = nullptr;
+    examples::tried_backends tried;
     http::status failure = http::status::service_unavailable;
     for (std::uint32_t attempt = 0; attempt <= rc.retries; ++attempt) {
-      l = pick(p, std::nullopt, context, failed);
+      l = pick(p, std::nullopt, context, tried);
       if (!l) break;
       const upstream_error e = co_await connect(up, l, lim.connect_timeout);
       if (e == upstream_error::none) break;
       const failure_kind k = kind_of(e);
-      failed = &l.backend();
+      tried.add(&l.backend());
       l.report(k.outcome);
       failure = k.status;
       up.close();

@@ -10,28 +10,52 @@
 #include <utility>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include <lbkit/lbkit.hpp>
 
+#include "../common/health.hpp"
 #include "../common/policies.hpp"
 #include "cache.hpp"
 #include "config.hpp"
 
 namespace l7 {
 
-// A pool of backends behind one policy. The policy is a template parameter of the balancer,
-// so the pool is the one place with a virtual call: once per request, next to network I/O.
+// A pool of backends behind one policy: its registry, its balancer (of the policy the
+// configuration names, type-erased: one virtual call per request, next to network I/O), one
+// picker per event-loop thread, its health checker and outlier detector.
 class pool {
  public:
-  virtual ~pool() = default;
+  // `previous`: the pool of this name in the configuration being replaced, if any (health
+  // is carried over). Fails on a configuration parse_config should have refused.
+  static lbkit::result<std::unique_ptr<pool>> make(const pool_config& cfg,
+                                                   const lbkit::siphash_key& key,
+                                                   unsigned threads, const pool* previous) {
+    std::unique_ptr<pool> p(new pool(cfg, key));
+    if (auto r = p->add_backends(previous); !r) return lbkit::unexpected<lbkit::error>(r.error());
+    auto b = examples::make_balancer(cfg.policy, p->registry_,
+                                     lbkit::balancer_options{.panic_threshold = cfg.panic_threshold});
+    if (!b) return lbkit::unexpected<lbkit::error>(b.error());
+    p->balancer_ = std::move(*b);
+    for (unsigned t = 0; t < threads; ++t) p->pickers_.push_back(p->balancer_->make_picker());
+    if (auto r = p->start_health(); !r) return lbkit::unexpected<lbkit::error>(r.error());
+    return p;
+  }
+
   // A lease for `thread` (each thread has its own picker).
-  virtual lbkit::lease pick(unsigned thread, const lbkit::pick_context& c) noexcept = 0;
-  virtual lbkit::lease pick_member(unsigned thread, std::string_view id) noexcept = 0;
-  // A retry's pick: not `failed` while another backend is eligible.
-  virtual lbkit::lease pick_other(unsigned thread, const lbkit::pick_context& c,
-                                  const lbkit::backend_state* failed) noexcept = 0;
+  lbkit::lease pick(unsigned thread, const lbkit::pick_context& c) noexcept {
+    return pickers_[thread]->pick(c);
+  }
+  lbkit::lease pick_member(unsigned thread, std::string_view id) noexcept {
+    return pickers_[thread]->pick_member(id);
+  }
+  // A retry's pick: none of `tried` while another backend is eligible.
+  lbkit::lease pick_other(unsigned thread, const lbkit::pick_context& c,
+                          std::span<const lbkit::backend_state* const> tried) noexcept {
+    return pickers_[thread]->pick_other(c, tried);
+  }
 
   const pool_config& config() const noexcept { return cfg_; }
   lbkit::backend_registry& registry() noexcept { return registry_; }
@@ -80,26 +104,8 @@ class pool {
     }
   }
 
- protected:
-  // `previous`: the pool of this name in the configuration being replaced, if any.
-  pool(const pool_config& cfg, const lbkit::siphash_key& key, const pool* previous)
-      : cfg_(cfg) {
-    const auto before = previous != nullptr ? previous->registry_.current() : nullptr;
-    lbkit::change_set cs;
-    for (const auto& b : cfg.backends) {
-      // With active checks a backend starts down and needs `rise` good answers (HAProxy),
-      // unless a reload kept it: then it keeps the health it had, so that a reload does not
-      // take a checked pool down until its checks pass again.
-      lbkit::health initial =
-          cfg.health == health_kind::none ? lbkit::health::healthy : lbkit::health::unhealthy;
-      if (const lbkit::member* m = before ? before->find(b.id) : nullptr;
-          m != nullptr && cfg.health != health_kind::none &&
-          previous->cfg_.health != health_kind::none && m->address() == b.address) {
-        initial = m->state().active_health();
-      }
-      cs.add(lbkit::backend(b.id, b.address, b.weight), initial);
-    }
-    [[maybe_unused]] auto r = registry_.apply(cs);  // ids and weights checked by the config
+ private:
+  pool(const pool_config& cfg, const lbkit::siphash_key& key) : cfg_(cfg) {
     if (!cfg.sticky_cookie.empty()) sticky_.emplace(key, cfg.sticky_cookie);
     if (cfg.passive_failures > 0) {
       lbkit::outlier_detection_options o;
@@ -107,70 +113,52 @@ class pool {
       outliers_.emplace(registry_, o);
     }
   }
-  void start_health() {
-    lbkit::health_checker_options o;
-    o.check.interval = cfg_.health_interval;
-    o.check.fast_interval = std::max(cfg_.health_interval / 2, milliseconds(1));
-    o.check.down_interval = cfg_.health_interval * 2;
-    o.check.rise = cfg_.rise;
-    o.check.fall = cfg_.fall;
+
+  lbkit::result<void> add_backends(const pool* previous) {
+    const auto before = previous != nullptr ? previous->registry_.current() : nullptr;
+    lbkit::change_set cs;
+    for (const auto& b : cfg_.backends) {
+      // With active checks a backend starts down and needs `rise` good answers (HAProxy),
+      // unless a reload kept it: then it keeps the health it had, so that a reload does not
+      // take a checked pool down until its checks pass again.
+      lbkit::health initial = examples::initial_health(cfg_.health);
+      if (const lbkit::member* m = before ? before->find(b.id) : nullptr;
+          m != nullptr && cfg_.health.kind != health_kind::none &&
+          previous->cfg_.health.kind != health_kind::none && m->address() == b.address) {
+        initial = m->state().active_health();
+      }
+      cs.add(lbkit::backend(b.id, b.address, b.weight), initial);
+    }
+    auto r = registry_.apply(cs);
+    if (!r) {
+      return lbkit::make_error(r.error().code, "pool " + cfg_.name + ": " + r.error().message);
+    }
+    return {};
+  }
+
+  lbkit::result<void> start_health() {
     auto log = [name = cfg_.name](const lbkit::health_event& e) {
       std::fprintf(stderr, "lbkit_l7_router: pool %s: backend %s is %s: %s\n", name.c_str(),
                    e.id.c_str(), e.to == lbkit::health::healthy ? "up" : "down",
                    e.cause.detail.c_str());
     };
-    if (cfg_.health == health_kind::tcp) {
-      auto c = std::make_shared<lbkit::health_checker<lbkit::tcp_connect_probe>>(
-          registry_, lbkit::tcp_connect_probe(), o);
-      c->on_change(log);
-      checker_ = c;
-    } else if (cfg_.health == health_kind::http) {
-      lbkit::http_probe::options po;
-      po.path = cfg_.health_path;
-      auto c = std::make_shared<lbkit::health_checker<lbkit::http_probe>>(
-          registry_, lbkit::http_probe(po), o);
-      c->on_change(log);
-      checker_ = c;
+    auto c = examples::start_health(registry_, cfg_.health, log);
+    if (!c) {
+      return lbkit::make_error(c.error().code,
+                               "pool " + cfg_.name + ": health: " + c.error().message);
     }
+    checker_ = std::move(*c);
+    return {};
   }
 
- private:
   pool_config cfg_;
   lbkit::backend_registry registry_;
   std::optional<lbkit::sticky_cookie> sticky_;
   std::optional<lbkit::outlier_detector> outliers_;
   std::atomic<std::int64_t> in_flight_{0}, retries_{0};
-
- protected:
+  std::unique_ptr<examples::any_balancer> balancer_;
+  std::vector<std::unique_ptr<examples::any_picker>> pickers_;
   std::shared_ptr<void> checker_;  // stopped first on destruction (declared last)
-};
-
-template <class Policy>
-class pool_of final : public pool {
- public:
-  pool_of(const pool_config& cfg, const lbkit::siphash_key& key, unsigned threads,
-          const pool* previous)
-      : pool(cfg, key, previous),
-        balancer_(registry(), Policy{},
-                  lbkit::balancer_options{.panic_threshold = cfg.panic_threshold}) {
-    for (unsigned t = 0; t < threads; ++t) pickers_.push_back(balancer_.make_picker());
-    start_health();
-  }
-  ~pool_of() override { checker_.reset(); }
-  lbkit::lease pick(unsigned thread, const lbkit::pick_context& c) noexcept override {
-    return pickers_[thread].pick(c);
-  }
-  lbkit::lease pick_member(unsigned thread, std::string_view id) noexcept override {
-    return pickers_[thread].pick_member(id);
-  }
-  lbkit::lease pick_other(unsigned thread, const lbkit::pick_context& c,
-                          const lbkit::backend_state* failed) noexcept override {
-    return pickers_[thread].pick_other(c, failed);
-  }
-
- private:
-  lbkit::balancer<Policy> balancer_;
-  std::vector<typename lbkit::balancer<Policy>::picker> pickers_;
 };
 
 // A route made live: its config, its pool, its rate limiter.
@@ -187,35 +175,45 @@ struct runtime {
   lbkit::route_table<std::size_t> table;  // → index into routes
   std::unique_ptr<response_cache> cache;  // when a route caches
 
-  // `previous`: the runtime this one replaces (health is carried over), or null.
-  static std::shared_ptr<runtime> build(router_config c, const lbkit::siphash_key& key,
-                                        const runtime* previous = nullptr) {
+  // `previous`: the runtime this one replaces (health is carried over), or null. Fails,
+  // naming the pool or route, on a configuration that parse_config should have refused.
+  static lbkit::result<std::shared_ptr<runtime>> build(router_config c,
+                                                       const lbkit::siphash_key& key,
+                                                       const runtime* previous = nullptr) {
     auto rt = std::make_shared<runtime>();
     rt->cfg = std::move(c);
     std::map<std::string, pool*, std::less<>> by_name;
-    for (const auto& entry : rt->cfg.pools) {
-      const pool_config& pc = entry.second;
+    for (const auto& [name, pc] : rt->cfg.pools) {
       const pool* before = nullptr;
       if (previous != nullptr) {
         for (const auto& p : previous->pools) {
           if (p->config().name == pc.name) before = p.get();
         }
       }
-      examples::with_policy(pc.policy, [&]<class Policy>() {
-        rt->pools.push_back(std::make_unique<pool_of<Policy>>(pc, key, rt->cfg.threads, before));
-      });
-      by_name[entry.first] = rt->pools.back().get();
+      auto made = pool::make(pc, key, rt->cfg.threads, before);
+      if (!made) return lbkit::unexpected<lbkit::error>(made.error());
+      rt->pools.push_back(std::move(*made));
+      by_name[name] = rt->pools.back().get();
     }
     for (std::size_t i = 0; i < rt->cfg.routes.size(); ++i) {
       const route_config& r = rt->cfg.routes[i];
-      live_route lr{&r, by_name.at(r.pool), nullptr};
+      const auto target = by_name.find(r.pool);
+      if (target == by_name.end()) {
+        return lbkit::make_error(lbkit::errc::not_found, "route at line " +
+                                                             std::to_string(r.line) +
+                                                             ": no pool " + lbkit::quote(r.pool));
+      }
+      live_route lr{&r, target->second, nullptr};
       if (r.rate_limit.rate > 0) {
         lbkit::rate_limiter_options o;
         o.bucket = {.rate_per_second = r.rate_limit.rate, .burst = r.rate_limit.burst};
         lr.limiter = std::make_unique<lbkit::rate_limiter>(o);
       }
       rt->routes.push_back(std::move(lr));
-      [[maybe_unused]] auto added = rt->table.add(r.match, i);  // checked by parse_config
+      if (auto added = rt->table.add(r.match, i); !added) {
+        return lbkit::make_error(added.error().code, "route at line " + std::to_string(r.line) +
+                                                         ": " + added.error().message);
+      }
       if (r.cache && !rt->cache && rt->cfg.limits.cache_bytes > 0) {
         rt->cache = std::make_unique<response_cache>(rt->cfg.limits.cache_bytes);
       }

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -215,42 +216,58 @@ class balancer {
       return start(p, i);
     }
 
-    // A retry's pick: as pick(), but not `avoid` (the backend that just failed) while
-    // another backend is eligible. The policy picks again with the key rehashed, up to three
-    // times (so a hash policy sends a key's retries the same way on every balancer of a
-    // fleet); if each pick lands on `avoid` — a least-loaded policy keeps choosing a backend
-    // that fails at once, since nothing stays in flight on it — one of the other eligible
-    // backends is drawn by weight (by the key, if any). With no other eligible, the pick is `avoid`
-    // (as Envoy's previous-hosts retry predicate ends up on the last host). Slow start does not
-    // apply. Complexity: up to three policy picks; then O(n) for the draw, on a retry only.
-    lease pick_other(const pick_context& context, const backend_state* avoid) noexcept {
+    // A retry's pick: as pick(), but none of `tried` (the backends this request or
+    // connection already failed on, in the order tried) while another backend is eligible, as
+    // Envoy's previous_hosts retry predicate does. The policy picks again with the key
+    // rehashed, up to three times (so a hash policy sends a key's retries the same way on
+    // every balancer of a fleet); if each pick lands on a tried backend (a least-loaded
+    // policy keeps choosing one that fails at once, since nothing stays in flight on it; in
+    // panic every backend is eligible, the dead ones too), one of the other eligible backends
+    // is drawn by weight (by the key, if any). With every eligible backend tried, the pick is
+    // the last tried one still eligible (where Envoy's predicate ends up too). Slow start
+    // does not apply. Complexity: up to three policy picks; then O(n * tried.size()) for the
+    // draw, on a retry only. Allocation-free.
+    lease pick_other(const pick_context& context,
+                     std::span<const backend_state* const> tried) noexcept {
       const plan& p = follow();
       if (p.eligible == 0) [[unlikely]]
         return lease(p.unavailable);
+      const auto was_tried = [&](const backend_state* s) {
+        return std::find(tried.begin(), tried.end(), s) != tried.end();
+      };
       std::uint64_t h = context.hash;
       for (int attempt = 0; attempt < 3; ++attempt) {
         h = hash_u64(h + 1);
         const std::uint32_t i = p.policy_state.pick(pick_context::for_hash(h), rng_, local_);
-        if (i < p.states.size() && p.weights[i] != 0 && p.states[i] != avoid) return start(p, i);
+        if (i < p.states.size() && p.weights[i] != 0 && !was_tried(p.states[i])) {
+          return start(p, i);
+        }
       }
       std::uint64_t others = 0;
       for (std::size_t k = 0; k < p.states.size(); ++k) {
-        if (p.states[k] != avoid) others += p.weights[k];
+        if (!was_tried(p.states[k])) others += p.weights[k];
       }
-      if (others == 0) {  // only `avoid` is eligible
-        for (std::uint32_t k = 0; k < p.states.size(); ++k) {
-          if (p.weights[k] != 0) return start(p, k);
+      if (others == 0) {  // every eligible backend was tried: the latest of them
+        for (auto t = tried.rbegin(); t != tried.rend(); ++t) {
+          for (std::uint32_t k = 0; k < p.states.size(); ++k) {
+            if (p.states[k] == *t && p.weights[k] != 0) return start(p, k);
+          }
         }
+        return lease(pick_error::no_healthy_backends);  // not reached: one is eligible
       }
       // By the key when there is one, so that a fleet agrees on this too; the bias of the
       // modulo is below others / 2^64.
       std::uint64_t r = (context.has_hash ? hash_u64(h + 1) : rng_.next()) % others;
       for (std::uint32_t k = 0; k < p.states.size(); ++k) {
-        if (p.states[k] == avoid || p.weights[k] == 0) continue;
+        if (p.weights[k] == 0 || was_tried(p.states[k])) continue;
         if (r < p.weights[k]) return start(p, k);
         r -= p.weights[k];
       }
       return lease(pick_error::no_healthy_backends);  // not reached
+    }
+    // The same after one failure: not `avoid` while another backend is eligible.
+    lease pick_other(const pick_context& context, const backend_state* avoid) noexcept {
+      return pick_other(context, std::span<const backend_state* const>(&avoid, 1));
     }
 
     // A lease on the backend `id`, if it may get new requests now (eligible in the current

@@ -281,10 +281,10 @@ void check_pool(const std::string& key, const l7::pool_config& p) {
   for (const std::string* name : {&p.sticky_cookie, &p.hash_cookie}) {
     FUZZ_CHECK(name->empty() || lbkit::validate_cookie_name(*name).has_value());
   }
-  check_duration(p.health_interval);
+  check_duration(p.health.interval);
+  check_duration(p.health.timeout);
   check_duration(p.upstream_idle_timeout);
-  FUZZ_CHECK(p.rise >= 1 && p.fall >= 1);
-  // pool_of's balancer and passive outlier detector, as runtime.hpp makes them.
+  // The pool's balancer and passive outlier detector, as runtime.hpp makes them.
   if (auto v = lbkit::validate(lbkit::balancer_options{.panic_threshold = p.panic_threshold}); !v) {
     fail_because("a pool's balancer options validate", v.error().message, __LINE__);
   }
@@ -295,20 +295,15 @@ void check_pool(const std::string& key, const l7::pool_config& p) {
       fail_because("a pool's outlier detection options validate", v.error().message, __LINE__);
     }
   }
-  if (p.health != l7::health_kind::none) {
-    lbkit::health_check_options o;  // as pool::start_health() sets them
-    o.interval = p.health_interval;
-    o.fast_interval = std::max(p.health_interval / 2, std::chrono::milliseconds(1));
-    o.down_interval = p.health_interval * 2;
-    o.rise = p.rise;
-    o.fall = p.fall;
-    if (auto v = lbkit::validate(o); !v) {
+  if (p.health.kind != l7::health_kind::none) {
+    // As pool::start_health() makes them.
+    if (auto v = lbkit::validate(examples::checker_options(p.health).check); !v) {
       fail_because("a pool's health check options validate", v.error().message, __LINE__);
     }
   }
-  if (p.health == l7::health_kind::http) {
+  if (p.health.kind == l7::health_kind::http) {
     lbkit::http_probe::options o;
-    o.path = p.health_path;
+    o.path = p.health.http_path;
     if (auto v = lbkit::http_probe::validate(o); !v) {
       fail_because("a pool's HTTP probe validates (else it is inert and the pool stays down)",
                    v.error().message, __LINE__);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -410,6 +411,31 @@ TEST_CASE("pick_member pins a named backend while it may get requests, and says 
   CHECK(picker.pick_member("a"));
   CHECK(to_string(pick_error::member_unavailable).find("requested backend") !=
         std::string_view::npos);
+}
+
+TEST_CASE("pick_other with every backend tried so far avoids them all while one is left") {
+  backend_registry r;
+  REQUIRE(r.apply(change_set().add(make("a", 1)).add(make("b", 1)).add(make("c", 1))));
+  const auto s = r.current();
+  const backend_state* a = &s->find("a")->state();
+  const backend_state* b = &s->find("b")->state();
+  const backend_state* c = &s->find("c")->state();
+  // first_eligible answers a every time, so only the exclusion can move it; with a and b
+  // tried, c is the one backend left, for every key and without one.
+  balancer<first_eligible> fixed(r);
+  auto p = fixed.make_picker();
+  const backend_state* ab[] = {a, b};
+  for (std::uint64_t key = 0; key < 500; ++key) {
+    CHECK(p.pick_other(pick_context::for_key(key), ab).id() == "c");
+    CHECK(p.pick_other({}, ab).id() == "c");
+  }
+  // All tried: the latest of them still eligible (b after c was drained).
+  const backend_state* abc[] = {a, c, b};
+  CHECK(p.pick_other({}, abc).id() == "b");
+  REQUIRE(r.apply(change_set().drain("b")));
+  CHECK(p.pick_other({}, abc).id() == "c");
+  // Nothing tried: the policy's own pick.
+  CHECK(p.pick_other({}, std::span<const backend_state* const>()).id() == "a");
 }
 
 TEST_CASE("pick_other avoids the backend that failed, whatever the policy would pick") {

@@ -36,8 +36,8 @@ TEST_CASE("parse_config accepts a pool the router can run") {
   REQUIRE(p.backends.size() == 2);
   CHECK(p.backends[0].id == "10.0.0.1:80");
   CHECK(p.backends[1].id == "b-2");
-  CHECK(p.health == l7::health_kind::http);
-  CHECK(p.health_path == "/healthz?full=1");
+  CHECK(p.health.kind == l7::health_kind::http);
+  CHECK(p.health.http_path == "/healthz?full=1");
 }
 
 TEST_CASE("parse_config refuses backends the registry would refuse") {
