@@ -3,9 +3,9 @@
 //
 // Readers: snapshot_cache::get() against its baseline, one atomic load of a version counter,
 // and against registry::current() (a short lock and a shared_ptr copy), on 1 and 2 threads.
-// docs/architecture.md property 1 ("Snapshots") says the pick path may afford the first and not the second; the ratio of
-// cache_get to baseline_atomic_load is the figure to read.
-// Writers: one copy-on-write change (set_weight) at N backends, which is O(N).
+// docs/architecture.md property 1 ("Snapshots") says the pick path may afford the first and not the
+// second; the ratio of cache_get to baseline_atomic_load is the figure to read. Writers: one
+// copy-on-write change (set_weight) at N backends, which is O(N).
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>

@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   g++ clang libclang-rt-14-dev cmake ninja-build   # toolchains (g++ 12, clang 14), build
+  clang-format                                     # tests: build.format
   doctest-dev                                      # tests
   libbenchmark-dev                                 # bench/
   libcli11-dev                                     # examples: command lines

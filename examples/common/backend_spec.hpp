@@ -24,8 +24,8 @@ inline lbkit::result<backend_spec> parse_backend(std::string_view text) {
   const auto comma = text.find(',');
   auto address = lbkit::endpoint::parse(text.substr(0, comma));
   if (!address) {
-    return lbkit::make_error(address.error().code, "backend " + lbkit::quote(text) + ": " +
-                                                       address.error().message);
+    return lbkit::make_error(address.error().code,
+                             "backend " + lbkit::quote(text) + ": " + address.error().message);
   }
   backend_spec b{*address, 1, address->to_string()};
   std::string_view rest = comma == std::string_view::npos ? "" : text.substr(comma + 1);
@@ -39,10 +39,10 @@ inline lbkit::result<backend_spec> parse_backend(std::string_view text) {
     if (key == "weight" && eq != std::string_view::npos) {
       const auto w = lbkit::parse_decimal(value, lbkit::max_weight);
       if (!w) {
-        return lbkit::make_error(lbkit::errc::out_of_range,
-                                 "backend " + lbkit::quote(text) + ": weight " +
-                                     lbkit::quote(value) + " is not a whole number 0.." +
-                                     std::to_string(lbkit::max_weight));
+        return lbkit::make_error(lbkit::errc::out_of_range, "backend " + lbkit::quote(text) +
+                                                                ": weight " + lbkit::quote(value) +
+                                                                " is not a whole number 0.." +
+                                                                std::to_string(lbkit::max_weight));
       }
       b.weight = static_cast<std::uint32_t>(*w);
     } else if (key == "id" && eq != std::string_view::npos) {

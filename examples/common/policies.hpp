@@ -149,11 +149,10 @@ inline lbkit::result<std::unique_ptr<any_balancer>> make_balancer(
       lbkit::lease pick(const lbkit::pick_context& context) noexcept override {
         return p_.pick(context);
       }
-      lbkit::lease pick_member(std::string_view id) noexcept override {
-        return p_.pick_member(id);
-      }
-      lbkit::lease pick_other(const lbkit::pick_context& context,
-                              std::span<const lbkit::backend_state* const> tried) noexcept override {
+      lbkit::lease pick_member(std::string_view id) noexcept override { return p_.pick_member(id); }
+      lbkit::lease pick_other(
+          const lbkit::pick_context& context,
+          std::span<const lbkit::backend_state* const> tried) noexcept override {
         return p_.pick_other(context, tried);
       }
 

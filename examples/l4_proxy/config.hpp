@@ -26,8 +26,8 @@ using examples::parse_duration;
 using std::chrono::milliseconds;
 
 using examples::backend_spec;
-using examples::parse_backend;
 using examples::health_kind;
+using examples::parse_backend;
 
 struct config {
   std::vector<lbkit::endpoint> listen;

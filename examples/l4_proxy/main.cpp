@@ -53,8 +53,8 @@ CLI::Validator whole_number(std::uint64_t lo, std::uint64_t hi) {
       [lo, hi](std::string& text) -> std::string {
         const auto n = lbkit::parse_decimal(text, hi);
         if (n && *n >= lo) return {};
-        return lbkit::quote(text) + " is not a whole number from " + std::to_string(lo) +
-               " to " + std::to_string(hi);
+        return lbkit::quote(text) + " is not a whole number from " + std::to_string(lo) + " to " +
+               std::to_string(hi);
       },
       "INT in [" + std::to_string(lo) + " - " + std::to_string(hi) + "]");
 }
@@ -508,8 +508,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> ids;
     for (const auto& b : cfg.backends) {
       if (std::find(ids.begin(), ids.end(), b.id) != ids.end()) {
-        die("--backend: two backends have the id " + lbkit::quote(b.id) +
-            " (give one an id=NAME)");
+        die("--backend: two backends have the id " + lbkit::quote(b.id) + " (give one an id=NAME)");
       }
       ids.push_back(b.id);
     }

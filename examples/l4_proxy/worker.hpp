@@ -18,8 +18,8 @@
 // bodies are not copied through user space; small request/response traffic stays on plain
 // recv/send, where the two extra splice calls would cost more than the copy.
 //
-// What a failure counts as (docs/architecture.md property 10, docs/l4_proxy.md): a refused connect, a
-// connect timeout, or a reset before the backend sent any byte is the backend's connection
+// What a failure counts as (docs/architecture.md property 10, docs/l4_proxy.md): a refused connect,
+// a connect timeout, or a reset before the backend sent any byte is the backend's connection
 // failure, retried on another backend while nothing of the client's reached it; a failure of
 // this host (is_local_error: out of descriptors, buffers, ports) is nobody's: the lease ends
 // with outcome::none, the listeners pause, and the client waits for a descriptor.
@@ -254,9 +254,9 @@ class worker {
     bool s_in = false, s_out = false, s_hup = false;
     direction up, down;  // up: client → backend
     lbkit::lease lease;
-    std::uint32_t failures = 0;                    // connection failures of backends so far
-    std::uint32_t header_size = 0;                 // of our PROXY header at the front of `up`
-    std::size_t backend = 0;                       // index into the counters
+    std::uint32_t failures = 0;      // connection failures of backends so far
+    std::uint32_t header_size = 0;   // of our PROXY header at the front of `up`
+    std::size_t backend = 0;         // index into the counters
     examples::tried_backends tried;  // the backends that failed it, for a retry's pick
     lbkit::endpoint peer, local;
     lbkit::ip_address client;  // the real client: peer, or the PROXY header's source
@@ -611,8 +611,8 @@ class worker {
     // backend that refuses at once has nothing in flight), and in panic, when every backend
     // is eligible, retries could bounce between a dead backend and a resetting one while a
     // third was up (found by the L4 soak).
-    lbkit::lease l = c->tried.empty() ? picker_->pick(context)
-                                      : picker_->pick_other(context, c->tried.span());
+    lbkit::lease l =
+        c->tried.empty() ? picker_->pick(context) : picker_->pick_other(context, c->tried.span());
     if (!l) {
       bump(counters_.no_backend);
       return close_conn(c, lbkit::outcome::none, false);
@@ -689,8 +689,8 @@ class worker {
 
   // The backend failed the connection before it answered: refused, reset, unreachable, or
   // not established within --connect-timeout (`err` ETIMEDOUT). A connection failure for
-  // passive health (docs/architecture.md property 10: what an active check would see too), and, while
-  // nothing of the client's reached the backend, another backend while attempts remain. The
+  // passive health (docs/architecture.md property 10: what an active check would see too), and,
+  // while nothing of the client's reached the backend, another backend while attempts remain. The
   // retry runs after this batch of events, so that events still queued for the closed
   // socket cannot be taken for the new one's.
   void backend_failed(connection* c, const char* what, int err) {

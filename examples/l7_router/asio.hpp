@@ -26,8 +26,9 @@ template <class T = void>
 using awaitable = asio::awaitable<T, executor>;
 using tcp_socket = asio::basic_stream_socket<tcp, executor>;
 using tcp_acceptor = asio::basic_socket_acceptor<tcp, executor>;
-using steady_timer = asio::basic_waitable_timer<std::chrono::steady_clock,
-                                                asio::wait_traits<std::chrono::steady_clock>, executor>;
+using steady_timer =
+    asio::basic_waitable_timer<std::chrono::steady_clock,
+                               asio::wait_traits<std::chrono::steady_clock>, executor>;
 
 // co_await op(..., into(ec)) stores a failure in ec instead of throwing it.
 inline auto into(beast::error_code& ec) {

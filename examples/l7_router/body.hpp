@@ -24,7 +24,8 @@ struct raw_body {
       return *this;
     }
     value_type(value_type&& o) noexcept
-        : data_(std::move(o.data_)), size_(std::exchange(o.size_, 0)),
+        : data_(std::move(o.data_)),
+          size_(std::exchange(o.size_, 0)),
           capacity_(std::exchange(o.capacity_, 0)) {}
     value_type& operator=(value_type&& o) noexcept {
       data_ = std::move(o.data_);

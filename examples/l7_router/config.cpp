@@ -33,7 +33,8 @@ class reader {
   const std::string& error() const { return error_; }
 
   // Fails on keys of `t` that are not in `known`.
-  bool only(const toml::table& t, const std::string& where, std::initializer_list<std::string_view> known) {
+  bool only(const toml::table& t, const std::string& where,
+            std::initializer_list<std::string_view> known) {
     for (const auto& [k, v] : t) {
       if (std::find(known.begin(), known.end(), k.str()) == known.end()) {
         return fail(&v, join(where, std::string(k.str())), "unknown key");
@@ -46,7 +47,8 @@ class reader {
     return a.empty() ? b : a + "." + b;
   }
 
-  bool string(const toml::table& t, const std::string& where, std::string_view key, std::string& out) {
+  bool string(const toml::table& t, const std::string& where, std::string_view key,
+              std::string& out) {
     const toml::node* n = t.get(key);
     if (n == nullptr) return true;
     if (!n->is_string()) return fail(n, join(where, std::string(key)), "want a string");
@@ -59,10 +61,12 @@ class reader {
     const toml::node* n = t.get(key);
     if (n == nullptr) return true;
     const auto v = n->value<std::int64_t>();
-    if (!n->is_integer() || !v) return fail(n, join(where, std::string(key)), "want a whole number");
+    if (!n->is_integer() || !v)
+      return fail(n, join(where, std::string(key)), "want a whole number");
     if (*v < min || *v > max) {
-      return fail(n, join(where, std::string(key)),
-                  std::to_string(*v) + " is outside " + std::to_string(min) + ".." + std::to_string(max));
+      return fail(
+          n, join(where, std::string(key)),
+          std::to_string(*v) + " is outside " + std::to_string(min) + ".." + std::to_string(max));
     }
     out = static_cast<Int>(*v);
     return true;
@@ -72,11 +76,11 @@ class reader {
     const toml::node* n = t.get(key);
     if (n == nullptr) return true;
     if (!n->is_number()) return fail(n, join(where, std::string(key)), "want a number");
-    const double v = n->is_integer() ? static_cast<double>(*n->value<std::int64_t>())
-                                     : *n->value<double>();
+    const double v =
+        n->is_integer() ? static_cast<double>(*n->value<std::int64_t>()) : *n->value<double>();
     if (!(v >= min && v <= max)) {
-      return fail(n, join(where, std::string(key)), "is outside " + std::to_string(min) + ".." +
-                                                        std::to_string(max));
+      return fail(n, join(where, std::string(key)),
+                  "is outside " + std::to_string(min) + ".." + std::to_string(max));
     }
     out = v;
     return true;
@@ -106,7 +110,8 @@ class reader {
     const toml::array* a = n->as_array();
     if (a == nullptr) return fail(n, join(where, std::string(key)), "want an array of strings");
     for (const auto& e : *a) {
-      if (!e.is_string()) return fail(&e, join(where, std::string(key)), "want an array of strings");
+      if (!e.is_string())
+        return fail(&e, join(where, std::string(key)), "want an array of strings");
       out.push_back(*e.value<std::string>());
     }
     return true;
@@ -180,7 +185,8 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
       !r.integer(t, w, "passive_failures", p.passive_failures, 0, 1'000'000) ||
       !r.number(t, w, "panic_threshold", p.panic_threshold, 0, 100) ||
       !r.string(t, w, "sticky_cookie", p.sticky_cookie) ||
-      !r.string(t, w, "hash_header", p.hash_header) || !r.string(t, w, "hash_cookie", p.hash_cookie) ||
+      !r.string(t, w, "hash_header", p.hash_header) ||
+      !r.string(t, w, "hash_cookie", p.hash_cookie) ||
       !r.integer(t, w, "max_idle", p.max_idle, 0, 100'000) ||
       !r.duration(t, w, "upstream_idle_timeout", p.upstream_idle_timeout)) {
     return false;
@@ -192,8 +198,8 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
   if (auto v = examples::parse_health_kind(health, p.health); !v) {
     return r.fail(t.get("health"), w + ".health", v.error().message);
   }
-  for (const auto& [key, name] : {std::pair{"sticky_cookie", &p.sticky_cookie},
-                                   std::pair{"hash_cookie", &p.hash_cookie}}) {
+  for (const auto& [key, name] :
+       {std::pair{"sticky_cookie", &p.sticky_cookie}, std::pair{"hash_cookie", &p.hash_cookie}}) {
     if (name->empty()) continue;
     if (auto v = lbkit::validate_cookie_name(*name); !v) {
       return r.fail(t.get(key), w + "." + key, v.error().message);
@@ -229,17 +235,17 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
   return true;
 }
 
-bool read_route(reader& r, std::size_t index, const toml::table& t,
-                const router_config& c, route_config& rc) {
+bool read_route(reader& r, std::size_t index, const toml::table& t, const router_config& c,
+                route_config& rc) {
   const std::string w = "routes[" + std::to_string(index) + "]";
   rc.line = static_cast<int>(t.source().begin.line);
   std::string auth = "none", rewrite;
   bool exact = false;
   std::int64_t max_body = -1;
-  if (!r.only(t, w,
-              {"host", "path", "exact", "methods", "headers", "pool", "auth", "rate_limit",
-               "retries", "retry_on", "max_body_bytes", "required_headers", "rewrite_host",
-               "cache"}) ||
+  if (!r.only(
+          t, w,
+          {"host", "path", "exact", "methods", "headers", "pool", "auth", "rate_limit", "retries",
+           "retry_on", "max_body_bytes", "required_headers", "rewrite_host", "cache"}) ||
       !r.string(t, w, "host", rc.match.host) || !r.string(t, w, "path", rc.match.path) ||
       !r.boolean(t, w, "exact", exact) || !r.strings(t, w, "methods", rc.match.methods) ||
       !r.string(t, w, "pool", rc.pool) || !r.string(t, w, "auth", auth) ||
@@ -254,7 +260,8 @@ bool read_route(reader& r, std::size_t index, const toml::table& t,
   if (!rewrite.empty()) rc.rewrite_host = rewrite;
   if (const toml::node* h = t.get("headers")) {
     const toml::table* ht = h->as_table();
-    if (ht == nullptr) return r.fail(h, w + ".headers", "want a table: { name = \"value\" or true }");
+    if (ht == nullptr)
+      return r.fail(h, w + ".headers", "want a table: { name = \"value\" or true }");
     for (const auto& [k, v] : *ht) {
       lbkit::header_match m{std::string(k.str()), std::nullopt};
       if (v.is_string()) {
@@ -280,12 +287,15 @@ bool read_route(reader& r, std::size_t index, const toml::table& t,
   }
   if (const toml::node* n = t.get("rate_limit")) {
     const toml::table* rt = n->as_table();
-    if (rt == nullptr) return r.fail(n, w + ".rate_limit", "want { rate = N, burst = N, key = \"client\" | \"api_key\" }");
+    if (rt == nullptr)
+      return r.fail(n, w + ".rate_limit",
+                    "want { rate = N, burst = N, key = \"client\" | \"api_key\" }");
     std::string key = "client";
     const std::string rw = w + ".rate_limit";
     if (!r.only(*rt, rw, {"rate", "burst", "key"}) ||
         !r.number(*rt, rw, "rate", rc.rate_limit.rate, 1e-6, 1e9) ||
-        !r.number(*rt, rw, "burst", rc.rate_limit.burst, 1, 1e9) || !r.string(*rt, rw, "key", key)) {
+        !r.number(*rt, rw, "burst", rc.rate_limit.burst, 1, 1e9) ||
+        !r.string(*rt, rw, "key", key)) {
       return false;
     }
     if (rc.rate_limit.rate <= 0) return r.fail(n, rw + ".rate", "is required");
@@ -302,7 +312,8 @@ bool read_route(reader& r, std::size_t index, const toml::table& t,
   } else if (auth == "bearer") {
     rc.auth = auth_kind::bearer;
   } else {
-    return r.fail(t.get("auth"), w + ".auth", lbkit::quote(auth) + " is not none, api_key or bearer");
+    return r.fail(t.get("auth"), w + ".auth",
+                  lbkit::quote(auth) + " is not none, api_key or bearer");
   }
   if (rc.rate_limit.per_key && rc.auth == auth_kind::none) {
     return r.fail(t.get("rate_limit"), w + ".rate_limit.key",
@@ -323,9 +334,9 @@ lbkit::result<router_config> parse_config(std::string_view text, const std::stri
   try {
     root = toml::parse(text, name);
   } catch (const toml::parse_error& e) {
-    return lbkit::make_error(lbkit::errc::invalid_argument,
-                             name + ":" + std::to_string(e.source().begin.line) + ": " +
-                                 std::string(e.description()));
+    return lbkit::make_error(
+        lbkit::errc::invalid_argument,
+        name + ":" + std::to_string(e.source().begin.line) + ": " + std::string(e.description()));
   }
   reader r(name);
   router_config c;

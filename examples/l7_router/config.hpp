@@ -31,23 +31,23 @@ struct pool_config {
   std::string name;
   std::string policy = "round_robin";
   std::vector<backend_config> backends;
-  examples::health_settings health;  // health, health_interval, health_timeout, rise, fall
+  examples::health_settings health;    // health, health_interval, health_timeout, rise, fall
   std::uint32_t passive_failures = 5;  // consecutive 5xx/connect failures that eject (0: off)
   // Envoy's panic mode: below this percentage of healthy backends, spread picks over all of
   // them. Off (0) by default, so that a pool with no healthy backend answers 503 at once.
   double panic_threshold = 0;
-  std::string sticky_cookie;           // empty: no sticky sessions
+  std::string sticky_cookie;  // empty: no sticky sessions
   // Hash policies key on this cookie's value, else on this header, else the client address.
   std::string hash_cookie;
   std::string hash_header;
-  std::size_t max_idle = 64;           // idle upstream connections kept per backend and thread
+  std::size_t max_idle = 64;  // idle upstream connections kept per backend and thread
   milliseconds upstream_idle_timeout{60'000};
 };
 
 enum class auth_kind { none, api_key, bearer };
 
 struct rate_limit_config {
-  double rate = 0;   // requests per second; 0: no limit
+  double rate = 0;  // requests per second; 0: no limit
   double burst = 0;
   bool per_key = false;  // per API key (needs auth api_key/bearer) or per client address
 };
@@ -57,9 +57,9 @@ struct route_config {
   std::string pool;
   auth_kind auth = auth_kind::none;
   rate_limit_config rate_limit;
-  std::uint32_t retries = 1;                 // idempotent requests, on another backend
+  std::uint32_t retries = 1;  // idempotent requests, on another backend
   std::vector<unsigned> retry_on{502, 503, 504};
-  std::optional<std::size_t> max_body_bytes; // overrides limits.max_body_bytes
+  std::optional<std::size_t> max_body_bytes;  // overrides limits.max_body_bytes
   std::vector<std::string> required_headers;
   std::optional<std::string> rewrite_host;
   bool cache = false;
@@ -83,7 +83,7 @@ struct limits_config {
   // A bound on a whole exchange, body included, from the request's first attempt; 0: none.
   milliseconds response_deadline{0};
   milliseconds tunnel_idle_timeout{300'000};  // WebSocket and CONNECT tunnels
-  std::size_t max_connections = 10'000;        // client connections, over all threads
+  std::size_t max_connections = 10'000;       // client connections, over all threads
   std::size_t cache_bytes = 64 * 1024 * 1024;
   // Retries a pool may have in flight: this percentage of its requests in flight, and never
   // fewer than 3 (Envoy's retry budget), so that retries cannot multiply an overload.

@@ -5,10 +5,12 @@
 // One io_context per thread, each with its own SO_REUSEPORT acceptor, pickers and upstream
 // connection pools; the main thread handles signals (SIGTERM drains, SIGHUP reloads the
 // configuration) and runs passive outlier detection.
-#include <CLI/CLI.hpp>
-#include <cstdio>
 #include <sys/resource.h>
+
+#include <cstdio>
 #include <thread>
+
+#include <CLI/CLI.hpp>
 
 #include "../common/listen.hpp"
 #include "../common/log.hpp"
@@ -55,8 +57,8 @@ awaitable<void> accept_loop(tcp_acceptor& acceptor, thread_state& ts) {
 
 // The stats page: any GET on the stats listener, answered and closed.
 awaitable<void> stats_loop(tcp_acceptor& acceptor,
-                                 const std::vector<std::unique_ptr<thread_state>>& states,
-                                 std::chrono::steady_clock::time_point started) {
+                           const std::vector<std::unique_ptr<thread_state>>& states,
+                           std::chrono::steady_clock::time_point started) {
   for (;;) {
     beast::error_code ec;
     tcp_socket s = co_await acceptor.async_accept(into(ec));
@@ -92,7 +94,7 @@ awaitable<void> stats_loop(tcp_acceptor& acceptor,
 
 // A listening socket on `at`, shared between threads with SO_REUSEPORT.
 std::unique_ptr<tcp_acceptor> listen_on(asio::io_context& ctx, const tcp::endpoint& at,
-                                         const std::string& name) {
+                                        const std::string& name) {
   auto a = std::make_unique<tcp_acceptor>(ctx);
   beast::error_code ec;
   a->open(at.protocol(), ec);
@@ -110,8 +112,9 @@ tcp::endpoint to_asio(const lbkit::endpoint& e) {
 }
 
 // The --listen/--backend shortcut: one pool "default" and one route for everything.
-router_config shortcut(const std::vector<std::string>& listen, const std::vector<std::string>& backends,
-                       const std::string& policy, unsigned threads) {
+router_config shortcut(const std::vector<std::string>& listen,
+                       const std::vector<std::string>& backends, const std::string& policy,
+                       unsigned threads) {
   router_config c;
   for (const auto& l : listen) {
     auto e = lbkit::endpoint::parse(l, lbkit::port_zero::allow);
@@ -145,7 +148,8 @@ router_config shortcut(const std::vector<std::string>& listen, const std::vector
 
 int main(int argc, char** argv) {
   using namespace l7;
-  CLI::App app{"lbkit_l7_router: an HTTP/1.1 router and API gateway built from lbkit on Boost.Beast."};
+  CLI::App app{
+      "lbkit_l7_router: an HTTP/1.1 router and API gateway built from lbkit on Boost.Beast."};
   std::string config_path, policy = "round_robin";
   std::vector<std::string> listen, backends;
   bool check_only = false, no_access_log = false;
@@ -155,8 +159,10 @@ int main(int argc, char** argv) {
   app.add_option("--listen", listen, "Without --config: address to accept on (repeatable)");
   app.add_option("--backend", backends,
                  "Without --config: a backend ADDR:PORT[,weight=N][,id=NAME] (repeatable)");
-  app.add_option("--policy", policy, "Without --config: the selection policy")->capture_default_str();
-  app.add_flag("--no-access-log", no_access_log, "No access log line per request (overrides the file)");
+  app.add_option("--policy", policy, "Without --config: the selection policy")
+      ->capture_default_str();
+  app.add_flag("--no-access-log", no_access_log,
+               "No access log line per request (overrides the file)");
   app.add_option("--threads", threads, "Event loops (overrides the file's `threads`)")
       ->check(CLI::Range(1, 256));
   CLI11_PARSE(app, argc, argv);
@@ -196,7 +202,8 @@ int main(int argc, char** argv) {
   // at once is queued for the main loop, not the default action that kills the process.
   asio::io_context main_ctx(1);
   asio::signal_set signals(main_ctx, SIGTERM, SIGINT, SIGHUP);
-  const lbkit::siphash_key key = cfg.sticky_key ? *cfg.sticky_key : lbkit::sticky_cookie::random_key();
+  const lbkit::siphash_key key =
+      cfg.sticky_key ? *cfg.sticky_key : lbkit::sticky_cookie::random_key();
   auto built = runtime::build(cfg, key);
   if (!built) die(built.error().message);
   std::shared_ptr<runtime> current = std::move(*built);
@@ -254,10 +261,11 @@ int main(int argc, char** argv) {
         if (config_path.empty()) {
           std::fprintf(stderr, "lbkit_l7_router: SIGHUP: no --config to reload\n");
         } else if (auto c = load_config(config_path); !c) {
-          std::fprintf(stderr, "lbkit_l7_router: reload rejected, keeping the running configuration: %s\n",
+          std::fprintf(stderr,
+                       "lbkit_l7_router: reload rejected, keeping the running configuration: %s\n",
                        c.error().message.c_str());
         } else {
-          c->threads = n;      // threads and listeners stay as started
+          c->threads = n;  // threads and listeners stay as started
           c->listen = cfg.listen;
           const lbkit::siphash_key k = c->sticky_key.value_or(key);
           if (auto next = runtime::build(std::move(*c), k, current.get()); !next) {
@@ -308,7 +316,8 @@ int main(int argc, char** argv) {
   // open after 10 s (an idle keep-alive client, say) is cut.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   auto all_stopped = [&] {
-    return std::all_of(contexts.begin(), contexts.end(), [](const auto& c) { return c->stopped(); });
+    return std::all_of(contexts.begin(), contexts.end(),
+                       [](const auto& c) { return c->stopped(); });
   };
   while (!all_stopped() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -3,9 +3,9 @@
 
 #include <algorithm>
 #include <array>
-#include <type_traits>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "../common/log.hpp"
 #include "framing.hpp"
@@ -32,7 +32,8 @@ tcp::endpoint to_asio(const lbkit::endpoint& e) {
 // Whether a comma-separated header value lists `token` (case-insensitively).
 bool lists_token(std::string_view list, std::string_view token) {
   bool found = false;
-  lbkit::http1::for_each_element(list, [&](std::string_view t) { found |= beast::iequals(t, token); });
+  lbkit::http1::for_each_element(list,
+                                 [&](std::string_view t) { found |= beast::iequals(t, token); });
   return found;
 }
 
@@ -70,10 +71,11 @@ awaitable<std::size_t> write_message(timed_stream& s, const http::header<isReque
         .append(h.reason())
         .append("\r\n");
   }
-  for (const auto& f : h) head.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
+  for (const auto& f : h)
+    head.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
   head.append("\r\n");
-  return asio::async_write(s, std::array<asio::const_buffer, 2>{asio::buffer(head), body},
-                           whole, into(ec));
+  return asio::async_write(s, std::array<asio::const_buffer, 2>{asio::buffer(head), body}, whole,
+                           into(ec));
 }
 
 asio::const_buffer body_of(const request& m) { return asio::buffer(m.body()); }
@@ -111,23 +113,44 @@ failure_kind kind_of(upstream_error e) {
   using st = http::status;
   switch (e) {
     case upstream_error::connect:
-      return {o::connection_failure, st::bad_gateway, "the backend refused the connection", true,
-              false, true};
+      return {o::connection_failure,
+              st::bad_gateway,
+              "the backend refused the connection",
+              true,
+              false,
+              true};
     case upstream_error::connect_timeout:
-      return {o::connection_failure, st::gateway_timeout,
-              "the backend did not accept the connection in time", true, false, true};
+      return {o::connection_failure,
+              st::gateway_timeout,
+              "the backend did not accept the connection in time",
+              true,
+              false,
+              true};
     case upstream_error::dropped:
-      return {o::connection_failure, st::bad_gateway,
-              "the backend closed the connection without answering", false, false, true};
+      return {o::connection_failure,
+              st::bad_gateway,
+              "the backend closed the connection without answering",
+              false,
+              false,
+              true};
     case upstream_error::timeout:
-      return {o::gateway_failure, st::gateway_timeout, "the backend did not answer in time", false,
-              true, true};
+      return {o::gateway_failure,
+              st::gateway_timeout,
+              "the backend did not answer in time",
+              false,
+              true,
+              true};
     case upstream_error::local:
-      return {o::none, st::service_unavailable,
-              "the router is short of descriptors or buffers; try again", false, false, false};
+      return {o::none,
+              st::service_unavailable,
+              "the router is short of descriptors or buffers; try again",
+              false,
+              false,
+              false};
     case upstream_error::bad_answer:  // RFC 9112 §6.3 item 5: closed, discarded, 502
-      return {o::failure, st::bad_gateway, "the backend's answer is not valid HTTP/1.1", false,
-              true, true};
+      return {
+          o::failure, st::bad_gateway, "the backend's answer is not valid HTTP/1.1", false, true,
+          true};
     case upstream_error::io:
     case upstream_error::none:
       break;
@@ -486,9 +509,8 @@ class session {
             .count();
     std::printf("%s %.*s %.*s %u %.*s %lldus\n", peer_ip_.c_str(),
                 static_cast<int>(std::min<std::size_t>(method.size(), 32)), method.data(),
-                static_cast<int>(std::min<std::size_t>(target.size(), 512)), target.data(),
-                status, static_cast<int>(backend.size()), backend.data(),
-                static_cast<long long>(us));
+                static_cast<int>(std::min<std::size_t>(target.size(), 512)), target.data(), status,
+                static_cast<int>(backend.size()), backend.data(), static_cast<long long>(us));
     std::fflush(stdout);
   }
 
@@ -521,19 +543,22 @@ class session {
                                    is_connect ? head.target() : head[http::field::host],
                                    is_connect ? std::string_view("/") : head.target(), fields_};
     const std::size_t* index = rt_->table.match(view);
-    if (index == nullptr) co_return co_await fail(http::status::not_found, "no route for this request");
+    if (index == nullptr)
+      co_return co_await fail(http::status::not_found, "no route for this request");
     live_route& route = rt_->routes[*index];
     const route_config& rc = *route.config;
     if (is_connect && std::find(rc.match.methods.begin(), rc.match.methods.end(), "CONNECT") ==
                           rc.match.methods.end()) {
       // A tunnel only where the route asks for one by name.
-      co_return co_await fail(http::status::method_not_allowed, "CONNECT is not enabled on this route");
+      co_return co_await fail(http::status::method_not_allowed,
+                              "CONNECT is not enabled on this route");
     }
 
     std::string_view cred;
     if (rc.auth != auth_kind::none) {
       cred = credential(head, rc.auth);
-      if (cred.empty()) co_return co_await fail(http::status::unauthorized, "credentials are required");
+      if (cred.empty())
+        co_return co_await fail(http::status::unauthorized, "credentials are required");
       const auto& keys = rc.auth == auth_kind::api_key ? rt_->cfg.api_keys : rt_->cfg.bearer_tokens;
       if (std::none_of(keys.begin(), keys.end(), [&](const std::string& k) {
             return detail_::constant_time_equal(k, cred);
@@ -542,7 +567,8 @@ class session {
       }
     }
     for (const auto& h : rc.required_headers) {
-      if (head.find(h) == head.end()) co_return co_await fail(http::status::bad_request, "missing header " + h);
+      if (head.find(h) == head.end())
+        co_return co_await fail(http::status::bad_request, "missing header " + h);
     }
     if (route.limiter) {
       const auto d = rc.rate_limit.per_key ? route.limiter->acquire(cred, now_ns())
@@ -563,7 +589,8 @@ class session {
     pool& p = *route.target;
     const bool websocket = !is_connect && is_websocket_upgrade(head);
     if (is_connect || websocket) {
-      if (!parser.is_done()) co_return co_await fail(http::status::bad_request, "a body on an upgrade");
+      if (!parser.is_done())
+        co_return co_await fail(http::status::bad_request, "a body on an upgrade");
       request req = parser.release();
       co_await open_tunnel(req, rc, p, is_connect, method, target);
       co_return false;
@@ -573,7 +600,8 @@ class session {
     // as it arrives.
     const std::uint64_t body_limit = rc.max_body_bytes.value_or(lim.max_body_bytes);
     if (parser.content_length() && *parser.content_length() > body_limit) {
-      co_return co_await fail(http::status::payload_too_large, "the request body is above the limit");
+      co_return co_await fail(http::status::payload_too_large,
+                              "the request body is above the limit");
     }
     parser.body_limit(body_limit);
     if (!parser.is_done()) {
@@ -589,7 +617,8 @@ class session {
       client_.expires_after(lim.request_timeout);
       co_await http::async_read(client_, buffer_, parser, into(ec));
       if (ec == http::error::body_limit) {
-        co_return co_await fail(http::status::payload_too_large, "the request body is above the limit");
+        co_return co_await fail(http::status::payload_too_large,
+                                "the request body is above the limit");
       }
       // RFC 9112 §2.2: a body that breaks the grammar (a bad chunk; a chunk line or a trailer
       // section above the buffer's limit, §7.1.1) is answered 400 before the close.
@@ -610,14 +639,15 @@ class session {
       // The route is part of the key: two routes may send one URL to different pools.
       cache_key.append(req[http::field::host]).append(" ").append(req.target());
       cache_key.append(" ").append(std::to_string(*index));
-      std::transform(cache_key.begin(), cache_key.begin() + static_cast<std::ptrdiff_t>(cache_key.find(' ')),
-                     cache_key.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      std::transform(
+          cache_key.begin(), cache_key.begin() + static_cast<std::ptrdiff_t>(cache_key.find(' ')),
+          cache_key.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
       if (auto e = rt_->cache->find(cache_key, steady_clock::now())) {
         counters::add(ts_.stats.cache_hits);
         response res = e->res;
         res.set(http::field::age, std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
-                                                      steady_clock::now() - e->stored)
-                                                      .count()));
+                                                     steady_clock::now() - e->stored)
+                                                     .count()));
         res.set("X-Cache", "HIT");
         record(res.result_int(), method, target, "cache");
         co_return co_await finish(std::move(res), keep_alive);
@@ -650,9 +680,8 @@ class session {
     // response_deadline in all, if set).
     const auto begun = steady_clock::now();
     const auto deadline = begun + lim.request_timeout;
-    const auto body_deadline = lim.response_deadline.count() > 0
-                                   ? begun + lim.response_deadline
-                                   : steady_clock::time_point::max();
+    const auto body_deadline = lim.response_deadline.count() > 0 ? begun + lim.response_deadline
+                                                                 : steady_clock::time_point::max();
     const std::uint32_t attempts = 1 + rc.retries;
     const auto in_flight = p.start_request();
     pool::retry_ticket retry;
@@ -789,7 +818,8 @@ class session {
       const auto first = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), *length));
       bool whole = buf.size() == first;
       co_await write_head(res, keep, asio::buffer(buf.data().data(), first), ec);
-      if (!ec && first < *length) whole = co_await relay(*r.stream, buf, *length - first, up_ec, ec);
+      if (!ec && first < *length)
+        whole = co_await relay(*r.stream, buf, *length - first, up_ec, ec);
       // A backend that broke off its answer failed this request, which the client sees as a
       // closed connection short of the Content-Length.
       l.report(up_ec ? lbkit::outcome::gateway_failure : result, latency);
@@ -833,7 +863,7 @@ class session {
   // ends at the router, which answers 200 once the backend connection is up; an upgrade is
   // forwarded, and tunnels only if the backend answers 101.
   awaitable<void> open_tunnel(request& req, const route_config& rc, pool& p, bool is_connect,
-                                    const std::string& method, const std::string& target) {
+                              const std::string& method, const std::string& target) {
     const limits_config& lim = rt_->cfg.limits;
     const std::string upgrade(req[http::field::upgrade]);
     prepare_forward(req, rc, peer_ip_);
@@ -903,8 +933,10 @@ class session {
       co_await http::async_write(client_, res, into(ec));
     }
     // Bytes already read past either handshake go first.
-    if (!ec && upbuf.size() > 0) co_await asio::async_write(client_.socket(), upbuf.data(), into(ec));
-    if (!ec && buffer_.size() > 0) co_await asio::async_write(up.socket(), buffer_.data(), into(ec));
+    if (!ec && upbuf.size() > 0)
+      co_await asio::async_write(client_.socket(), upbuf.data(), into(ec));
+    if (!ec && buffer_.size() > 0)
+      co_await asio::async_write(up.socket(), buffer_.data(), into(ec));
     buffer_.clear();
     if (!ec) {
       counters::add(ts_.stats.tunnels_total);
@@ -920,10 +952,10 @@ class session {
 
   thread_state& ts_;
   timed_stream client_;
-  beast::flat_buffer buffer_;  // from the client
-  std::vector<lbkit::request_header> fields_;  // the request's fields, for routing
+  beast::flat_buffer buffer_;                     // from the client
+  std::vector<lbkit::request_header> fields_;     // the request's fields, for routing
   std::vector<lbkit::http_field> answer_fields_;  // a backend answer's, before its body
-  std::string head_;                           // a message header being written
+  std::string head_;                              // a message header being written
   lbkit::endpoint peer_;
   std::string peer_ip_;
   std::shared_ptr<runtime> rt_;
@@ -973,13 +1005,15 @@ std::string stats_text(const runtime& rt, const std::vector<std::unique_ptr<thre
     for (const auto& t : threads) n += (t->stats.*m).load(std::memory_order_relaxed);
     return n;
   };
-  line("uptime_seconds", static_cast<std::uint64_t>(
-                             std::chrono::duration_cast<std::chrono::seconds>(steady_clock::now() - started)
-                                 .count()));
-  for (const auto& [name, m] : {std::pair<const char*, member>{"connections_active", &counters::connections_active},
-                                {"connections_total", &counters::connections_total},
-                                {"connections_refused", &counters::connections_refused},
-                                {"requests", &counters::requests}}) {
+  line(
+      "uptime_seconds",
+      static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::seconds>(steady_clock::now() - started).count()));
+  for (const auto& [name, m] :
+       {std::pair<const char*, member>{"connections_active", &counters::connections_active},
+        {"connections_total", &counters::connections_total},
+        {"connections_refused", &counters::connections_refused},
+        {"requests", &counters::requests}}) {
     line(name, total(m));
   }
   for (std::size_t k = 0; k < 5; ++k) {
@@ -1005,14 +1039,14 @@ std::string stats_text(const runtime& rt, const std::vector<std::unique_ptr<thre
     const auto snap = p->registry().current();
     for (const auto& m : snap->members()) {
       const auto& s = m.state();
-      const char* health = s.ejected() ? "ejected"
+      const char* health = s.ejected()                                   ? "ejected"
                            : s.active_health() == lbkit::health::healthy ? "up"
-                                                                          : "down";
+                                                                         : "down";
       out += "backend pool=" + p->config().name + " id=" + m.id() +
              " address=" + m.address().to_string() + " weight=" + std::to_string(m.weight()) +
              " health=" + health + " active=" + std::to_string(s.active()) +
-             " picks=" + std::to_string(s.requests()) + " failures=" + std::to_string(s.failures()) +
-             "\n";
+             " picks=" + std::to_string(s.requests()) +
+             " failures=" + std::to_string(s.failures()) + "\n";
     }
   }
   return out;

@@ -6,6 +6,8 @@
 // the right status when anything fails.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -16,14 +18,12 @@
 #include <string>
 #include <unordered_map>
 
-#include <sys/socket.h>
-
 #include <lbkit/lbkit.hpp>
 
 #include "asio.hpp"
 #include "cache.hpp"
-#include "stream.hpp"
 #include "runtime.hpp"
+#include "stream.hpp"
 
 namespace l7 {
 
@@ -49,8 +49,7 @@ class upstream_pool {
     return nullptr;
   }
   // Keeps `s` for reuse for `timeout`, unless `max_idle` are kept already.
-  void give(std::uint64_t backend, stream_ptr s, std::size_t max_idle,
-            milliseconds timeout) {
+  void give(std::uint64_t backend, stream_ptr s, std::size_t max_idle, milliseconds timeout) {
     auto& q = idle_[backend];
     if (closed_ || q.size() >= max_idle) return;  // closes s
     q.push_back({std::move(s), steady_clock::now() + timeout});
@@ -99,7 +98,7 @@ struct counters {
   counter retries{0}, retries_over_budget{0};
   counter cache_hits{0}, cache_misses{0};
   counter tunnels_active{0}, tunnels_total{0};
-  counter client_timeouts{0};  // header, idle-between-requests excluded
+  counter client_timeouts{0};     // header, idle-between-requests excluded
   counter upstream_truncated{0};  // streamed answers the backend broke off
 
   static void add(counter& c, std::int64_t d = 1) noexcept {
@@ -119,7 +118,7 @@ struct thread_state {
   // much as a buffer has room for, so a roomy one reads a large body in a few calls instead of
   // a hundred, and only the exchanges in flight hold one.
   std::vector<std::unique_ptr<beast::flat_buffer>> spare_buffers;
-  bool stopping = false;                           // SIGTERM: answer, then close
+  bool stopping = false;  // SIGTERM: answer, then close
 
   // Clients waiting for a request's first byte (new ones, and between requests), the one
   // idle longest first: at the connection limit it is closed to make room for a new client,
@@ -160,18 +159,18 @@ inline bool idempotent(http::verb v) {
 template <class Fields>
 void remove_hop_by_hop(Fields& f) {
   std::vector<std::string> named;
-  lbkit::http1::for_each_element(f[http::field::connection], [&](std::string_view t) { named.emplace_back(t); });
+  lbkit::http1::for_each_element(f[http::field::connection],
+                                 [&](std::string_view t) { named.emplace_back(t); });
   for (const auto& n : named) f.erase(n);
-  for (auto field : {http::field::connection, http::field::keep_alive,
-                     http::field::proxy_connection, http::field::te, http::field::trailer,
-                     http::field::transfer_encoding, http::field::upgrade,
-                     http::field::proxy_authorization, http::field::proxy_authenticate}) {
+  for (auto field :
+       {http::field::connection, http::field::keep_alive, http::field::proxy_connection,
+        http::field::te, http::field::trailer, http::field::transfer_encoding, http::field::upgrade,
+        http::field::proxy_authorization, http::field::proxy_authenticate}) {
     f.erase(field);
   }
 }
 
-inline response error_response(http::status s, unsigned version,
-                                                         std::string_view why) {
+inline response error_response(http::status s, unsigned version, std::string_view why) {
   response res{s, version};
   res.set(http::field::server, "lbkit_l7_router");
   res.set(http::field::content_type, "text/plain");

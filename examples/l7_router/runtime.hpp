@@ -7,11 +7,11 @@
 
 #include <atomic>
 #include <cstdio>
-#include <utility>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <lbkit/lbkit.hpp>
@@ -31,12 +31,12 @@ class pool {
   // `previous`: the pool of this name in the configuration being replaced, if any (health
   // is carried over). Fails on a configuration parse_config should have refused.
   static lbkit::result<std::unique_ptr<pool>> make(const pool_config& cfg,
-                                                   const lbkit::siphash_key& key,
-                                                   unsigned threads, const pool* previous) {
+                                                   const lbkit::siphash_key& key, unsigned threads,
+                                                   const pool* previous) {
     std::unique_ptr<pool> p(new pool(cfg, key));
     if (auto r = p->add_backends(previous); !r) return lbkit::unexpected<lbkit::error>(r.error());
-    auto b = examples::make_balancer(cfg.policy, p->registry_,
-                                     lbkit::balancer_options{.panic_threshold = cfg.panic_threshold});
+    auto b = examples::make_balancer(
+        cfg.policy, p->registry_, lbkit::balancer_options{.panic_threshold = cfg.panic_threshold});
     if (!b) return lbkit::unexpected<lbkit::error>(b.error());
     p->balancer_ = std::move(*b);
     for (unsigned t = 0; t < threads; ++t) p->pickers_.push_back(p->balancer_->make_picker());
@@ -80,8 +80,8 @@ class pool {
     explicit operator bool() const noexcept { return n != nullptr; }
   };
   retry_ticket try_retry(std::uint32_t percent) noexcept {
-    const std::int64_t allowed = std::max<std::int64_t>(
-        3, in_flight_.load(std::memory_order_relaxed) * percent / 100);
+    const std::int64_t allowed =
+        std::max<std::int64_t>(3, in_flight_.load(std::memory_order_relaxed) * percent / 100);
     if (retries_.fetch_add(1, std::memory_order_relaxed) >= allowed) {
       retries_.fetch_sub(1, std::memory_order_relaxed);
       return {};
@@ -199,8 +199,7 @@ struct runtime {
       const route_config& r = rt->cfg.routes[i];
       const auto target = by_name.find(r.pool);
       if (target == by_name.end()) {
-        return lbkit::make_error(lbkit::errc::not_found, "route at line " +
-                                                             std::to_string(r.line) +
+        return lbkit::make_error(lbkit::errc::not_found, "route at line " + std::to_string(r.line) +
                                                              ": no pool " + lbkit::quote(r.pool));
       }
       live_route lr{&r, target->second, nullptr};

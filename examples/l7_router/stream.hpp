@@ -156,10 +156,9 @@ class timed_stream {
   // stream's executor (never inside the initiating call).
   template <class Handler, class... N>
   void fail(Handler&& h, N... n) {
-    asio::post(st_->socket.get_executor(),
-               [h = std::forward<Handler>(h), n...]() mutable {
-                 std::move(h)(beast::error_code(beast::error::timeout), n...);
-               });
+    asio::post(st_->socket.get_executor(), [h = std::forward<Handler>(h), n...]() mutable {
+      std::move(h)(beast::error_code(beast::error::timeout), n...);
+    });
   }
 
   std::shared_ptr<state> st_;

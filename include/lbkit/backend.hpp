@@ -10,9 +10,9 @@
 #include <string_view>
 #include <utility>
 
-#include "lbkit/text.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/result.hpp"
+#include "lbkit/text.hpp"
 
 namespace lbkit {
 

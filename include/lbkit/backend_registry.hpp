@@ -3,10 +3,10 @@
 // discovery, a health checker) change the backend set; readers (every thread that picks)
 // see immutable, versioned snapshots of it.
 //
-// How it stays fast and safe (docs/architecture.md, property 1 "Snapshots"): a change is applied to a private copy
-// under a writer mutex, checked in full, and only then published as a new snapshot with one
-// pointer swap, so a reader never sees half of a change and never waits for a writer's work. A
-// reader keeps its snapshot in a snapshot_cache and refreshes it only when the registry's
+// How it stays fast and safe (docs/architecture.md, property 1 "Snapshots"): a change is applied to
+// a private copy under a writer mutex, checked in full, and only then published as a new snapshot
+// with one pointer swap, so a reader never sees half of a change and never waits for a writer's
+// work. A reader keeps its snapshot in a snapshot_cache and refreshes it only when the registry's
 // version counter has moved: the pick path pays one atomic load, not a shared_ptr copy.
 // Members keep their backend_state across versions, so live counters survive re-weighting,
 // draining and health changes, and outlive removal while anything still holds them.
@@ -32,9 +32,9 @@
 #include "lbkit/detail/config.hpp"
 #include "lbkit/detail/mutex.hpp"
 #include "lbkit/detail/publication.hpp"
-#include "lbkit/text.hpp"
 #include "lbkit/result.hpp"
 #include "lbkit/snapshot.hpp"
+#include "lbkit/text.hpp"
 
 namespace lbkit {
 

@@ -3,12 +3,12 @@
 // the policies and health checkers read, plus the backend's immutable identity (id and
 // address, which never change for one state: a new address means a new backend).
 //
-// Lifetime (docs/architecture.md, property 2 "Live state outlives membership"): a backend_state lives while anything owns it — a registry
-// snapshot's member, a state_ref — or while a request begun on it has not ended. Both are
-// counted in one atomic word, so begin_request() is at once the request counter and the
-// keep-alive of a lease: a request that began before the backend was removed, and even
-// after every snapshot holding it was freed, ends on the same counters, and the last of
-// them frees the state. No extra atomic operation is spent on the pick path for this.
+// Lifetime (docs/architecture.md, property 2 "Live state outlives membership"): a backend_state
+// lives while anything owns it — a registry snapshot's member, a state_ref — or while a request
+// begun on it has not ended. Both are counted in one atomic word, so begin_request() is at once the
+// request counter and the keep-alive of a lease: a request that began before the backend was
+// removed, and even after every snapshot holding it was freed, ends on the same counters, and the
+// last of them frees the state. No extra atomic operation is spent on the pick path for this.
 #pragma once
 
 #include <algorithm>
@@ -54,8 +54,8 @@ enum class outcome : std::uint8_t {
   // reset, unreachable, connect timeout — what an active check sees too. It counts as a
   // failure and a gateway failure, and in a consecutive count of its own: an ejection these
   // caused ends when an active check passes (outlier_detection_options::passing_check_ends).
-  // A failure of this host (out of descriptors, buffers, ports: see is_local_error in result.hpp) is not
-  // one: release such a lease with outcome::none.
+  // A failure of this host (out of descriptors, buffers, ports: see is_local_error in result.hpp)
+  // is not one: release such a lease with outcome::none.
   connection_failure,
 };
 

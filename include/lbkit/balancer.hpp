@@ -8,9 +8,9 @@
 // follows the plans with one atomic load per pick and asks the policy for a member; the pick
 // returns a lease that counts the request in flight and takes its outcome.
 //
-// Pick path: no lock, no allocation, no virtual call, no exception (docs/architecture.md, property 3 "The pick path"),
-// except that the first pick after a new version copies one shared_ptr under a short lock
-// and may free the previous plan.
+// Pick path: no lock, no allocation, no virtual call, no exception (docs/architecture.md,
+// property 3 "The pick path"), except that the first pick after a new version copies one
+// shared_ptr under a short lock and may free the previous plan.
 #pragma once
 
 #include <algorithm>

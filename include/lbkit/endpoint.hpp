@@ -21,9 +21,9 @@
 #include <string>
 #include <string_view>
 
-#include "lbkit/text.hpp"
 #include "lbkit/hash.hpp"
 #include "lbkit/result.hpp"
+#include "lbkit/text.hpp"
 
 namespace lbkit {
 

@@ -21,8 +21,9 @@ namespace lbkit {
 
 // Whether an errno value says that this host ran short of something — descriptors, socket
 // buffers, memory, local ports — rather than anything about the peer. Such a failure is not
-// the backend's (docs/architecture.md, property 10 "Blame lands where the fault is"): it must neither fail a probe nor count against a
-// lease; the probes answer probe_status::local_error for it.
+// the backend's (docs/architecture.md, property 10 "Blame lands where the fault is"): it must
+// neither fail a probe nor count against a lease; the probes answer probe_status::local_error for
+// it.
 constexpr bool is_local_error(int err) noexcept {
   return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM || err == EADDRNOTAVAIL;
 }

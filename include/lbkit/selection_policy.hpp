@@ -3,11 +3,12 @@
 // registry version (candidate_set) and what the caller keys a pick on (pick_context). The
 // per-thread random generator every picker owns (pick_rng) is in random.hpp.
 //
-// A policy is a value (docs/architecture.md, property 4 "Policies are values"). Once per version, the balancer hands it the
-// candidates and it builds an immutable `state` (a schedule, a hash table, a list of
-// indices); on the pick path, each thread asks that state for a member index. Health,
-// draining and the panic threshold are the balancer's business (property 5, "Health filtering is the balancer's job"): it tells the
-// policy which candidates are eligible through their effective weights.
+// A policy is a value (docs/architecture.md, property 4 "Policies are values"). Once per version,
+// the balancer hands it the candidates and it builds an immutable `state` (a schedule, a hash
+// table, a list of indices); on the pick path, each thread asks that state for a member index.
+// Health, draining and the panic threshold are the balancer's business (property 5, "Health
+// filtering is the balancer's job"): it tells the policy which candidates are eligible through
+// their effective weights.
 #pragma once
 
 #include <concepts>

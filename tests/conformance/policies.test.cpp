@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Every selection policy through balancer<Policy>: docs/architecture.md properties 3-7, one suite for all.
+// Every selection policy through balancer<Policy>: docs/architecture.md properties 3-7, one suite
+// for all.
 //
 // Each case runs once per policy type in LBKIT_CONFORMANCE_POLICIES. Every pick passes a
 // varying pick_context::for_key(k), so that hash policies, once listed, are exercised over

@@ -143,9 +143,8 @@ void check_parse(std::string_view text, std::span<const std::uint8_t> extra) {
   const auto c = cidr::parse(text);
   const auto want = reference_parse(text);
   if (c.has_value() != want.has_value()) {
-    std::fprintf(stderr, "cidr::parse(%s) %s, the reference %s\n",
-                 lbkit::quote(text).c_str(), c ? "accepts" : "rejects",
-                 want ? "accepts" : "rejects");
+    std::fprintf(stderr, "cidr::parse(%s) %s, the reference %s\n", lbkit::quote(text).c_str(),
+                 c ? "accepts" : "rejects", want ? "accepts" : "rejects");
     fail("cidr::parse agrees with its contract", __LINE__);
   }
   if (!c) {

@@ -58,9 +58,8 @@ void check_address(std::string_view text) {
   const auto want = reference_address(text);
   if (text.find('\0') == std::string_view::npos) {
     if (a.has_value() != want.has_value()) {
-      std::fprintf(stderr, "ip_address::parse(%s) %s, inet_pton %s\n",
-                   lbkit::quote(text).c_str(), a ? "accepts" : "rejects",
-                   want ? "accepts" : "rejects");
+      std::fprintf(stderr, "ip_address::parse(%s) %s, inet_pton %s\n", lbkit::quote(text).c_str(),
+                   a ? "accepts" : "rejects", want ? "accepts" : "rejects");
       fail("ip_address::parse agrees with inet_pton", __LINE__);
     }
   }
@@ -134,9 +133,8 @@ void check_endpoint(std::string_view text, lbkit::port_zero zero) {
   const auto e = lbkit::endpoint::parse(text, zero);
   const auto want = reference_endpoint(text, zero);
   if (e.has_value() != want.has_value()) {
-    std::fprintf(stderr, "endpoint::parse(%s) %s, the reference %s\n",
-                 lbkit::quote(text).c_str(), e ? "accepts" : "rejects",
-                 want ? "accepts" : "rejects");
+    std::fprintf(stderr, "endpoint::parse(%s) %s, the reference %s\n", lbkit::quote(text).c_str(),
+                 e ? "accepts" : "rejects", want ? "accepts" : "rejects");
     fail("endpoint::parse agrees with its contract", __LINE__);
   }
   if (!e) {

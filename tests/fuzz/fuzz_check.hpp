@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-// What the fuzz targets check with (and how they read their input). FUZZ_CHECK(cond) aborts, naming the target's file, the
-// line and the condition, which libFuzzer reports as a crash and keeps the input for; a
-// rejection's message must say what was wrong in one short line of no control bytes.
+// What the fuzz targets check with (and how they read their input). FUZZ_CHECK(cond) aborts, naming
+// the target's file, the line and the condition, which libFuzzer reports as a crash and keeps the
+// input for; a rejection's message must say what was wrong in one short line of no control bytes.
 #pragma once
 
 #include <algorithm>

@@ -106,9 +106,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
 
   // 2. Cookies.
-  static const lbkit::sticky_cookie sticky(lbkit::siphash_key{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
-                                                              12, 13, 14, 15, 16},
-                                           "sid");
+  static const lbkit::sticky_cookie sticky(
+      lbkit::siphash_key{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, "sid");
   const auto value = lbkit::find_cookie(cookie, "sid");
   if (value) {
     FUZZ_CHECK(within(*value, cookie));

@@ -262,7 +262,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   if (generated) {
     const bool too_long = whole.error.find("longer than") != std::string::npos;
-    if (whole.last != parse_status::complete && !(max_head < parser::default_max_head && too_long)) {
+    if (whole.last != parse_status::complete &&
+        !(max_head < parser::default_max_head && too_long)) {
       std::fprintf(stderr, "built response refused: %s\n", whole.error.c_str());
       fail("a well-formed response parses", __LINE__);
     }

@@ -32,7 +32,6 @@
 #include <lbkit/lbkit.hpp>
 
 #include "../../examples/l4_proxy/config.hpp"
-
 #include "fuzz_check.hpp"
 
 namespace {
@@ -86,9 +85,8 @@ void check_backend(std::string_view text) {
   const auto b = l4::parse_backend(text);
   const auto want = reference_backend(text);
   if (b.has_value() != want.has_value()) {
-    std::fprintf(stderr, "parse_backend(%s) %s, the reference %s\n",
-                 lbkit::quote(text).c_str(), b ? "accepts" : "rejects",
-                 want ? "accepts" : "rejects");
+    std::fprintf(stderr, "parse_backend(%s) %s, the reference %s\n", lbkit::quote(text).c_str(),
+                 b ? "accepts" : "rejects", want ? "accepts" : "rejects");
     if (b) std::fprintf(stderr, "accepted as id %s\n", lbkit::quote(b->id).c_str());
     fail("parse_backend agrees with the reference", __LINE__);
   }
@@ -125,9 +123,8 @@ void check_duration(std::string_view text) {
   }
 
   if (d.has_value() != want.has_value()) {
-    std::fprintf(stderr, "parse_duration(%s) %s, the reference %s\n",
-                 lbkit::quote(text).c_str(), d ? "accepts" : "rejects",
-                 want ? "accepts" : "rejects");
+    std::fprintf(stderr, "parse_duration(%s) %s, the reference %s\n", lbkit::quote(text).c_str(),
+                 d ? "accepts" : "rejects", want ? "accepts" : "rejects");
     fail("parse_duration agrees with the reference", __LINE__);
   }
   if (!d) {

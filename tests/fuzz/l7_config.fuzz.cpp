@@ -33,7 +33,6 @@
 
 #include "../../examples/common/policies.hpp"
 #include "../../examples/l7_router/config.hpp"
-
 #include "fuzz_check.hpp"
 
 namespace {

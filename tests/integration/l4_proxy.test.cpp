@@ -6,10 +6,10 @@
 // under active TCP checks with retries that hide refused connects, byte-exact bulk transfer
 // both ways at once and half-close, PROXY protocol v1/v2 out and in (and garbage in), interop
 // with HAProxy both ways, UDP sessions, ACLs, command-line errors, and graceful shutdown;
-// and where blame lands (docs/architecture.md, property 10): refused, reset and timed-out connects and
-// refused UDP datagrams are connection failures whose ejection a passing check ends, a
-// shortage of descriptors blames no backend and does not spin, addresses that would share a
-// port are refused, and hot error paths log a bounded number of lines.
+// and where blame lands (docs/architecture.md, property 10): refused, reset and timed-out connects
+// and refused UDP datagrams are connection failures whose ejection a passing check ends, a shortage
+// of descriptors blames no backend and does not spin, addresses that would share a port are
+// refused, and hot error paths log a bounded number of lines.
 //
 // Every wait is bounded and waits on a condition; no assertion rests on a sleep. Each proxy
 // is stopped with SIGTERM and must exit 0 with nothing from the sanitizers on stderr (its
@@ -225,7 +225,7 @@ class client_loop {
   std::atomic<bool> done_{false};
   std::atomic<int> served_{0}, failed_{0};
   std::atomic<std::int64_t> last_watched_{0};  // steady_clock ticks
-  std::thread thread_;                          // last: it uses the members above
+  std::thread thread_;                         // last: it uses the members above
 };
 
 // A TCP backend that holds many connections at once (loopback_server serves one at a

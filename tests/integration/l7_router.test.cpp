@@ -139,7 +139,6 @@ std::string cookie_id(std::string_view value) {
 
 // --- test backends other than HTTP ones ----------------------------------------------------
 
-
 // The far side of a WebSocket: accepts the upgrade and echoes every message, text as text
 // and binary as binary, until the close.
 void websocket_echo(asio::ip::tcp::socket& s, const http_backend::request& req,
@@ -186,8 +185,8 @@ TEST_CASE("routing: the host first, then exact path, longest prefix, then header
       {"www.example.com", "/about", "", &web},
       {"www.example.com", "/static", "", &web},  // "/static/" is a prefix of longer paths only
       {"www.example.com", "/static/app.css", "", &assets},
-      {"www.example.com", "/static/v2/app.css", "", &v2},  // the longer prefix
-      {"www.example.com", "/static/logo.png", "", &logo},  // exact before any prefix
+      {"www.example.com", "/static/v2/app.css", "", &v2},         // the longer prefix
+      {"www.example.com", "/static/logo.png", "", &logo},         // exact before any prefix
       {"www.example.com", "/static/logo.png?size=2", "", &logo},  // the query is not the path
       {"www.example.com", "/static/logo.png.bak", "", &assets},
       {"www.example.com", "/about", "X-Canary: 1\r\n", &canary},
@@ -212,7 +211,8 @@ TEST_CASE("routing: the host first, then exact path, longest prefix, then header
     // The access log: "<client-ip> <METHOD> <target> <status> <backend-id> <N>us".
     const auto line = r.log_line();
     REQUIRE(line);
-    const std::string start = "127.0.0.1 GET " + std::string(x.target) + " 200 " + x.to->name() + " ";
+    const std::string start =
+        "127.0.0.1 GET " + std::string(x.target) + " 200 " + x.to->name() + " ";
     CHECK_MESSAGE(line->rfind(start, 0) == 0, *line);
     CHECK_MESSAGE(line->ends_with("us"), *line);
   }
@@ -271,10 +271,10 @@ TEST_CASE("sticky cookie: pins a client, re-pins it when its backend dies, ignor
   std::map<std::string, http_backend*> by_name = {{"a", &a}, {"b", &b}, {"c", &c}};
   // No health checks: a dead backend stays in the pool, and the pinned request finds out by
   // a refused connect, then goes to another backend (retries = 1, the default).
-  router_process r(listen_line +
-                   pool_toml("web", {&a, &b, &c},
-                             "policy = \"round_robin\"\nsticky_cookie = \"sid\"") +
-                   route_toml("path = \"/\"\npool = \"web\""));
+  router_process r(
+      listen_line +
+      pool_toml("web", {&a, &b, &c}, "policy = \"round_robin\"\nsticky_cookie = \"sid\"") +
+      route_toml("path = \"/\"\npool = \"web\""));
   http_client client(r.address());
   auto with = [&](const std::string& value) {
     auto res = client.request(get("/", "Cookie: other=1; sid=" + value + "\r\n"));
@@ -553,9 +553,10 @@ TEST_CASE("request_timeout bounds a request's attempts together; hash_cookie key
   }
   SUBCASE("maglev with hash_cookie: each session value sticks to a backend, values spread") {
     http_backend a("a"), b("b"), c("c");
-    router_process r(listen_line +
-                     pool_toml("h", {&a, &b, &c}, "policy = \"maglev\"\nhash_cookie = \"session\"") +
-                     route_toml("path = \"/\"\npool = \"h\""));
+    router_process r(
+        listen_line +
+        pool_toml("h", {&a, &b, &c}, "policy = \"maglev\"\nhash_cookie = \"session\"") +
+        route_toml("path = \"/\"\npool = \"h\""));
     http_client cl(r.address());
     std::set<std::string> seen;
     for (int user = 0; user < 16; ++user) {
@@ -579,8 +580,7 @@ TEST_CASE("request_timeout bounds a request's attempts together; hash_cookie key
 
 TEST_CASE("slowloris: a header that trickles in is cut at header_timeout, others are served") {
   http_backend ok("ok");
-  router_process r(listen_line +
-                   "[limits]\nheader_timeout = \"500ms\"\nidle_timeout = \"5s\"\n\n" +
+  router_process r(listen_line + "[limits]\nheader_timeout = \"500ms\"\nidle_timeout = \"5s\"\n\n" +
                    pool_toml("ok", {&ok}) + route_toml("path = \"/\"\npool = \"ok\""));
   // Sends a request head one byte every 100 ms (it never ends: the padding goes on), until
   // the router closes the connection or 3 s pass. How long after the first byte it closed,
@@ -647,7 +647,8 @@ TEST_CASE("slowloris: a header that trickles in is cut at header_timeout, others
 
 TEST_CASE("a 10 MiB header gets 431; the router stays up and serves the next client") {
   http_backend ok("ok");
-  router_process r(listen_line + pool_toml("ok", {&ok}) + route_toml("path = \"/\"\npool = \"ok\""));
+  router_process r(listen_line + pool_toml("ok", {&ok}) +
+                   route_toml("path = \"/\"\npool = \"ok\""));
   constexpr std::size_t flood = std::size_t{10} << 20;
   const auto s = connect_tcp(r.address());
   REQUIRE(s);
@@ -791,10 +792,10 @@ TEST_CASE("cache: fresh responses are served from the cache until they expire") 
       res.set(http::field::cache_control, "max-age=1");
     }
   });
-  http_backend canary("canary", [](const http_backend::request&, http_backend::response& res,
-                                   const http_backend&) {
-    res.set(http::field::cache_control, "max-age=60");
-  });
+  http_backend canary(
+      "canary", [](const http_backend::request&, http_backend::response& res, const http_backend&) {
+        res.set(http::field::cache_control, "max-age=60");
+      });
   router_process r(listen_line + pool_toml("origin", {&origin}) + pool_toml("canary", {&canary}) +
                    route_toml("path = \"/\"\npool = \"origin\"\ncache = true") +
                    route_toml("headers = { X-Canary = \"1\" }\npool = \"canary\"\ncache = true"));
@@ -951,7 +952,8 @@ TEST_CASE("configuration mistakes that were accepted or misreported are refused 
 TEST_CASE("SIGHUP reloads the configuration; a broken file is rejected and the old one kept") {
   http_backend x("x"), y("y");
   auto config = [&](const http_backend& b, std::string_view pool_extra = "") {
-    return listen_line + pool_toml("p", {&b}, pool_extra) + route_toml("path = \"/\"\npool = \"p\"");
+    return listen_line + pool_toml("p", {&b}, pool_extra) +
+           route_toml("path = \"/\"\npool = \"p\"");
   };
   router_process r(config(x));
   http_client kept(r.address());  // open across both reloads
@@ -1045,8 +1047,7 @@ TEST_CASE("forwarding: X-Forwarded-*, Via, no hop-by-hop fields either way, Host
   }
   // Behind another proxy: the client address is appended to the list.
   {
-    const auto again =
-        c.request(get("/hello", "X-Forwarded-For: 203.0.113.9\r\n", "public.test"));
+    const auto again = c.request(get("/hello", "X-Forwarded-For: 203.0.113.9\r\n", "public.test"));
     REQUIRE(again);
     const received_request seen = plain.requests().back();
     CHECK(seen.header("X-Forwarded-For") == "203.0.113.9, 127.0.0.1");
@@ -1075,8 +1076,9 @@ TEST_CASE("forwarding: X-Forwarded-*, Via, no hop-by-hop fields either way, Host
   r.stop();
 }
 
-TEST_CASE("answer bodies: long ones stream through, chunked ones are reassembled, one broken "
-          "off past the first 64 KiB closes the client's connection") {
+TEST_CASE(
+    "answer bodies: long ones stream through, chunked ones are reassembled, one broken "
+    "off past the first 64 KiB closes the client's connection") {
   // 3 MiB: streamed through the router's 64 KiB buffer, about fifty reads and writes.
   const std::string big = pattern_bytes(std::size_t{3} << 20);
   http_backend whole("whole", [&](const http_backend::request& req, http_backend::response& res,
@@ -1088,17 +1090,19 @@ TEST_CASE("answer bodies: long ones stream through, chunked ones are reassembled
     if (read_request_head(c, self)) {
       char size[32];
       std::snprintf(size, sizeof size, "%x\r\n", 70000);
-      loopback_server::send_all(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
-                                   "Connection: close\r\n\r\n" + std::string(size) +
-                                       std::string(70000, 'c') + "\r\n5\r\nddddd\r\n0\r\n\r\n");
+      loopback_server::send_all(c,
+                                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                                "Connection: close\r\n\r\n" +
+                                    std::string(size) + std::string(70000, 'c') +
+                                    "\r\n5\r\nddddd\r\n0\r\n\r\n");
     }
     ::close(c);
   });
   // Announces 1 MiB, sends 200 KiB of it, and closes.
   loopback_server broken([](int c, const loopback_server& self) {
     if (read_request_head(c, self)) {
-      loopback_server::send_all(c, "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n" +
-                                       std::string(200 * 1024, 'p'));
+      loopback_server::send_all(
+          c, "HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n" + std::string(200 * 1024, 'p'));
     }
     ::close(c);
   });
@@ -1180,7 +1184,6 @@ TEST_CASE("SIGTERM: the router stops accepting and exits 0 promptly") {
   CHECK(!connect_tcp(r.address()));  // the listener is gone
 }
 
-
 // --- faults: what the router decides when things go wrong ----------------------------------
 
 TEST_CASE("retry budget: retries after refused connects need no room in it, so none fails") {
@@ -1243,9 +1246,8 @@ TEST_CASE("a long answer is not cut by request_timeout, and a slow reader is not
     loopback_server slow(trickle(size, piece, 50ms, chunked));
     router_process r(listen_line + "stats = \"127.0.0.1:0\"\n" +
                          "[limits]\nrequest_timeout = \"500ms\"\nread_timeout = \"2s\"\n" +
-                         "[pools.web]\nbackends = [{ address = \"" +
-                         slow.address().to_string() + "\", id = \"slow\" }]\n" +
-                         route_toml("path = \"/\"\npool = \"web\""),
+                         "[pools.web]\nbackends = [{ address = \"" + slow.address().to_string() +
+                         "\", id = \"slow\" }]\n" + route_toml("path = \"/\"\npool = \"web\""),
                      true);
     const auto res = fetch(r.address(), get("/big"));
     REQUIRE(res);
@@ -1303,8 +1305,8 @@ TEST_CASE("send_timeout: a client that stops reading is closed, and the backend 
                    true);
   socket_fd c = connect_tcp(r.address());
   REQUIRE(send_all(c.get(), get("/big")));  // and never read
-  CHECK(eventually(
-      [&] { return stats_counter(r.stats_page(), "connections_active") == 0; }, 5000ms, 50ms));
+  CHECK(eventually([&] { return stats_counter(r.stats_page(), "connections_active") == 0; }, 5000ms,
+                   50ms));
   const std::string page = r.stats_page();
   INFO(page);
   CHECK(stats_field(page, "web", "big", "failures") == "0");
@@ -1335,8 +1337,8 @@ TEST_CASE("a restarted backend gets traffic again once its checks pass, not afte
   std::thread load([&] { tally = run_load(r.address(), 4, 0, &stop); });
   REQUIRE(eventually([&] { return b.hits() > 20; }));
   b.stop();
-  REQUIRE(eventually(
-      [&] { return stats_field(r.stats_page(), "web", "b", "health") != "up"; }, 5000ms, 20ms));
+  REQUIRE(eventually([&] { return stats_field(r.stats_page(), "web", "b", "health") != "up"; },
+                     5000ms, 20ms));
   REQUIRE(b.start());
   const auto restarted = steady_clock::now();
   const std::size_t before = b.hits();
@@ -1416,7 +1418,8 @@ TEST_CASE("at the connection limit the client idle longest makes room for a new 
   std::vector<socket_fd> idle;
   for (int i = 0; i < 4; ++i) {
     idle.push_back(connect_tcp(r.address()));
-    REQUIRE(eventually([&] { return stats_counter(r.stats_page(), "connections_active") == i + 1; }));
+    REQUIRE(
+        eventually([&] { return stats_counter(r.stats_page(), "connections_active") == i + 1; }));
   }
   CHECK(fetch_body(r.address(), get("/")) == "a");
   CHECK(closed_within(idle[0].get(), 2000ms));
@@ -1436,8 +1439,8 @@ TEST_CASE("at the connection limit the client idle longest makes room for a new 
 
 TEST_CASE("a reload closes the idle upstream connections of the configuration it retires") {
   http_backend a("a");
-  const std::string config = listen_line + pool_toml("web", {&a}) +
-                             route_toml("path = \"/\"\npool = \"web\"");
+  const std::string config =
+      listen_line + pool_toml("web", {&a}) + route_toml("path = \"/\"\npool = \"web\"");
   router_process r(config);
   CHECK(fetch_body(r.address(), get("/")) == "a");
   REQUIRE(eventually([&] { return a.open_connections() == 1; }));  // kept for reuse
@@ -1456,10 +1459,10 @@ TEST_CASE("exhaustion: idle and slowloris floods with slow readers; others serve
   // downloads must complete byte-exact; and the router's memory may grow by at most 48 MiB
   // over what it had before, for what it holds per connection (a 4 KiB read buffer and a
   // coroutine frame each; a 64 KiB relay buffer per download) and ASan's own overhead.
-  http_backend a("a", [](const http_backend::request& req, http_backend::response& res,
-                         const http_backend&) {
-    if (req.target() == "/big") res.body() = std::string(4 << 20, 'b');
-  });
+  http_backend a(
+      "a", [](const http_backend::request& req, http_backend::response& res, const http_backend&) {
+        if (req.target() == "/big") res.body() = std::string(4 << 20, 'b');
+      });
   router_process r(listen_line + "stats = \"127.0.0.1:0\"\n" +
                        "[limits]\nmax_connections = 300\nheader_timeout = \"1s\"\n" +
                        pool_toml("web", {&a}) + route_toml("path = \"/\"\npool = \"web\""),
@@ -1511,8 +1514,9 @@ TEST_CASE("exhaustion: idle and slowloris floods with slow readers; others serve
   for (int i = 0; i < 100; ++i) served += fetch_body(r.address(), get("/ordinary")) == "a";
   const long during = rss_kib(pid);
   for (auto& t : threads) t.join();
-  MESSAGE("router memory " << before << " KiB before, " << during << " KiB with 208 hostile "
-                            "or slow clients");
+  MESSAGE("router memory " << before << " KiB before, " << during
+                           << " KiB with 208 hostile "
+                              "or slow clients");
   CHECK(served == 100);
   CHECK(cut.load() == 50);
   CHECK(complete.load() == 8);
@@ -1552,7 +1556,8 @@ TEST_CASE("addresses: twice the same, stats on a listen address, one held by ano
   std::uint16_t port = 0;
   const socket_fd held = reserve_port(port);  // bound, not listening: another program's
   const std::string p = std::to_string(port);
-  const std::string rest = "[pools.web]\nbackends = [\"127.0.0.1:9\"]\n[[routes]]\npool = \"web\"\n";
+  const std::string rest =
+      "[pools.web]\nbackends = [\"127.0.0.1:9\"]\n[[routes]]\npool = \"web\"\n";
   struct bad {
     std::string head;
     std::vector<std::string> flags;
@@ -1560,7 +1565,8 @@ TEST_CASE("addresses: twice the same, stats on a listen address, one held by ano
   };
   const bad cases[] = {
       {"listen = [\"127.0.0.1:" + p + "\", \"127.0.0.1:" + p + "\"]\n", {"--check"}, "overlap"},
-      {"listen = [\"0.0.0.0:" + p + "\"]\nstats = \"127.0.0.1:" + p + "\"\n", {"--check"},
+      {"listen = [\"0.0.0.0:" + p + "\"]\nstats = \"127.0.0.1:" + p + "\"\n",
+       {"--check"},
        "overlap"},
       {"listen = [\"127.0.0.1:" + p + "\"]\n", {}, "address in use"},
   };
@@ -1583,8 +1589,8 @@ TEST_CASE("addresses: twice the same, stats on a listen address, one held by ano
   http_backend a("a");
   router_process first(listen_line + pool_toml("web", {&a}) +
                        route_toml("path = \"/\"\npool = \"web\""));
-  child_process second({LBKIT_L7_ROUTER_PATH, "--listen", first.address().to_string(),
-                        "--backend", a.address()});
+  child_process second(
+      {LBKIT_L7_ROUTER_PATH, "--listen", first.address().to_string(), "--backend", a.address()});
   const auto status = second.wait_exit(10s);
   second.wait_output_closed(2s);
   INFO("stderr: " << second.stderr_text());

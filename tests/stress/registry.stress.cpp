@@ -137,8 +137,7 @@ void run_writer(backend_registry& reg, int w, writer_record& rec) {
 
 // A reader's holds on backends: shared state plus how many requests it began on each.
 struct reader_record {
-  std::unordered_map<backend_state*, std::pair<state_ref, std::uint64_t>>
-      began;
+  std::unordered_map<backend_state*, std::pair<state_ref, std::uint64_t>> began;
   std::uint64_t snapshots_seen = 0;
   bool ok = true;
 };
@@ -231,8 +230,7 @@ TEST_CASE("registry under concurrent writers and readers") {
   }
 
   // Live counters, including those of backends removed while readers held them.
-  std::unordered_map<backend_state*, std::pair<state_ref, std::uint64_t>>
-      total;
+  std::unordered_map<backend_state*, std::pair<state_ref, std::uint64_t>> total;
   for (const auto& r : rrec) {
     CHECK(r.ok);
     CHECK(r.snapshots_seen > 1);

@@ -30,8 +30,8 @@
 
 #include <doctest/doctest.h>
 
-#include <lbkit/health/detail/socket.hpp>
 #include <lbkit/endpoint.hpp>
+#include <lbkit/health/detail/socket.hpp>
 
 #include "loopback.hpp"
 #include "process.hpp"

@@ -29,8 +29,8 @@
 #include <lbkit/backend_registry.hpp>
 #include <lbkit/backend_state.hpp>
 #include <lbkit/balancer.hpp>
-#include <lbkit/policy/detail/hash_common.hpp>
 #include <lbkit/policy/bounded_load.hpp>
+#include <lbkit/policy/detail/hash_common.hpp>
 #include <lbkit/policy/maglev.hpp>
 #include <lbkit/policy/ring_hash.hpp>
 #include <lbkit/selection_policy.hpp>

@@ -975,7 +975,8 @@ TEST_CASE("ip_address: IPv4-mapped addresses unmap to IPv4, others stay") {
   const auto mapped = *lbkit::ip_address::parse("::ffff:192.0.2.7");
   CHECK(mapped.is_v4_mapped());
   CHECK(mapped.unmapped() == *lbkit::ip_address::parse("192.0.2.7"));
-  for (const char* text : {"192.0.2.7", "::1", "::192.0.2.7", "::fffe:192.0.2.7", "1::ffff:c000:207"}) {
+  for (const char* text :
+       {"192.0.2.7", "::1", "::192.0.2.7", "::fffe:192.0.2.7", "1::ffff:c000:207"}) {
     const auto a = *lbkit::ip_address::parse(text);
     CHECK_FALSE(a.is_v4_mapped());
     CHECK(a.unmapped() == a);

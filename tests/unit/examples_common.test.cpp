@@ -94,7 +94,8 @@ TEST_CASE("tried_backends: oldest first, a repeat moves to the back, the latest 
   std::array<const lbkit::backend_state*, 6> s{};
   for (std::size_t i = 0; i < s.size(); ++i) {
     const std::string id = "b" + std::to_string(i);
-    REQUIRE(r.add(lbkit::backend(id, *lbkit::endpoint::parse("10.0.0." + std::to_string(i + 1) + ":80"), 1)));
+    REQUIRE(r.add(
+        lbkit::backend(id, *lbkit::endpoint::parse("10.0.0." + std::to_string(i + 1) + ":80"), 1)));
     s[i] = &r.current()->find(id)->state();
   }
   examples::tried_backends t;

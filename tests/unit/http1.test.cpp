@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: MIT
 // The HTTP/1 grammar (lbkit/net/http1.hpp) that the route table, sticky cookies, the framing
 // checks, the response parser and the probe share: each rule against RFC 9110's definition.
-#include <doctest/doctest.h>
-
-#include <lbkit/net/http1.hpp>
-
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <doctest/doctest.h>
+
+#include <lbkit/net/http1.hpp>
 
 using namespace lbkit::http1;
 
@@ -16,7 +16,8 @@ TEST_CASE("tchar is exactly RFC 9110 §5.6.2's set") {
   for (int i = 0; i < 256; ++i) {
     const char c = static_cast<char>(i);
     const bool expected = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-                          (c >= 'A' && c <= 'Z') || (c != '\0' && specials.find(c) != std::string_view::npos);
+                          (c >= 'A' && c <= 'Z') ||
+                          (c != '\0' && specials.find(c) != std::string_view::npos);
     CAPTURE(i);
     CHECK(is_tchar(c) == expected);
   }

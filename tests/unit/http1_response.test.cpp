@@ -4,12 +4,12 @@
 // a hostile backend sends: conflicting lengths, chunk sizes that overflow, obs-fold, bare CR
 // and LF. Every case is parsed twice, whole and one byte at a time: an incremental parser must
 // reach the same verdict however the bytes arrive.
+#include <string>
+#include <string_view>
+
 #include <doctest/doctest.h>
 
 #include <lbkit/net/http1_response.hpp>
-
-#include <string>
-#include <string_view>
 
 namespace {
 
@@ -101,20 +101,24 @@ TEST_CASE("without a length the body runs until the peer closes") {
 }
 
 TEST_CASE("no body after HEAD, 204 and 304; interim 1xx answers are skipped") {
-  CHECK(parse("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", false, true).last == parse_status::complete);
+  CHECK(parse("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", false, true).last ==
+        parse_status::complete);
   CHECK(parse("HTTP/1.1 204 No Content\r\n\r\n").last == parse_status::complete);
-  CHECK(parse("HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n").last == parse_status::complete);
-  const auto r = parse("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+  CHECK(parse("HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n").last ==
+        parse_status::complete);
+  const auto r =
+      parse("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
   CHECK(r.last == parse_status::complete);
   CHECK(r.status == 201);
 }
 
 TEST_CASE("the status line is exactly HTTP/1.x SP 3DIGIT SP reason") {
-  CHECK(parse("HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n").last == parse_status::complete);  // empty reason
-  for (std::string_view bad : {"HTTP/2 200 OK\r\n\r\n", "HTTP/1.1 20 OK\r\n\r\n",
-                               "HTTP/1.1 2000 OK\r\n\r\n", "HTTP/1.1  200 OK\r\n\r\n",
-                               "HTTP/1.1 200\r\n\r\n", "http/1.1 200 OK\r\n\r\n",
-                               "SSH-2.0-OpenSSH\r\n"}) {
+  CHECK(parse("HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n").last ==
+        parse_status::complete);  // empty reason
+  for (std::string_view bad :
+       {"HTTP/2 200 OK\r\n\r\n", "HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1 2000 OK\r\n\r\n",
+        "HTTP/1.1  200 OK\r\n\r\n", "HTTP/1.1 200\r\n\r\n", "http/1.1 200 OK\r\n\r\n",
+        "SSH-2.0-OpenSSH\r\n"}) {
     CAPTURE(bad);
     const auto r = parse(bad, true);
     CHECK(r.last == parse_status::invalid);
@@ -157,14 +161,13 @@ TEST_CASE("a chunk size that would overflow 64 bits, or is not hex, fails") {
 }
 
 TEST_CASE("obs-fold, whitespace before the colon and control bytes in a head fail") {
-  for (std::string_view bad : {"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n",
-                               "HTTP/1.1 200 OK\r\nX-A : 1\r\n\r\n",
-                               "HTTP/1.1 200 OK\r\nX A: 1\r\n\r\n",
-                               "HTTP/1.1 200 OK\r\nX-A: 1\x01\r\n\r\n",
-                               "HTTP/1.1 200 OK\r\nX-A: a\rb\r\n\r\n",    // a bare CR
-                               "HTTP/1.1 200 O\rK\r\n\r\n",               // in the reason
-                               "HTTP/1.1 200 OK\nContent-Length: 0\n\n",  // bare LF
-                               "HTTP/1.1 200 OK\r\nX-A: 1\n\r\n"}) {
+  for (std::string_view bad :
+       {"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n", "HTTP/1.1 200 OK\r\nX-A : 1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX A: 1\r\n\r\n", "HTTP/1.1 200 OK\r\nX-A: 1\x01\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX-A: a\rb\r\n\r\n",    // a bare CR
+        "HTTP/1.1 200 O\rK\r\n\r\n",               // in the reason
+        "HTTP/1.1 200 OK\nContent-Length: 0\n\n",  // bare LF
+        "HTTP/1.1 200 OK\r\nX-A: 1\n\r\n"}) {
     CAPTURE(bad);
     const auto r = parse(bad, true);
     CHECK(r.last == parse_status::invalid);
@@ -185,20 +188,24 @@ TEST_CASE("a head or trailer section longer than max_head fails; the body is not
   // Interim heads count towards the bound, so an endless run of 100 Continue is refused too.
   std::string interim;
   for (int i = 0; i < 40; ++i) interim += "HTTP/1.1 100 Continue\r\n\r\n";
-  CHECK(parse(interim + head + "body", false, false, 40 * 25 + head.size()).last == parse_status::complete);
+  CHECK(parse(interim + head + "body", false, false, 40 * 25 + head.size()).last ==
+        parse_status::complete);
   CHECK(parse(interim + head + "body", false, false, 40 * 25).last == parse_status::invalid);
   // The trailer section has a bound of its own, counted from its first byte.
   const std::string chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
   const std::string trailer = "X-T: " + std::string(30, 't') + "\r\n\r\n";
   const std::string body = "3\r\nabc\r\n0\r\n";
-  CHECK(parse(chunked + body + trailer, false, false, chunked.size()).last == parse_status::complete);
+  CHECK(parse(chunked + body + trailer, false, false, chunked.size()).last ==
+        parse_status::complete);
   CHECK(trailer.size() < chunked.size());
   const std::string long_trailer = "X-T: " + std::string(60, 't') + "\r\n\r\n";
-  CHECK(parse(chunked + body + long_trailer, false, false, chunked.size()).last == parse_status::invalid);
+  CHECK(parse(chunked + body + long_trailer, false, false, chunked.size()).last ==
+        parse_status::invalid);
 }
 
 TEST_CASE("an error quotes the peer's bytes safely and briefly") {
-  const std::string hostile = "HTTP/1.1 200 OK\r\nX-\x1b[31m: " + std::string(5000, 'a') + "\r\n\r\n";
+  const std::string hostile =
+      "HTTP/1.1 200 OK\r\nX-\x1b[31m: " + std::string(5000, 'a') + "\r\n\r\n";
   const auto r = parse(hostile, true);
   REQUIRE(r.last == parse_status::invalid);
   CHECK(r.error.find('\x1b') == std::string::npos);

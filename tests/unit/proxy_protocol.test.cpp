@@ -19,11 +19,11 @@
 
 using lbkit::endpoint;
 using lbkit::errc;
+using lbkit::parse_status;
 using lbkit::proxy_command;
 using lbkit::proxy_family;
 using lbkit::proxy_header;
 using lbkit::proxy_parse_options;
-using lbkit::parse_status;
 using lbkit::proxy_parse_result;
 using lbkit::proxy_tlv;
 using lbkit::proxy_transport;
@@ -594,8 +594,7 @@ std::vector<bad_input> bad_inputs() {
     v.push_back({"v2 UNIQUE_ID of 129 bytes", uid, 19, "UNIQUE_ID TLV of 129 bytes"});
   }
   {
-    auto wire =
-        encode(with_crc(proxy_header::for_stream(ep("10.0.0.1:1234"), ep("10.0.0.2:80"))));
+    auto wire = encode(with_crc(proxy_header::for_stream(ep("10.0.0.1:1234"), ep("10.0.0.2:80"))));
     wire[17] ^= 0x40;  // a bit of the source address
     v.push_back({"v2 bad CRC32C", wire, wire.size(), "fails its CRC32C check"});
   }

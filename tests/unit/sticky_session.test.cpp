@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-// sticky_session: the cookie format pinned against an independent computation, encode/decode round trips, rejection of every
-// single-byte change, of other keys and names and of malformed values, Cookie header parsing,
-// Set-Cookie text, and key parsing.
+// sticky_session: the cookie format pinned against an independent computation, encode/decode round
+// trips, rejection of every single-byte change, of other keys and names and of malformed values,
+// Cookie header parsing, Set-Cookie text, and key parsing.
 #include <array>
 #include <chrono>
 #include <cstdint>

@@ -19,16 +19,15 @@
 #include <utility>
 #include <vector>
 
-#include "lbkit/health/detail/socket.hpp"
-#include "lbkit/text.hpp"
 #include "lbkit/endpoint.hpp"
+#include "lbkit/health/detail/socket.hpp"
 #include "lbkit/health/probe.hpp"
 #include "lbkit/net/http1_response.hpp"
 #include "lbkit/result.hpp"
+#include "lbkit/text.hpp"
 #include "lbkit/version.hpp"
 
 namespace lbkit {
-
 
 // An HTTP/1.1 health check: connects, sends one request with `Connection: close`, and judges
 // the response. Healthy when the final status is in one of `expect_status`'s ranges and, with
@@ -277,8 +276,7 @@ class http_probe {
   // Host = uri-host [ ":" port ] (RFC 9110 §7.2).
   static result<void> check_host(std::string_view host) {
     auto bad = [&](std::string_view why) {
-      return make_error(errc::invalid_argument,
-                        "host " + quote(host) + " " + std::string(why));
+      return make_error(errc::invalid_argument, "host " + quote(host) + " " + std::string(why));
     };
     std::string_view port;
     if (host.front() == '[') {

@@ -35,8 +35,8 @@
 #include <utility>
 #include <vector>
 
-#include "lbkit/health/detail/socket.hpp"
 #include "lbkit/endpoint.hpp"
+#include "lbkit/health/detail/socket.hpp"
 #include "lbkit/health/probe.hpp"
 
 namespace lbkit {

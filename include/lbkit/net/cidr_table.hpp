@@ -23,9 +23,9 @@
 #include <utility>
 #include <vector>
 
-#include "lbkit/text.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/result.hpp"
+#include "lbkit/text.hpp"
 
 namespace lbkit {
 namespace detail {

@@ -21,9 +21,9 @@
 #include <string>
 #include <utility>
 
-#include "lbkit/net/detail/lru_map.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/hash.hpp"
+#include "lbkit/net/detail/lru_map.hpp"
 #include "lbkit/result.hpp"
 
 namespace lbkit {

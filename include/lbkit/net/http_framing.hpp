@@ -29,11 +29,11 @@
 #include <span>
 #include <string_view>
 
-#include "lbkit/text.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/net/http1.hpp"
 #include "lbkit/net/route_table.hpp"
 #include "lbkit/net/sticky_session.hpp"
+#include "lbkit/text.hpp"
 
 namespace lbkit {
 

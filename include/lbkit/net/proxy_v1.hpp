@@ -181,30 +181,35 @@ inline std::string v1_check(std::string_view line, bool whole, proxy_header& h) 
 inline proxy_parse_result parse_v1(std::string_view s, const proxy_parse_options& o) {
   const std::size_t limit = std::min(proxy_v1_max_size, o.max_size);
   if (limit < v1_min_size) {
-    return verdict::invalid("a v1 header takes at least 15 bytes, above proxy_parse_options::max_size " +
-                   std::to_string(o.max_size));
+    return verdict::invalid(
+        "a v1 header takes at least 15 bytes, above proxy_parse_options::max_size " +
+        std::to_string(o.max_size));
   }
   // The CR of the CRLF must sit at offset limit - 2 or before; look no further.
   const auto window = s.substr(0, std::min(s.size(), limit - 1));
   const auto end = window.find_first_of("\r\n");
   proxy_header h;
-  if (auto e = v1_check(window.substr(0, end), false, h); !e.empty()) return verdict::invalid(std::move(e));
+  if (auto e = v1_check(window.substr(0, end), false, h); !e.empty())
+    return verdict::invalid(std::move(e));
   if (end == npos) {
     if (s.size() + 1 >= limit) {
-      return verdict::invalid("v1 header has no CRLF within its first " + std::to_string(limit) + " bytes" +
-                     (limit < proxy_v1_max_size ? " (proxy_parse_options::max_size)" : ""));
+      return verdict::invalid(
+          "v1 header has no CRLF within its first " + std::to_string(limit) + " bytes" +
+          (limit < proxy_v1_max_size ? " (proxy_parse_options::max_size)" : ""));
     }
     return verdict::incomplete(std::max(s.size() + 1, v1_min_size));
   }
   if (s[end] == '\n') {
     return verdict::invalid("v1 header has a bare LF at offset " + std::to_string(end) +
-                   " (the line must end in CRLF)");
+                            " (the line must end in CRLF)");
   }
   if (end + 1 == s.size()) return verdict::incomplete(s.size() + 1);
   if (s[end + 1] != '\n') {
-    return verdict::invalid("v1 header has a CR not followed by LF at offset " + std::to_string(end));
+    return verdict::invalid("v1 header has a CR not followed by LF at offset " +
+                            std::to_string(end));
   }
-  if (auto e = v1_check(window.substr(0, end), true, h); !e.empty()) return verdict::invalid(std::move(e));
+  if (auto e = v1_check(window.substr(0, end), true, h); !e.empty())
+    return verdict::invalid(std::move(e));
   return verdict::complete(end + 2, std::move(h));
 }
 

@@ -38,15 +38,16 @@ inline std::string unix_path(const std::uint8_t* p) {
 inline proxy_parse_result parse_v2(std::span<const std::uint8_t> b, const proxy_parse_options& o) {
   const std::size_t n = b.size();
   if (o.max_size < v2_fixed_size) {
-    return verdict::invalid("a v2 header takes at least 16 bytes, above proxy_parse_options::max_size " +
-                   std::to_string(o.max_size));
+    return verdict::invalid(
+        "a v2 header takes at least 16 bytes, above proxy_parse_options::max_size " +
+        std::to_string(o.max_size));
   }
   for (std::size_t i = 0; i < std::min(n, v2_signature.size()); ++i) {
     if (b[i] != v2_signature[i]) {
       return verdict::invalid("not a PROXY protocol header: byte " + std::to_string(i) + " is " +
-                     hex(b[i], 2) + " where the v2 signature has " + hex(v2_signature[i], 2) +
-                     " (the bytes start " + quote(chars(b.first(std::min(n, std::size_t{16})))) +
-                     ")");
+                              hex(b[i], 2) + " where the v2 signature has " +
+                              hex(v2_signature[i], 2) + " (the bytes start " +
+                              quote(chars(b.first(std::min(n, std::size_t{16})))) + ")");
     }
   }
   if (n <= 12) return verdict::incomplete(v2_fixed_size);
@@ -54,11 +55,11 @@ inline proxy_parse_result parse_v2(std::span<const std::uint8_t> b, const proxy_
   const unsigned command = b[12] & 0xfu;
   if (version != 2) {
     return verdict::invalid("v2 header has version " + std::to_string(version) +
-                   " in its 13th byte (only 2 is defined)");
+                            " in its 13th byte (only 2 is defined)");
   }
   if (command > 1) {
     return verdict::invalid("v2 header has command " + std::to_string(command) +
-                   " (want 0 LOCAL or 1 PROXY)");
+                            " (want 0 LOCAL or 1 PROXY)");
   }
   const bool local = command == 0;
   if (n <= 13) return verdict::incomplete(v2_fixed_size);
@@ -68,11 +69,11 @@ inline proxy_parse_result parse_v2(std::span<const std::uint8_t> b, const proxy_
   if (!local && !defined) {
     if (fam > 3) {
       return verdict::invalid("v2 header has address family " + std::to_string(fam) +
-                     " (want 0 UNSPEC, 1 INET, 2 INET6 or 3 UNIX)");
+                              " (want 0 UNSPEC, 1 INET, 2 INET6 or 3 UNIX)");
     }
     if (tr > 2) {
       return verdict::invalid("v2 header has transport " + std::to_string(tr) +
-                     " (want 0 UNSPEC, 1 STREAM or 2 DGRAM)");
+                              " (want 0 UNSPEC, 1 STREAM or 2 DGRAM)");
     }
     return verdict::invalid(
         "v2 header has family and transport byte " + hex(b[13], 2) +
@@ -83,8 +84,9 @@ inline proxy_parse_result parse_v2(std::span<const std::uint8_t> b, const proxy_
   const std::size_t length = load16(&b[14]);
   const std::size_t total = v2_fixed_size + length;
   if (total > o.max_size) {
-    return verdict::invalid("v2 header is " + std::to_string(total) + " bytes, above the limit of " +
-                   std::to_string(o.max_size) + " (proxy_parse_options::max_size)");
+    return verdict::invalid("v2 header is " + std::to_string(total) +
+                            " bytes, above the limit of " + std::to_string(o.max_size) +
+                            " (proxy_parse_options::max_size)");
   }
   const auto family = defined ? static_cast<proxy_family>(fam) : proxy_family::unspec;
   const std::size_t block = address_block_size(family);
@@ -93,9 +95,9 @@ inline proxy_parse_result parse_v2(std::span<const std::uint8_t> b, const proxy_
   bool read_tlvs = true;
   if (length < block) {
     if (!local) {
-      return verdict::invalid("v2 header has length " + std::to_string(length) + ", too short for the " +
-                     std::to_string(block) + "-byte " + std::string(family_name(family)) +
-                     " address block");
+      return verdict::invalid("v2 header has length " + std::to_string(length) +
+                              ", too short for the " + std::to_string(block) + "-byte " +
+                              std::string(family_name(family)) + " address block");
     }
     read_tlvs = false;
   }
@@ -137,28 +139,29 @@ inline proxy_parse_result parse_v2(std::span<const std::uint8_t> b, const proxy_
   while (pos < total) {
     const std::size_t left = total - pos;
     if (left < 3) {
-      return verdict::invalid("v2 header has a truncated TLV at offset " + std::to_string(pos) + ": " +
-                     std::to_string(left) + " byte(s) left where a TLV needs at least 3");
+      return verdict::invalid("v2 header has a truncated TLV at offset " + std::to_string(pos) +
+                              ": " + std::to_string(left) +
+                              " byte(s) left where a TLV needs at least 3");
     }
     if (n < pos + 3) return verdict::incomplete(total);
     const std::uint8_t type = b[pos];
     const std::size_t size = load16(&b[pos + 1]);
     if (size > left - 3) {
-      return verdict::invalid("v2 header has a truncated TLV: type " + hex(type, 2) + " at offset " +
-                     std::to_string(pos) + " declares a " + std::to_string(size) +
-                     "-byte value, but the header has " + std::to_string(left - 3) +
-                     " byte(s) left");
+      return verdict::invalid("v2 header has a truncated TLV: type " + hex(type, 2) +
+                              " at offset " + std::to_string(pos) + " declares a " +
+                              std::to_string(size) + "-byte value, but the header has " +
+                              std::to_string(left - 3) + " byte(s) left");
     }
     if (type == proxy_tlv_crc32c) {
       if (size != 4) {
         return verdict::invalid("v2 header has a CRC32C TLV with a " + std::to_string(size) +
-                       "-byte value (want 4)");
+                                "-byte value (want 4)");
       }
       if (crc_at != 0) return verdict::invalid("v2 header has more than one CRC32C TLV");
       crc_at = pos + 3;
     } else if (type == proxy_tlv_unique_id && size > proxy_unique_id_max_size) {
       return verdict::invalid("v2 header has a UNIQUE_ID TLV of " + std::to_string(size) +
-                     " bytes, above the 128 the spec allows");
+                              " bytes, above the 128 the spec allows");
     }
     if (n < pos + 3 + size) return verdict::incomplete(total);
     if (type != proxy_tlv_crc32c) {
@@ -177,7 +180,7 @@ inline proxy_parse_result parse_v2(std::span<const std::uint8_t> b, const proxy_
     got = crc32c(b.subspan(crc_at + 4, total - crc_at - 4), got);
     if (got != want) {
       return verdict::invalid("v2 header fails its CRC32C check: the TLV holds " + hex(want, 8) +
-                     ", the header sums to " + hex(got, 8));
+                              ", the header sums to " + hex(got, 8));
     }
   }
   h.crc32c = crc_at != 0;

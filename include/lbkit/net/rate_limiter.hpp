@@ -19,9 +19,9 @@
 #include <string>
 #include <string_view>
 
-#include "lbkit/net/detail/lru_map.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/hash.hpp"
+#include "lbkit/net/detail/lru_map.hpp"
 #include "lbkit/result.hpp"
 
 namespace lbkit {

@@ -24,10 +24,10 @@
 #include <utility>
 #include <vector>
 
-#include "lbkit/text.hpp"
 #include "lbkit/endpoint.hpp"
 #include "lbkit/net/http1.hpp"
 #include "lbkit/result.hpp"
+#include "lbkit/text.hpp"
 
 namespace lbkit {
 

@@ -6,8 +6,8 @@
 //
 // The cookie value is "<base64url(backend id)>.<base64url(tag)>", where the tag is a
 // SipHash-2-4 MAC (siphash.hpp) of the cookie name and the id under a 16-byte secret key, and
-// base64url is RFC 4648's unpadded URL-safe alphabet (base64url.hpp). It is signed, not encrypted: the
-// backend id is readable by anyone who decodes the base64, so it must not be a secret.
+// base64url is RFC 4648's unpadded URL-safe alphabet (base64url.hpp). It is signed, not encrypted:
+// the backend id is readable by anyone who decodes the base64, so it must not be a secret.
 //
 // The rule a router follows with it:
 //   1. find_cookie(cookie_header, sticky.name()), then sticky.decode(value): the pinned id,
@@ -34,11 +34,11 @@
 #include "lbkit/backend.hpp"
 #include "lbkit/base64url.hpp"
 #include "lbkit/detail/config.hpp"
-#include "lbkit/text.hpp"
 #include "lbkit/hash.hpp"
 #include "lbkit/net/http1.hpp"
 #include "lbkit/result.hpp"
 #include "lbkit/siphash.hpp"
+#include "lbkit/text.hpp"
 
 namespace lbkit {
 

@@ -2,11 +2,11 @@
 // What every hash policy shares: which members are eligible right now, the deterministic
 // fallback when a key's backend is not, and the random pick for a request without a key.
 //
-// The rule (docs/architecture.md, property 6 "Consistent hashing is consistent": keys of healthy backends never move): a hash
-// policy builds its table over every member with a configured weight, whatever its health,
-// so a backend going down changes nothing for the keys of the others. Only the keys whose
-// backend is ineligible take a fallback, and that fallback is a pure function of the key and
-// the table, so every balancer built from the same membership and health agrees on it.
+// The rule (docs/architecture.md, property 6 "Consistent hashing is consistent": keys of healthy
+// backends never move): a hash policy builds its table over every member with a configured weight,
+// whatever its health, so a backend going down changes nothing for the keys of the others. Only the
+// keys whose backend is ineligible take a fallback, and that fallback is a pure function of the key
+// and the table, so every balancer built from the same membership and health agrees on it.
 #pragma once
 
 #include <cstdint>
