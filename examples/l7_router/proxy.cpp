@@ -9,6 +9,7 @@
 
 #include "../common/log.hpp"
 #include "framing.hpp"
+#include "tunnel.hpp"
 
 namespace l7 {
 namespace {
@@ -256,56 +257,6 @@ awaitable<exchange_result> exchange(thread_state& ts, const lbkit::lease& l, con
   }
 }
 
-// The two directions of a tunnel and when bytes last went through either.
-struct tunnel_state {
-  steady_clock::time_point last;
-  int open = 2;  // pumps still running
-  steady_timer wake;
-};
-
-// Copies from → to until end of stream (passed on as a half-close) or an error (which closes
-// both sockets, ending the other direction too).
-awaitable<void> pump(tunnel_state& st, tcp_socket& from, tcp_socket& to) {
-  std::vector<char> buf(16 * 1024);
-  beast::error_code ec;
-  for (;;) {
-    const std::size_t n = co_await from.async_read_some(asio::buffer(buf), into(ec));
-    if (!ec && n > 0) co_await asio::async_write(to, asio::buffer(buf.data(), n), into(ec));
-    if (ec == asio::error::eof) {
-      to.shutdown(tcp_socket::shutdown_send, ec);
-      break;
-    }
-    if (ec) {
-      from.close(ec);
-      to.close(ec);
-      break;
-    }
-    st.last = steady_clock::now();
-  }
-  --st.open;
-  st.wake.cancel();
-}
-
-// A byte tunnel between a and b until both directions end, or nothing went through for
-// `idle` (then both are closed).
-awaitable<void> tunnel(tcp_socket& a, tcp_socket& b, milliseconds idle) {
-  const auto ex = co_await asio::this_coro::executor;
-  tunnel_state st{steady_clock::now(), 2, steady_timer(ex)};
-  asio::co_spawn(ex, pump(st, a, b), asio::detached);
-  asio::co_spawn(ex, pump(st, b, a), asio::detached);
-  bool cut = false;
-  beast::error_code ec;
-  while (st.open > 0) {  // the pumps run on this thread too: no lock
-    st.wake.expires_at(cut ? steady_clock::time_point::max() : st.last + idle);
-    co_await st.wake.async_wait(into(ec));
-    if (!cut && st.open > 0 && steady_clock::now() - st.last >= idle) {
-      cut = true;
-      a.close(ec);
-      b.close(ec);
-    }
-  }
-}
-
 // The value of a credential the route asks for, or empty.
 std::string_view credential(const request& req, auth_kind k) {
   if (k == auth_kind::api_key) return req["X-API-Key"];
@@ -423,11 +374,12 @@ class session {
         co_return;
       }
       started_ = steady_clock::now();
+      method_ = target_ = "-";  // until handle() knows them
       counters::add(ts_.stats.requests);
       if (ec == http::error::header_limit) {
         // RFC 9112 §3: 414 for a request-target above it, 501 for a method.
         const unsigned s = oversized_header_status(parser, buffer_, lim.max_header_bytes);
-        record(s, "-", "-", "-");
+        record(s, "-");
         co_await finish(error_response(static_cast<http::status>(s), 11,
                                        s == 431   ? "the request header is above the limit"
                                        : s == 414 ? "the request-target is above the header limit"
@@ -436,7 +388,7 @@ class session {
         co_return;
       }
       if (ec) {
-        record(400, "-", "-", "-");
+        record(400, "-");
         co_await finish(error_response(http::status::bad_request, 11, ec.message()), false);
         co_return;
       }
@@ -499,162 +451,225 @@ class session {
     co_return left == 0;
   }
 
-  // Counts the status and writes the access log line.
-  void record(unsigned status, std::string_view method, std::string_view target,
-              std::string_view backend) {
+  // Counts the status and writes the access log line of the request being answered.
+  void record(unsigned status, std::string_view backend) {
     if (status >= 100 && status < 600) counters::add(ts_.stats.responses[status / 100 - 1]);
     if (!rt_->cfg.access_log) return;
     const auto us =
         std::chrono::duration_cast<std::chrono::microseconds>(steady_clock::now() - started_)
             .count();
     std::printf("%s %.*s %.*s %u %.*s %lldus\n", peer_ip_.c_str(),
-                static_cast<int>(std::min<std::size_t>(method.size(), 32)), method.data(),
-                static_cast<int>(std::min<std::size_t>(target.size(), 512)), target.data(), status,
-                static_cast<int>(backend.size()), backend.data(), static_cast<long long>(us));
+                static_cast<int>(std::min<std::size_t>(method_.size(), 32)), method_.data(),
+                static_cast<int>(std::min<std::size_t>(target_.size(), 512)), target_.data(),
+                status, static_cast<int>(backend.size()), backend.data(),
+                static_cast<long long>(us));
     std::fflush(stdout);
   }
 
-  // One request whose header has been read. Returns whether the connection stays open.
+  // One request whose header has been read. Returns whether the connection stays open. It
+  // goes through the stages below in turn: admit (framing, route, credentials, rate limit),
+  // read the body, the cache, forward (pick, exchange, retry on another backend, report),
+  // deliver the answer. lbkit decides in admit (route_table, rate_limiter) and forward
+  // (picker, lease); the rest is I/O.
   awaitable<bool> handle(http::request_parser<http::string_body>& parser) {
-    const limits_config& lim = rt_->cfg.limits;
     auto& head = parser.get();
-    const unsigned version = version_ = head.version();
-    const bool keep_alive = head.keep_alive();
-    const bool is_connect = head.method() == http::verb::connect;
+    version_ = head.version();
+    keep_alive_ = head.keep_alive();
     // Kept for the access log: the message is moved out of the parser below.
-    const std::string method(head.method_string());
-    const std::string target(rt_->cfg.access_log ? head.target() : std::string_view());
+    method_ = head.method_string();
+    target_ = rt_->cfg.access_log ? head.target() : std::string_view();
 
-    auto fail = [&](http::status s, std::string_view why) -> awaitable<bool> {
-      record(static_cast<unsigned>(s), method, target, "-");
+    admission a = admit(parser);
+    if (a.refusal) {
+      record(a.refusal->result_int(), "-");
       // The body of a refused request may still be on the wire: close rather than read it.
-      co_return co_await finish(error_response(s, version, why), keep_alive && parser.is_done());
-    };
+      co_return co_await finish(std::move(*a.refusal), a.may_keep && parser.is_done());
+    }
+    const route_config& rc = *a.route->config;
+    pool& p = *a.route->target;
+    const bool is_connect = head.method() == http::verb::connect;
+    if (is_connect || is_websocket_upgrade(head)) {
+      if (!parser.is_done())
+        co_return co_await refuse(http::status::bad_request, "a body on an upgrade", parser);
+      request req = parser.release();
+      co_await open_tunnel(req, rc, p, is_connect);
+      co_return false;
+    }
+    bool closed = false;
+    if (auto r = co_await read_body(parser, rc, closed)) {
+      co_return co_await refuse(r->status, r->why, parser);
+    }
+    if (closed) co_return false;
 
-    // RFC 9112 §§3, 5, 6: refused before routing, with the connection closed; else readied to
-    // go upstream with one Host and one framing.
+    request req = parser.release();
+    std::string cache_key;
+    if (rc.cache && rt_->cache && cache_may_serve(req)) {
+      cache_key = cache_key_of(req, a.index);
+      if (std::optional<response> hit = cached(cache_key)) {
+        record(hit->result_int(), "cache");
+        co_return co_await finish(std::move(*hit), keep_alive_);
+      }
+    }
+    co_return co_await forward(req, rc, p, cache_key);
+  }
+
+  // What the admit stage decided: the route to forward on, or the router's own answer.
+  struct admission {
+    live_route* route = nullptr;
+    std::size_t index = 0;            // of the route, in the runtime's routes
+    std::optional<response> refusal;  // when set, the answer instead of forwarding
+    bool may_keep = true;             // whether the connection may stay open after it
+  };
+
+  // RFC 9112 §§3, 5, 6 framing (refused with the connection closed); then lbkit's route table
+  // picks the route; its credentials, required headers and rate limiter admit the request.
+  admission admit(http::request_parser<http::string_body>& parser) {
+    auto& head = parser.get();
+    admission a;
+    auto refused = [&](http::status s, std::string_view why) {
+      a.refusal = error_response(s, version_, why);
+      return std::move(a);
+    };
     if (const lbkit::http_verdict v = admit_request(parser, fields_); !v) {
-      record(v.status, method, target, "-");
-      co_return co_await finish(
-          error_response(static_cast<http::status>(v.status), version, v.reason), false);
+      a.may_keep = false;
+      return refused(static_cast<http::status>(v.status), v.reason);
     }
     // CONNECT names its destination in the target (authority form): route on it as the host.
+    const bool is_connect = head.method() == http::verb::connect;
     const lbkit::request_view view{head.method_string(),
                                    is_connect ? head.target() : head[http::field::host],
                                    is_connect ? std::string_view("/") : head.target(), fields_};
     const std::size_t* index = rt_->table.match(view);
-    if (index == nullptr)
-      co_return co_await fail(http::status::not_found, "no route for this request");
-    live_route& route = rt_->routes[*index];
-    const route_config& rc = *route.config;
+    if (index == nullptr) return refused(http::status::not_found, "no route for this request");
+    a.index = *index;
+    a.route = &rt_->routes[*index];
+    const route_config& rc = *a.route->config;
     if (is_connect && std::find(rc.match.methods.begin(), rc.match.methods.end(), "CONNECT") ==
                           rc.match.methods.end()) {
       // A tunnel only where the route asks for one by name.
-      co_return co_await fail(http::status::method_not_allowed,
-                              "CONNECT is not enabled on this route");
+      return refused(http::status::method_not_allowed, "CONNECT is not enabled on this route");
     }
-
     std::string_view cred;
     if (rc.auth != auth_kind::none) {
       cred = credential(head, rc.auth);
-      if (cred.empty())
-        co_return co_await fail(http::status::unauthorized, "credentials are required");
+      if (cred.empty()) return refused(http::status::unauthorized, "credentials are required");
       const auto& keys = rc.auth == auth_kind::api_key ? rt_->cfg.api_keys : rt_->cfg.bearer_tokens;
       if (std::none_of(keys.begin(), keys.end(), [&](const std::string& k) {
             return detail_::constant_time_equal(k, cred);
           })) {
-        co_return co_await fail(http::status::forbidden, "these credentials are not accepted");
+        return refused(http::status::forbidden, "these credentials are not accepted");
       }
     }
     for (const auto& h : rc.required_headers) {
       if (head.find(h) == head.end())
-        co_return co_await fail(http::status::bad_request, "missing header " + h);
+        return refused(http::status::bad_request, "missing header " + h);
     }
-    if (route.limiter) {
-      const auto d = rc.rate_limit.per_key ? route.limiter->acquire(cred, now_ns())
-                                           : route.limiter->acquire(peer_.address(), now_ns());
+    if (a.route->limiter) {
+      const auto d = rc.rate_limit.per_key ? a.route->limiter->acquire(cred, now_ns())
+                                           : a.route->limiter->acquire(peer_.address(), now_ns());
       if (!d.allowed) {
-        auto res = error_response(http::status::too_many_requests, version, "rate limited");
         const auto secs =
             d.retry_after == std::chrono::nanoseconds::max()
                 ? 3600
                 : std::max<long long>(
                       1, std::chrono::ceil<std::chrono::seconds>(d.retry_after).count());
-        res.set(http::field::retry_after, std::to_string(secs));
-        record(429, method, target, "-");
-        co_return co_await finish(std::move(res), keep_alive && parser.is_done());
+        a.refusal = error_response(http::status::too_many_requests, version_, "rate limited");
+        a.refusal->set(http::field::retry_after, std::to_string(secs));
       }
     }
+    return a;
+  }
 
-    pool& p = *route.target;
-    const bool websocket = !is_connect && is_websocket_upgrade(head);
-    if (is_connect || websocket) {
-      if (!parser.is_done())
-        co_return co_await fail(http::status::bad_request, "a body on an upgrade");
-      request req = parser.release();
-      co_await open_tunnel(req, rc, p, is_connect, method, target);
-      co_return false;
-    }
+  // Answers `s` with `why` and counts it; the connection stays open only when the request was
+  // read whole (its body may still be on the wire otherwise).
+  awaitable<bool> refuse(http::status s, std::string_view why,
+                         const http::request_parser<http::string_body>& parser) {
+    record(static_cast<unsigned>(s), "-");
+    co_return co_await finish(error_response(s, version_, why), keep_alive_ && parser.is_done());
+  }
 
-    // The body, under the route's limit: a Content-Length is checked at once, a chunked body
-    // as it arrives.
+  struct refusal {
+    http::status status;
+    std::string why;
+  };
+
+  // Reads the body under the route's limit: a Content-Length is checked at once, a chunked
+  // body as it arrives. Returns the refusal to answer with, if any; `closed` when the client
+  // went away.
+  awaitable<std::optional<refusal>> read_body(http::request_parser<http::string_body>& parser,
+                                              const route_config& rc, bool& closed) {
+    const limits_config& lim = rt_->cfg.limits;
+    auto& head = parser.get();
     const std::uint64_t body_limit = rc.max_body_bytes.value_or(lim.max_body_bytes);
-    if (parser.content_length() && *parser.content_length() > body_limit) {
-      co_return co_await fail(http::status::payload_too_large,
-                              "the request body is above the limit");
-    }
+    const refusal too_large{http::status::payload_too_large, "the request body is above the limit"};
+    if (parser.content_length() && *parser.content_length() > body_limit) co_return too_large;
     parser.body_limit(body_limit);
-    if (!parser.is_done()) {
-      beast::error_code ec;
-      if (beast::iequals(head[http::field::expect], "100-continue")) {
-        http::response<http::empty_body> cont{http::status::continue_, version};
-        co_await http::async_write(client_, cont, into(ec));
-        if (ec) co_return false;
+    if (parser.is_done()) co_return std::nullopt;
+    beast::error_code ec;
+    if (beast::iequals(head[http::field::expect], "100-continue")) {
+      http::response<http::empty_body> cont{http::status::continue_, version_};
+      co_await http::async_write(client_, cont, into(ec));
+      if (ec) {
+        closed = true;
+        co_return std::nullopt;
       }
-      if (const auto n = parser.content_length(); n && *n > buffer_.capacity()) {
-        buffer_.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(*n, 64 * 1024)));
-      }
-      client_.expires_after(lim.request_timeout);
-      co_await http::async_read(client_, buffer_, parser, into(ec));
-      if (ec == http::error::body_limit) {
-        co_return co_await fail(http::status::payload_too_large,
-                                "the request body is above the limit");
-      }
-      // RFC 9112 §2.2: a body that breaks the grammar (a bad chunk; a chunk line or a trailer
-      // section above the buffer's limit, §7.1.1) is answered 400 before the close.
-      if (is_malformed(ec) || ec == http::error::buffer_overflow) {
-        co_return co_await fail(http::status::bad_request,
-                                ec == http::error::buffer_overflow
-                                    ? "a chunk line or trailer section above the limit"
-                                    : ec.message());
-      }
-      if (ec) co_return false;
-      if (parser.chunked()) drop_trailer_fields(head, fields_);  // RFC 9112 §7.1.2
     }
+    if (const auto n = parser.content_length(); n && *n > buffer_.capacity()) {
+      buffer_.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(*n, 64 * 1024)));
+    }
+    client_.expires_after(lim.request_timeout);
+    co_await http::async_read(client_, buffer_, parser, into(ec));
+    if (ec == http::error::body_limit) co_return too_large;
+    // RFC 9112 §2.2: a body that breaks the grammar (a bad chunk; a chunk line or a trailer
+    // section above the buffer's limit, §7.1.1) is answered 400 before the close.
+    if (is_malformed(ec) || ec == http::error::buffer_overflow) {
+      co_return refusal{http::status::bad_request,
+                        ec == http::error::buffer_overflow
+                            ? "a chunk line or trailer section above the limit"
+                            : ec.message()};
+    }
+    if (ec) {
+      closed = true;
+      co_return std::nullopt;
+    }
+    if (parser.chunked()) drop_trailer_fields(head, fields_);  // RFC 9112 §7.1.2
+    co_return std::nullopt;
+  }
 
-    request req = parser.release();
-    // A fresh cached answer needs no backend.
-    std::string cache_key;
-    if (rc.cache && rt_->cache && cache_may_serve(req)) {
-      // The route is part of the key: two routes may send one URL to different pools.
-      cache_key.append(req[http::field::host]).append(" ").append(req.target());
-      cache_key.append(" ").append(std::to_string(*index));
-      std::transform(
-          cache_key.begin(), cache_key.begin() + static_cast<std::ptrdiff_t>(cache_key.find(' ')),
-          cache_key.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-      if (auto e = rt_->cache->find(cache_key, steady_clock::now())) {
-        counters::add(ts_.stats.cache_hits);
-        response res = e->res;
-        res.set(http::field::age, std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
-                                                     steady_clock::now() - e->stored)
-                                                     .count()));
-        res.set("X-Cache", "HIT");
-        record(res.result_int(), method, target, "cache");
-        co_return co_await finish(std::move(res), keep_alive);
-      }
+  // The cache's key for `req` on route `index`: the host in lower case, the target, and the
+  // route (two routes may send one URL to different pools).
+  static std::string cache_key_of(const request& req, std::size_t index) {
+    std::string key;
+    key.append(req[http::field::host]).append(" ").append(req.target());
+    key.append(" ").append(std::to_string(index));
+    std::transform(key.begin(), key.begin() + static_cast<std::ptrdiff_t>(key.find(' ')),
+                   key.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return key;
+  }
+
+  // A fresh cached answer for `key`, which then needs no backend.
+  std::optional<response> cached(const std::string& key) {
+    auto e = rt_->cache->find(key, steady_clock::now());
+    if (!e) {
       counters::add(ts_.stats.cache_misses);
+      return std::nullopt;
     }
+    counters::add(ts_.stats.cache_hits);
+    response res = e->res;
+    res.set(http::field::age, std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                                 steady_clock::now() - e->stored)
+                                                 .count()));
+    res.set("X-Cache", "HIT");
+    return res;
+  }
 
+  // Sends `req` to a backend of `p` that lbkit picks (the sticky cookie's, while eligible),
+  // and retries on another one after a failure that allows it, within the route's retries and
+  // the pool's budget; every attempt's outcome is reported on its lease. The answer goes on to
+  // deliver(); with no backend left, the last failure is the answer.
+  awaitable<bool> forward(request& req, const route_config& rc, pool& p,
+                          const std::string& cache_key) {
+    const limits_config& lim = rt_->cfg.limits;
     prepare_forward(req, rc, peer_ip_);
     req.keep_alive(true);
     req.prepare_payload();
@@ -748,90 +763,120 @@ class session {
         l.report(lbkit::outcome::gateway_failure);
         continue;  // the connection closes with the body unread
       }
-      // A body of known length the cache will not keep goes to the client from `buf`: read
-      // whole first when it fits (so that a backend failing inside it still gets a retry or a
-      // 502), else streamed through. Any other (chunked, up to the end of the connection, or
-      // one to cache) is read whole into the answer first, up to max_buffered_body.
-      // The body has read_timeout per read, not what is left of request_timeout: a long
-      // answer that keeps coming is not cut (nginx's proxy_read_timeout).
       r.stream->expires_idle(lim.read_timeout, body_deadline);
-      const auto length = answer->content_length();
-      const bool stream =
-          !answer->is_done() && length &&
-          (cache_key.empty() || *length > rt_->cache->max_entry_bytes() || !cache_lifetime(res));
-      if (stream && *length <= relay_bytes) {
-        beast::error_code ec;
-        while (!ec && buf.size() < *length) {
-          const std::size_t n = co_await r.stream->async_read_some(
-              buf.prepare(static_cast<std::size_t>(*length) - buf.size()), into(ec));
-          buf.commit(n);
-        }
-        if (ec) {
-          if (exchange_failed(upstream_error_of(ec))) continue;
-          break;
-        }
+      std::optional<std::uint64_t> streamed;
+      if (const auto ec = co_await read_answer_body(r, *answer, buf, cache_key, streamed)) {
+        if (exchange_failed(upstream_error_of(ec))) continue;
+        break;
       }
-      if (!stream && !answer->is_done()) {
-        beast::error_code ec;
-        answer->body_limit(max_buffered_body);
-        co_await http::async_read(*r.stream, buf, *answer, into(ec));
-        if (ec) {
-          if (exchange_failed(upstream_error_of(ec))) continue;
-          break;
-        }
-        if (answer->chunked()) drop_trailer_fields(res, answer_fields_);  // RFC 9112 §7.1.2
-      }
-      const auto latency = steady_clock::now() - sent;
-      detail_::remove_hop_by_hop(res);
-      res.set(http::field::via, "1.1 lbkit");
-      if (!cache_key.empty()) {
-        if (const auto lifetime = stream ? std::nullopt : cache_lifetime(res)) {
-          rt_->cache->store(cache_key, res, *lifetime, steady_clock::now());
-        }
-        res.set("X-Cache", "MISS");
-      }
-      if (p.sticky() && pinned != l.id()) {
-        res.insert(http::field::set_cookie, p.sticky()->set_cookie(l.id()));
-      }
-      record(status, method, target, l.id());
-      const lbkit::outcome result = status == 502 || status == 503 || status == 504
-                                        ? lbkit::outcome::gateway_failure
-                                    : status >= 500 ? lbkit::outcome::failure
-                                                    : lbkit::outcome::success;
-      const pool_config& pc = p.config();
-      if (!stream) {
-        if (r.keep_alive && buf.size() == 0) {
-          ts_.upstream.give(l.backend().serial(), std::move(r.stream), pc.max_idle,
-                            pc.upstream_idle_timeout);
-        }
-        frame_answer(res, req.method());  // RFC 9110 §8.6: none in a 1xx or 204, 304 as sent
-        // Reported before the client write: that write measures the client, not the backend.
-        l.report(result, latency);
-        co_return co_await finish(answer->release(), keep_alive);
-      }
-      const bool keep = keep_alive && !ts_.stopping;
-      const std::uint64_t serial = l.backend().serial();
-      // The header goes with the body bytes that came along with it, then the rest (if any)
-      // as it arrives. Bytes beyond the Content-Length (a broken backend) are not passed on,
-      // and the connection that sent them is not reused.
-      beast::error_code up_ec, ec;
-      const auto first = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), *length));
-      bool whole = buf.size() == first;
-      co_await write_head(res, keep, asio::buffer(buf.data().data(), first), ec);
-      if (!ec && first < *length)
-        whole = co_await relay(*r.stream, buf, *length - first, up_ec, ec);
-      // A backend that broke off its answer failed this request, which the client sees as a
-      // closed connection short of the Content-Length.
-      l.report(up_ec ? lbkit::outcome::gateway_failure : result, latency);
-      if (up_ec) counters::add(ts_.stats.upstream_truncated);
-      if (whole && r.keep_alive) {
-        ts_.upstream.give(serial, std::move(r.stream), pc.max_idle, pc.upstream_idle_timeout);
-      }
-      if (!ec && !up_ec && keep) co_return true;
-      co_return co_await linger();
+      co_return co_await deliver({l, r, *answer, buf, streamed, steady_clock::now() - sent}, req, p,
+                                 pinned, cache_key);
     }
-    record(static_cast<unsigned>(failure), method, target, "-");
-    co_return co_await finish(error_response(failure, version, why), keep_alive);
+    record(static_cast<unsigned>(failure), "-");
+    co_return co_await finish(error_response(failure, version_, why), keep_alive_);
+  }
+
+  // Reads what deliver() needs of an answer's body. A body of known length the cache will not
+  // keep goes to the client from `buf`: read whole first when it fits in relay_bytes (so that
+  // a backend failing inside it still gets a retry or a 502), else streamed through
+  // (`streamed` is then set to its length). Any other (chunked, up to the end of the
+  // connection, or one to cache) is read whole into the answer first, up to
+  // max_buffered_body. The stream has read_timeout per read, not what is left of
+  // request_timeout: a long answer that keeps coming is not cut (nginx's proxy_read_timeout).
+  awaitable<beast::error_code> read_answer_body(exchange_result& r, response_parser& answer,
+                                                beast::flat_buffer& buf,
+                                                const std::string& cache_key,
+                                                std::optional<std::uint64_t>& streamed) {
+    response& res = answer.get();
+    const auto length = answer.content_length();
+    beast::error_code ec;
+    if (!answer.is_done() && length &&
+        (cache_key.empty() || *length > rt_->cache->max_entry_bytes() || !cache_lifetime(res))) {
+      streamed = *length;
+      while (!ec && *length <= relay_bytes && buf.size() < *length) {
+        const std::size_t n = co_await r.stream->async_read_some(
+            buf.prepare(static_cast<std::size_t>(*length) - buf.size()), into(ec));
+        buf.commit(n);
+      }
+      co_return ec;
+    }
+    if (!answer.is_done()) {
+      answer.body_limit(max_buffered_body);
+      co_await http::async_read(*r.stream, buf, answer, into(ec));
+      if (!ec && answer.chunked()) drop_trailer_fields(res, answer_fields_);  // RFC 9112 §7.1.2
+    }
+    co_return ec;
+  }
+
+  // An answer on its way to the client, and what it came on.
+  struct incoming_answer {
+    lbkit::lease& lease;
+    exchange_result& exchange;
+    response_parser& parser;
+    beast::flat_buffer& buf;                // its body, or the part of it read so far
+    std::optional<std::uint64_t> streamed;  // set: the body is relayed as it comes, this long
+    steady_clock::duration latency;         // from the request sent to the answer read
+  };
+
+  // Passes an answer on to the client (cached, given its sticky cookie, framed anew) and
+  // reports the exchange's outcome on its lease; the backend connection goes back to the
+  // pool when it may be reused.
+  awaitable<bool> deliver(incoming_answer a, const request& req, pool& p,
+                          const std::optional<std::string>& pinned, const std::string& cache_key) {
+    lbkit::lease& l = a.lease;
+    exchange_result& r = a.exchange;
+    beast::flat_buffer& buf = a.buf;
+    const auto& latency = a.latency;
+    const bool stream = a.streamed.has_value();
+    response& res = a.parser.get();
+    const unsigned status = res.result_int();
+    detail_::remove_hop_by_hop(res);
+    res.set(http::field::via, "1.1 lbkit");
+    if (!cache_key.empty()) {
+      if (const auto lifetime = stream ? std::nullopt : cache_lifetime(res)) {
+        rt_->cache->store(cache_key, res, *lifetime, steady_clock::now());
+      }
+      res.set("X-Cache", "MISS");
+    }
+    if (p.sticky() && pinned != l.id()) {
+      res.insert(http::field::set_cookie, p.sticky()->set_cookie(l.id()));
+    }
+    record(status, l.id());
+    const lbkit::outcome result = status == 502 || status == 503 || status == 504
+                                      ? lbkit::outcome::gateway_failure
+                                  : status >= 500 ? lbkit::outcome::failure
+                                                  : lbkit::outcome::success;
+    const pool_config& pc = p.config();
+    if (!stream) {
+      if (r.keep_alive && buf.size() == 0) {
+        ts_.upstream.give(l.backend().serial(), std::move(r.stream), pc.max_idle,
+                          pc.upstream_idle_timeout);
+      }
+      frame_answer(res, req.method());  // RFC 9110 §8.6: none in a 1xx or 204, 304 as sent
+      // Reported before the client write: that write measures the client, not the backend.
+      l.report(result, latency);
+      co_return co_await finish(a.parser.release(), keep_alive_);
+    }
+    const bool keep = keep_alive_ && !ts_.stopping;
+    const std::uint64_t serial = l.backend().serial();
+    // The header goes with the body bytes that came along with it, then the rest (if any)
+    // as it arrives. Bytes beyond the Content-Length (a broken backend) are not passed on,
+    // and the connection that sent them is not reused.
+    beast::error_code up_ec, ec;
+    const auto first = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), *a.streamed));
+    bool whole = buf.size() == first;
+    co_await write_head(res, keep, asio::buffer(buf.data().data(), first), ec);
+    if (!ec && first < *a.streamed)
+      whole = co_await relay(*r.stream, buf, *a.streamed - first, up_ec, ec);
+    // A backend that broke off its answer failed this request, which the client sees as a
+    // closed connection short of the Content-Length.
+    l.report(up_ec ? lbkit::outcome::gateway_failure : result, latency);
+    if (up_ec) counters::add(ts_.stats.upstream_truncated);
+    if (whole && r.keep_alive) {
+      ts_.upstream.give(serial, std::move(r.stream), pc.max_idle, pc.upstream_idle_timeout);
+    }
+    if (!ec && !up_ec && keep) co_return true;
+    co_return co_await linger();
   }
 
   // What a hash policy keys on: the pool's hash_cookie when the request has it, its
@@ -862,8 +907,7 @@ class session {
   // refused connect), the handshake, then a byte tunnel until either side ends it. CONNECT
   // ends at the router, which answers 200 once the backend connection is up; an upgrade is
   // forwarded, and tunnels only if the backend answers 101.
-  awaitable<void> open_tunnel(request& req, const route_config& rc, pool& p, bool is_connect,
-                              const std::string& method, const std::string& target) {
+  awaitable<void> open_tunnel(request& req, const route_config& rc, pool& p, bool is_connect) {
     const limits_config& lim = rt_->cfg.limits;
     const std::string upgrade(req[http::field::upgrade]);
     prepare_forward(req, rc, peer_ip_);
@@ -889,7 +933,7 @@ class session {
       if (!k.retry) break;
     }
     if (!l) {
-      record(static_cast<unsigned>(failure), method, target, "-");
+      record(static_cast<unsigned>(failure), "-");
       co_await finish(error_response(failure, req.version(), "no backend for the tunnel"), false);
       co_return;
     }
@@ -900,7 +944,7 @@ class session {
     if (is_connect) {
       static constexpr std::string_view ok = "HTTP/1.1 200 Connection Established\r\n\r\n";
       co_await asio::async_write(client_, asio::buffer(ok.data(), ok.size()), into(ec));
-      record(200, method, target, id);
+      record(200, id);
     } else {
       up.expires_after(lim.request_timeout);
       co_await http::async_write(up, req, into(ec));
@@ -911,7 +955,7 @@ class session {
         const failure_kind k = kind_of(upstream_error_of(ec, rp.got_some()));
         l.report(k.outcome);
         const auto s = k.status;
-        record(static_cast<unsigned>(s), method, target, id);
+        record(static_cast<unsigned>(s), id);
         co_await finish(error_response(s, req.version(), "the backend failed the upgrade"), false);
         co_return;
       }
@@ -919,7 +963,7 @@ class session {
       const std::string accepted(res[http::field::upgrade]);
       detail_::remove_hop_by_hop(res);
       res.set(http::field::via, "1.1 lbkit");
-      record(res.result_int(), method, target, id);
+      record(res.result_int(), id);
       if (res.result() != http::status::switching_protocols) {  // refused: an ordinary answer
         l.report(res.result_int() >= 500 ? lbkit::outcome::failure : lbkit::outcome::success,
                  steady_clock::now() - sent);
@@ -960,7 +1004,11 @@ class session {
   std::string peer_ip_;
   std::shared_ptr<runtime> rt_;
   steady_clock::time_point started_;
-  unsigned version_ = 11;  // of the request being answered
+  // Of the request being answered: its version, whether it asked to keep the connection, and
+  // its method and target for the access log.
+  unsigned version_ = 11;
+  bool keep_alive_ = false;
+  std::string method_, target_;
 };
 
 }  // namespace
@@ -991,65 +1039,6 @@ void stop_clients(thread_state& ts) {
   while (ts.evict_idle()) {
   }
   ts.upstream.close();
-}
-
-std::string stats_text(const runtime& rt, const std::vector<std::unique_ptr<thread_state>>& threads,
-                       steady_clock::time_point started) {
-  std::string out;
-  auto line = [&](std::string_view key, std::uint64_t v) {
-    out.append(key).append(" ").append(std::to_string(v)).append("\n");
-  };
-  using member = counters::counter counters::*;
-  auto total = [&](member m) {
-    std::uint64_t n = 0;
-    for (const auto& t : threads) n += (t->stats.*m).load(std::memory_order_relaxed);
-    return n;
-  };
-  line(
-      "uptime_seconds",
-      static_cast<std::uint64_t>(
-          std::chrono::duration_cast<std::chrono::seconds>(steady_clock::now() - started).count()));
-  for (const auto& [name, m] :
-       {std::pair<const char*, member>{"connections_active", &counters::connections_active},
-        {"connections_total", &counters::connections_total},
-        {"connections_refused", &counters::connections_refused},
-        {"requests", &counters::requests}}) {
-    line(name, total(m));
-  }
-  for (std::size_t k = 0; k < 5; ++k) {
-    std::uint64_t n = 0;
-    for (const auto& t : threads) n += t->stats.responses[k].load(std::memory_order_relaxed);
-    line("responses_" + std::to_string(k + 1) + "xx", n);
-  }
-  for (const auto& [name, m] : {std::pair<const char*, member>{"retries", &counters::retries},
-                                {"retries_over_budget", &counters::retries_over_budget},
-                                {"cache_hits", &counters::cache_hits},
-                                {"cache_misses", &counters::cache_misses},
-                                {"tunnels_active", &counters::tunnels_active},
-                                {"tunnels_total", &counters::tunnels_total},
-                                {"client_timeouts", &counters::client_timeouts},
-                                {"upstream_truncated", &counters::upstream_truncated}}) {
-    line(name, total(m));
-  }
-  if (rt.cache) {
-    line("cache_entries", rt.cache->size());
-    line("cache_bytes", rt.cache->bytes());
-  }
-  for (const auto& p : rt.pools) {
-    const auto snap = p->registry().current();
-    for (const auto& m : snap->members()) {
-      const auto& s = m.state();
-      const char* health = s.ejected()                                   ? "ejected"
-                           : s.active_health() == lbkit::health::healthy ? "up"
-                                                                         : "down";
-      out += "backend pool=" + p->config().name + " id=" + m.id() +
-             " address=" + m.address().to_string() + " weight=" + std::to_string(m.weight()) +
-             " health=" + health + " active=" + std::to_string(s.active()) +
-             " picks=" + std::to_string(s.requests()) +
-             " failures=" + std::to_string(s.failures()) + "\n";
-    }
-  }
-  return out;
 }
 
 }  // namespace l7
