@@ -16,7 +16,10 @@
 // (an idle connection holds none). After a read fills a whole buffer — a bulk transfer —
 // the next reads of that direction use splice(2) through a pooled pipe instead, so large
 // bodies are not copied through user space; small request/response traffic stays on plain
-// recv/send, where the two extra splice calls would cost more than the copy.
+// recv/send, where the two extra splice calls would cost more than the copy. That relay is
+// relay.hpp, the UDP sessions udp.hpp, the types the loop's parts share loop.hpp; this file
+// holds the loop, the TCP connections' phases and their lbkit decisions (admit,
+// connect_backend and its pick, backend_failed and its report).
 //
 // What a failure counts as (docs/architecture.md property 10, docs/l4_proxy.md): a refused connect,
 // a connect timeout, or a reset before the backend sent any byte is the backend's connection
@@ -52,65 +55,11 @@
 #include "../common/log.hpp"
 #include "../common/policies.hpp"
 #include "config.hpp"
+#include "loop.hpp"
+#include "relay.hpp"
+#include "udp.hpp"
 
 namespace l4 {
-
-// Monotonic nanoseconds: the loop's clock, read once per wake-up, and the connect timer's.
-inline std::int64_t steady_now_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-// Adds n to a counter that only one thread writes: no locked instruction on the data path,
-// while the stats reader still sees a torn-free value.
-inline void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
-  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-}
-
-// Per-backend counters of one worker (the stats page sums the workers).
-struct backend_counters {
-  std::atomic<std::uint64_t> bytes_to{0};    // client → backend
-  std::atomic<std::uint64_t> bytes_from{0};  // backend → client
-  std::atomic<std::uint64_t> connect_failures{0};
-  std::atomic<std::uint64_t> datagrams{0};
-};
-
-// Counters of one worker.
-struct worker_counters {
-  explicit worker_counters(std::size_t backends) : backend(backends) {}
-  std::vector<backend_counters> backend;
-  std::atomic<std::uint64_t> accepted{0};
-  std::atomic<std::uint64_t> active{0};  // open TCP connections (written by the worker only)
-  std::atomic<std::uint64_t> denied{0};
-  std::atomic<std::uint64_t> proxy_header_errors{0};
-  std::atomic<std::uint64_t> no_backend{0};
-  std::atomic<std::uint64_t> retries{0};
-  std::atomic<std::uint64_t> timeouts{0};
-  std::atomic<std::uint64_t> udp_sessions{0};  // open
-  std::atomic<std::uint64_t> udp_dropped{0};
-  // Failures of this host, not of a backend: out of descriptors, buffers, memory, local ports.
-  std::atomic<std::uint64_t> local_errors{0};
-};
-
-// What every worker shares. Built before the workers start; read-only afterwards except
-// for the atomics.
-struct shared_state {
-  const config& cfg;
-  lbkit::access_list acl;
-  // backend_state → position in cfg.backends, for the counters. Membership is fixed for the
-  // proxy's life (the command line sets it), so the map never changes after start.
-  std::unordered_map<const lbkit::backend_state*, std::size_t> index;
-  std::atomic<std::uint64_t> connections{0};  // open TCP connections, all workers
-  std::atomic<bool> stopping{false};
-};
-
-// A listening socket a worker owns.
-struct listen_socket {
-  int fd = -1;
-  lbkit::endpoint local;
-  bool udp = false;
-};
 
 // The policy is chosen at run time (--policy), so the loop holds a type-erased picker: one
 // virtual call per new connection or UDP session, and the loop is compiled once rather
@@ -123,18 +72,15 @@ class worker {
         cfg_(shared.cfg),
         picker_(std::move(picker)),
         counters_(counters),
-        flows_(lbkit::flow_table_options{
-            .capacity = std::max<std::size_t>(shared.cfg.max_connections, 1),
-            .idle_timeout = shared.cfg.udp_timeout,
-            .shards = 1}) {
-    ep_ = ::epoll_create1(EPOLL_CLOEXEC);
+        ep_(::epoll_create1(EPOLL_CLOEXEC)),
+        udp_(shared, *picker_, counters, ep_) {
     wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    add(wake_fd_, &wake_, EPOLLIN | EPOLLET);
+    add(ep_, wake_fd_, &wake_, EPOLLIN | EPOLLET);
     for (auto& l : ls) {
       auto h = std::make_unique<listener>();
       h->k = l.udp ? kind::udp_listener : kind::tcp_listener;
       h->sock = l;
-      add(l.fd, h.get(), EPOLLIN | EPOLLET);
+      add(ep_, l.fd, h.get(), EPOLLIN | EPOLLET);
       listeners_.push_back(std::move(h));
     }
   }
@@ -144,13 +90,7 @@ class worker {
     for (auto& l : listeners_) close_fd(l->sock.fd);
     reap();
     while (conns_.next != &conns_) destroy(static_cast<connection*>(conns_.next));
-    while (sessions_.next != &sessions_) end_session(static_cast<udp_session*>(sessions_.next));
     reap();
-    for (char* b : free_buffers_) delete[] b;
-    for (auto& p : free_pipes_) {
-      ::close(p[0]);
-      ::close(p[1]);
-    }
     close_fd(wake_fd_);
     close_fd(ep_);
   }
@@ -188,55 +128,11 @@ class worker {
   }
 
  private:
-  enum class kind : std::uint8_t { wake, tcp_listener, udp_listener, client, server, session };
-  struct pollable {
-    kind k = kind::wake;
-    void* owner = nullptr;  // the connection a client/server side belongs to
-  };
-  struct listener : pollable {
-    listen_socket sock;
-    bool paused = false;
-  };
-  struct link {
-    link* prev = this;
-    link* next = this;
-    void unlink() noexcept {
-      prev->next = next;
-      next->prev = prev;
-      prev = next = this;
-    }
-    void push_back(link& l) noexcept {
-      l.prev = prev;
-      l.next = this;
-      prev->next = &l;
-      prev = &l;
-    }
-  };
-
-  static constexpr std::size_t buffer_size = 16 * 1024;
+  static constexpr std::size_t buffer_size = relay::buffer_size;
   // How long the listeners stay paused after a shortage of descriptors, unless a connection
   // ends first.
   static constexpr std::int64_t starve_pause = 500'000'000;
-  static constexpr std::size_t pipe_chunk = 64 * 1024;
 
-  // One direction of a connection: bytes read from one socket and not yet written to the
-  // other, in a buffer or a pipe.
-  struct direction {
-    char* buf = nullptr;
-    std::uint32_t head = 0, tail = 0;
-    std::array<int, 2> pipe{-1, -1};
-    std::size_t in_pipe = 0;
-    bool eof = false;   // the source ended its writing
-    bool shut = false;  // ... and that was passed on with shutdown(SHUT_WR)
-    bool bulk = false;  // the last read filled the buffer: splice the next one
-    // Bytes read from the source and written to the destination. For the backend's side they
-    // count from the current connect: they tell whether a failure may be retried.
-    std::uint64_t read = 0, written = 0;
-    bool pending() const noexcept { return tail > head || in_pipe > 0; }
-  };
-
-  // Which end of a pump a failure came from; `local`: neither, this host (is_local_error).
-  enum class fault : std::uint8_t { none, source, destination, local };
   // Whose a failure of a connection is.
   enum class side : std::uint8_t { client, backend, local };
 
@@ -266,73 +162,7 @@ class worker {
     std::int64_t connect_latency = 0;
   };
 
-  struct udp_session : link, pollable {
-    int fd = -1;
-    listener* via = nullptr;
-    lbkit::endpoint client_ep;
-    lbkit::flow_key key;
-    lbkit::lease lease;
-    std::size_t backend = 0;
-    std::int64_t last_active = 0;
-    bool replied = false;
-    bool dead = false;
-  };
-
   // --- plumbing --------------------------------------------------------------------------
-
-  // Registers a socket. Fails only for this host's reasons (ENOMEM, or ENOSPC: the user's
-  // epoll watch limit), with errno set.
-  bool add(int fd, pollable* p, std::uint32_t events) {
-    epoll_event ev{};
-    ev.events = events;
-    ev.data.ptr = p;
-    return ::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) == 0;
-  }
-
-  static void close_fd(int& fd) noexcept {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
-
-  char* take_buffer() {
-    if (free_buffers_.empty()) return new char[buffer_size];
-    char* b = free_buffers_.back();
-    free_buffers_.pop_back();
-    return b;
-  }
-  void give_buffer(direction& d) {
-    if (d.buf == nullptr) return;
-    if (free_buffers_.size() < 256) {
-      free_buffers_.push_back(d.buf);
-    } else {
-      delete[] d.buf;
-    }
-    d.buf = nullptr;
-    d.head = d.tail = 0;
-  }
-  bool take_pipe(direction& d) {
-    if (d.pipe[0] >= 0) return true;
-    if (!free_pipes_.empty()) {
-      d.pipe = free_pipes_.back();
-      free_pipes_.pop_back();
-      return true;
-    }
-    int p[2];
-    if (::pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return false;  // fall back to the buffer
-    d.pipe = {p[0], p[1]};
-    return true;
-  }
-  void give_pipe(direction& d) {
-    if (d.pipe[0] < 0) return;
-    if (d.in_pipe == 0 && free_pipes_.size() < 64) {
-      free_pipes_.push_back(d.pipe);
-    } else {
-      ::close(d.pipe[0]);
-      ::close(d.pipe[1]);
-    }
-    d.pipe = {-1, -1};
-    d.in_pipe = 0;
-  }
 
   void dispatch(const epoll_event& ev) {
     auto* p = static_cast<pollable*>(ev.data.ptr);
@@ -346,9 +176,9 @@ class worker {
       case kind::tcp_listener:
         return accept_all(*static_cast<listener*>(p));
       case kind::udp_listener:
-        return client_datagrams(*static_cast<listener*>(p));
+        return udp_.client_datagrams(*static_cast<listener*>(p), now_);
       case kind::session:
-        return backend_datagrams(*static_cast<udp_session*>(p));
+        return udp_.backend_datagrams(*static_cast<udp_sessions::session*>(p), now_);
       case kind::client: {
         auto* c = static_cast<connection*>(p->owner);
         if (c->ph == phase::closed) return;
@@ -410,7 +240,7 @@ class worker {
       auto* c = new connection;
       c->client_side.owner = c->server_side.owner = c;
       c->cfd = fd;
-      if (!add(fd, &c->client_side, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+      if (!add(ep_, fd, &c->client_side, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
         const int err = errno;
         ::close(fd);
         delete c;
@@ -494,7 +324,7 @@ class worker {
     if (shared_.connections.load(std::memory_order_relaxed) >= cfg_.max_connections) return;
     for (auto& l : listeners_) {
       if (!l->paused || l->sock.fd < 0) continue;
-      if (!add(l->sock.fd, l.get(), EPOLLIN | EPOLLET)) {
+      if (!add(ep_, l->sock.fd, l.get(), EPOLLIN | EPOLLET)) {
         return out_of_descriptors("epoll_ctl", errno);
       }
       l->paused = false;
@@ -506,7 +336,7 @@ class worker {
   // Reads the PROXY header an upstream load balancer put in front of the client's bytes.
   void read_header(connection* c) {
     direction& d = c->up;
-    if (d.buf == nullptr) d.buf = take_buffer();
+    if (d.buf == nullptr) d.buf = relay_.take_buffer();
     bool eof = false;  // the client may send header, data and FIN at once
     while (c->c_in && d.tail < buffer_size) {
       const ssize_t n = ::recv(c->cfd, d.buf + d.tail, buffer_size - d.tail, 0);
@@ -543,7 +373,7 @@ class worker {
       return close_conn(c, lbkit::outcome::none, false);
     }
     d.head = static_cast<std::uint32_t>(r.size);
-    if (d.head == d.tail) give_buffer(d);
+    if (d.head == d.tail) relay_.give_buffer(d);
     d.eof = eof;  // passed on once the bytes after the header are sent
     if (r.value.command == lbkit::proxy_command::proxy &&
         (r.value.family == lbkit::proxy_family::inet ||
@@ -574,7 +404,7 @@ class worker {
                     : lbkit::proxy_header::for_stream(c->peer, c->local, *cfg_.send_proxy);
     std::array<std::uint8_t, 536> out;
     auto n = lbkit::write_proxy_header(h, out);
-    if (!n || !prepend(c->up, std::span(out.data(), *n))) return false;
+    if (!n || !relay_.prepend(c->up, std::span(out.data(), *n))) return false;
     c->header_size = static_cast<std::uint32_t>(*n);
     return true;
   }
@@ -586,22 +416,6 @@ class worker {
       h.crc32c = false;
     }
     return h;
-  }
-
-  // Puts bytes in front of whatever the direction holds (the client may already have sent
-  // data after its own PROXY header).
-  bool prepend(direction& d, std::span<const std::uint8_t> bytes) {
-    if (d.buf == nullptr) d.buf = take_buffer();
-    const std::size_t held = d.tail - d.head;
-    if (held + bytes.size() > buffer_size) return false;
-    if (d.head < bytes.size()) {
-      std::memmove(d.buf + bytes.size(), d.buf + d.head, held);
-      d.head = static_cast<std::uint32_t>(bytes.size());
-      d.tail = static_cast<std::uint32_t>(bytes.size() + held);
-    }
-    d.head -= static_cast<std::uint32_t>(bytes.size());
-    std::memcpy(d.buf + d.head, bytes.data(), bytes.size());
-    return true;
   }
 
   void connect_backend(connection* c) {
@@ -632,7 +446,7 @@ class worker {
     if (c->sfd < 0) return connect_error(c, "socket", errno);
     const int one = 1;
     ::setsockopt(c->sfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (!add(c->sfd, &c->server_side, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+    if (!add(ep_, c->sfd, &c->server_side, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
       return starve(c, "epoll_ctl", errno);
     }
     if (::connect(c->sfd, reinterpret_cast<const sockaddr*>(&ss), len) != 0 &&
@@ -731,7 +545,7 @@ class worker {
     const std::uint32_t unsent = c->header_size - static_cast<std::uint32_t>(d.written);
     if (d.buf != nullptr) {
       d.head += unsent;  // drop what is left of the old header
-      if (d.head == d.tail) give_buffer(d);
+      if (d.head == d.tail) relay_.give_buffer(d);
     }
     d.written = 0;
     if (!put_header(c)) c->header_size = 0;  // cannot happen: it fitted before
@@ -751,15 +565,15 @@ class worker {
     c->last_active = now_;
     if (c->ph == phase::header) return read_header(c);
     if (c->ph != phase::established) return;
-    const fault up = pump(c->up, c->cfd, c->sfd, c->c_in, c->s_out, c->c_hup,
-                          counters_.backend[c->backend].bytes_to);
+    const fault up = relay_.pump(c->up, c->cfd, c->sfd, c->c_in, c->s_out, c->c_hup,
+                                 counters_.backend[c->backend].bytes_to, cfg_.splice);
     if (up != fault::none) {
       return failed(c, up == fault::source        ? side::client
                        : up == fault::destination ? side::backend
                                                   : side::local);
     }
-    const fault down = pump(c->down, c->sfd, c->cfd, c->s_in, c->c_out, c->s_hup,
-                            counters_.backend[c->backend].bytes_from);
+    const fault down = relay_.pump(c->down, c->sfd, c->cfd, c->s_in, c->c_out, c->s_hup,
+                                   counters_.backend[c->backend].bytes_from, cfg_.splice);
     if (down != fault::none) {
       return failed(c, down == fault::source        ? side::backend
                        : down == fault::destination ? side::client
@@ -773,7 +587,7 @@ class worker {
   // connection may go to another backend, see retryable), one that reset later a failure; a
   // client that went away, or this host's shortage, is not the backend's doing.
   void failed(connection* c, side who) {
-    const int err = pump_error_;
+    const int err = relay_.error();
     if (who == side::backend && c->down.read == 0) return backend_failed(c, "recv/send", err);
     if (who == side::local) {
       static examples::rate_limited_log site;
@@ -787,109 +601,6 @@ class worker {
                    : who == side::client && c->down.read > 0 ? lbkit::outcome::success
                                                              : lbkit::outcome::none;
     close_conn(c, o, true);
-  }
-
-  // Moves what can be moved from one socket to the other. On a socket error, says which
-  // end failed (the errno is in pump_error_).
-  fault pump(direction& d, int from, int to, bool& readable, bool& writable, bool hup,
-             std::atomic<std::uint64_t>& moved) {
-    auto fail = [this](fault at) {
-      pump_error_ = errno;
-      return lbkit::is_local_error(pump_error_) ? fault::local : at;
-    };
-    for (;;) {
-      if (d.in_pipe > 0) {
-        if (!writable) return fault::none;
-        const ssize_t n =
-            ::splice(d.pipe[0], nullptr, to, nullptr, d.in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n < 0) {
-          if (errno == EINTR) continue;
-          if (errno != EAGAIN) return fail(fault::destination);
-          writable = false;
-          return fault::none;
-        }
-        d.in_pipe -= static_cast<std::size_t>(n);
-        d.written += static_cast<std::uint64_t>(n);
-        bump(moved, static_cast<std::uint64_t>(n));
-        if (d.in_pipe == 0) give_pipe(d);
-        continue;
-      }
-      if (d.tail > d.head) {
-        if (!writable) return fault::none;
-        const ssize_t n = ::send(to, d.buf + d.head, d.tail - d.head, MSG_NOSIGNAL);
-        if (n < 0) {
-          if (errno == EINTR) continue;
-          if (errno != EAGAIN) return fail(fault::destination);
-          writable = false;
-          return fault::none;
-        }
-        d.head += static_cast<std::uint32_t>(n);
-        d.written += static_cast<std::uint64_t>(n);
-        bump(moved, static_cast<std::uint64_t>(n));
-        if (d.head == d.tail) give_buffer(d);
-        continue;
-      }
-      if (d.eof) {
-        if (!d.shut) {
-          ::shutdown(to, SHUT_WR);  // pass the half-close on
-          d.shut = true;
-        }
-        return fault::none;
-      }
-      if (!readable) return fault::none;
-      if (d.bulk && cfg_.splice && take_pipe(d)) {
-        const ssize_t n = ::splice(from, nullptr, d.pipe[1], nullptr, pipe_chunk,
-                                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n > 0) {
-          // A short splice does not mean the socket is drained: the pipe may have run
-          // out of slots (one per packet fragment). Only EAGAIN says it is.
-          d.in_pipe = static_cast<std::size_t>(n);
-          d.read += static_cast<std::uint64_t>(n);
-          d.bulk = static_cast<std::size_t>(n) >= buffer_size;
-          continue;
-        }
-        if (n == 0) {
-          give_pipe(d);
-          d.eof = true;
-          continue;
-        }
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN) {
-          const fault f = fail(fault::source);
-          give_pipe(d);
-          return f;
-        }
-        give_pipe(d);
-        readable = false;
-        return fault::none;
-      }
-      if (d.buf == nullptr) d.buf = take_buffer();
-      const ssize_t n = ::recv(from, d.buf, buffer_size, 0);
-      if (n > 0) {
-        d.head = 0;
-        d.tail = static_cast<std::uint32_t>(n);
-        d.read += static_cast<std::uint64_t>(n);
-        d.bulk = static_cast<std::size_t>(n) == buffer_size;
-        // A short read drained the socket; the next arrival raises a new edge. After
-        // EPOLLRDHUP keep reading, to see the end.
-        if (static_cast<std::size_t>(n) < buffer_size && !hup) readable = false;
-        continue;
-      }
-      if (n == 0) {
-        give_buffer(d);
-        d.eof = true;
-        continue;
-      }
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN) {
-        const fault f = fail(fault::source);
-        give_buffer(d);
-        return f;
-      }
-      give_buffer(d);
-      readable = false;
-      return fault::none;
-    }
   }
 
   // Ends a connection, reporting `o` on a lease not reported yet. `abort`: a socket failed,
@@ -916,10 +627,10 @@ class worker {
     if (!starved_.empty()) std::erase(starved_, c);
     close_fd(c->cfd);
     close_fd(c->sfd);
-    give_buffer(c->up);
-    give_buffer(c->down);
-    give_pipe(c->up);
-    give_pipe(c->down);
+    relay_.give_buffer(c->up);
+    relay_.give_buffer(c->down);
+    relay_.give_pipe(c->up);
+    relay_.give_pipe(c->down);
     c->lease.release();
     release_slot();
     counters_.active.store(counters_.active.load(std::memory_order_relaxed) - 1,
@@ -930,11 +641,10 @@ class worker {
   // Frees what ended in this batch of events. Their descriptors are free again, so
   // connections waiting for one and paused listeners resume.
   void reap() {
-    if (dead_.empty() && dead_sessions_.empty()) return;
+    const bool sessions_ended = udp_.reap();
+    if (dead_.empty() && !sessions_ended) return;
     for (connection* c : dead_) destroy(c);
     dead_.clear();
-    for (udp_session* s : dead_sessions_) delete s;
-    dead_sessions_.clear();
     starved_until_ = 0;
     resume_listeners();
   }
@@ -961,163 +671,10 @@ class worker {
         close_conn(c, lbkit::outcome::success, false);
       }
     }
-    const auto udp_ns = std::chrono::nanoseconds(cfg_.udp_timeout).count();
-    for (link* l = sessions_.next; l != &sessions_;) {
-      auto* s = static_cast<udp_session*>(l);
-      l = l->next;
-      if (now_ - s->last_active >= udp_ns) end_session(s);
-    }
+    udp_.expire(now_);
     run_retries();  // backend_failed above may have queued some
     reap();
     resume_listeners();  // after a shortage: the fallback of 500 ms (see out_of_descriptors)
-  }
-
-  // --- UDP -------------------------------------------------------------------------------
-
-  void client_datagrams(listener& l) {
-    for (;;) {
-      sockaddr_storage ss{};
-      socklen_t len = sizeof ss;
-      const ssize_t n = ::recvfrom(l.sock.fd, dgram_.data(), dgram_.size(), 0,
-                                   reinterpret_cast<sockaddr*>(&ss), &len);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN && lbkit::is_local_error(errno)) bump(counters_.local_errors);
-        return;  // EAGAIN; after an error, the next datagram raises a new edge
-      }
-      auto client = lbkit::endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
-      if (!client || !shared_.acl.allows(client->address())) {
-        bump(counters_.denied);
-        continue;
-      }
-      udp_session* s = session_for(l, *client);
-      if (s == nullptr) {
-        bump(counters_.udp_dropped);
-        continue;
-      }
-      s->last_active = now_;
-      if (::send(s->fd, dgram_.data(), static_cast<std::size_t>(n), 0) < 0) {
-        // ECONNREFUSED: the ICMP port unreachable of an earlier datagram. Anything else
-        // (ENOBUFS, EAGAIN: the send buffer is full) is this host's: the datagram is lost.
-        if (errno == ECONNREFUSED) session_refused(*s);
-        bump(counters_.udp_dropped);
-        continue;
-      }
-      bump(counters_.backend[s->backend].bytes_to, static_cast<std::uint64_t>(n));
-      bump(counters_.backend[s->backend].datagrams);
-    }
-  }
-
-  // The client's session, or a new one on a backend from the balancer. The flow table keeps
-  // a client on its backend for as long as it keeps sending, whatever the membership does.
-  udp_session* session_for(listener& l, const lbkit::endpoint& client) {
-    const auto key = lbkit::flow_key::for_five_tuple(client, l.sock.local, IPPROTO_UDP);
-    if (auto found = flows_.find(key, now_)) {
-      if (!(*found)->dead) return *found;
-    }
-    if (shared_.stopping.load(std::memory_order_relaxed)) return nullptr;
-    lbkit::lease lease = picker_->pick(lbkit::pick_context::for_client(client.address()));
-    if (!lease) {
-      bump(counters_.no_backend);
-      return nullptr;
-    }
-    static examples::rate_limited_log site;
-    // A socket or connect that fails for this host's reasons ends the lease unreported: the
-    // datagram is lost, and no backend is blamed.
-    auto local = [&](const char* what) {
-      bump(counters_.local_errors);
-      if (!cfg_.quiet) {
-        site(
-            "lbkit_l4_proxy: UDP session for %s: %s: %s (this host's shortage; no backend is "
-            "blamed)",
-            client.to_string().c_str(), what, std::strerror(errno));
-      }
-      return nullptr;
-    };
-    sockaddr_storage ss{};
-    const socklen_t len = lease.address().to_sockaddr(ss);
-    const int fd = ::socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return local("socket");
-    if (::connect(fd, reinterpret_cast<const sockaddr*>(&ss), len) != 0) {
-      const int err = errno;
-      ::close(fd);
-      errno = err;
-      if (lbkit::is_local_error(err)) return local("connect");
-      lease.report(lbkit::outcome::connection_failure);  // unreachable
-      return nullptr;
-    }
-    auto* s = new udp_session;
-    s->k = kind::session;
-    s->fd = fd;
-    if (!add(fd, s, EPOLLIN | EPOLLET)) {
-      delete s;
-      ::close(fd);
-      return local("epoll_ctl");
-    }
-    s->via = &l;
-    s->client_ep = client;
-    s->key = key;
-    const auto it = shared_.index.find(&lease.backend());
-    s->backend = it == shared_.index.end() ? 0 : it->second;
-    s->lease = std::move(lease);
-    s->last_active = now_;
-    sessions_.push_back(*s);
-    bump(counters_.udp_sessions);
-    if (auto evicted = flows_.insert(key, s, now_)) {
-      if (evicted->second != s) end_session(evicted->second);
-    }
-    return s;
-  }
-
-  void backend_datagrams(udp_session& s) {
-    sockaddr_storage ss{};
-    const socklen_t len = s.client_ep.to_sockaddr(ss);
-    while (!s.dead) {
-      const ssize_t n = ::recv(s.fd, dgram_.data(), dgram_.size(), 0);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == ECONNREFUSED) session_refused(s);  // ICMP port unreachable
-        return;
-      }
-      s.replied = true;
-      s.last_active = now_;
-      if (s.via->sock.fd < 0 || ::sendto(s.via->sock.fd, dgram_.data(), static_cast<std::size_t>(n),
-                                         0, reinterpret_cast<const sockaddr*>(&ss), len) < 0) {
-        bump(counters_.udp_dropped);
-        continue;
-      }
-      bump(counters_.backend[s.backend].bytes_from, static_cast<std::uint64_t>(n));
-    }
-  }
-
-  // The backend refused a datagram of the session (ICMP port unreachable): a connection
-  // failure for passive health, as a refused TCP connect is. The session ends, so that the
-  // client's next datagram is balanced anew (to another backend, once this one is ejected
-  // or marked down) instead of going on to a port that refuses it until --udp-timeout.
-  void session_refused(udp_session& s) {
-    static examples::rate_limited_log site;
-    bump(counters_.backend[s.backend].connect_failures);
-    if (!cfg_.quiet && s.lease) {
-      site(
-          "lbkit_l4_proxy: backend %s (%s) refused a UDP datagram of %s (ICMP port "
-          "unreachable); the session ends",
-          s.lease.id().c_str(), s.lease.address().to_string().c_str(),
-          s.client_ep.to_string().c_str());
-    }
-    s.lease.report(lbkit::outcome::connection_failure);
-    end_session(&s);
-  }
-
-  void end_session(udp_session* s) {
-    if (s->dead) return;
-    s->dead = true;
-    if (auto mine = flows_.find(s->key, now_); mine && *mine == s) flows_.erase(s->key);
-    s->lease.report(s->replied ? lbkit::outcome::success : lbkit::outcome::none);
-    close_fd(s->fd);
-    s->unlink();
-    counters_.udp_sessions.store(counters_.udp_sessions.load(std::memory_order_relaxed) - 1,
-                                 std::memory_order_relaxed);
-    dead_sessions_.push_back(s);
   }
 
   shared_state& shared_;
@@ -1129,17 +686,12 @@ class worker {
   pollable wake_{kind::wake};
   std::vector<std::unique_ptr<listener>> listeners_;
   link conns_;
-  link sessions_;
   std::vector<connection*> retry_;
   std::vector<connection*> starved_;  // waiting for a descriptor (phase::starved), in order
   std::int64_t starved_until_ = 0;    // listeners paused for a shortage until then
-  int pump_error_ = 0;                // errno of the last failed pump
   std::vector<connection*> dead_;
-  std::vector<udp_session*> dead_sessions_;
-  std::vector<char*> free_buffers_;
-  std::vector<std::array<int, 2>> free_pipes_;
-  lbkit::flow_table<udp_session*> flows_;
-  std::array<char, 65536> dgram_{};
+  relay relay_;       // buffers, pipes and the pump
+  udp_sessions udp_;  // after ep_ and picker_, which it uses
   std::int64_t now_ = 0;
 };
 
