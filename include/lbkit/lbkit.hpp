@@ -27,6 +27,7 @@
 #include "lbkit/net/proxy_v1.hpp"
 #include "lbkit/net/proxy_v2.hpp"
 #include "lbkit/net/rate_limiter.hpp"
+#include "lbkit/net/route_match.hpp"
 #include "lbkit/net/route_table.hpp"
 #include "lbkit/net/sticky_session.hpp"
 #include "lbkit/policy/anchor_hash.hpp"

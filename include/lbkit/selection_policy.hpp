@@ -68,6 +68,12 @@ class candidate_set {
   // (with member.weight()) so that a backend's health never moves another backend's keys.
   std::span<const member> members() const noexcept { return members_; }
   std::size_t size() const noexcept { return members_.size(); }
+  // The sum of the members' configured weights, what hash tables are sized by.
+  std::uint64_t configured_weight() const noexcept {
+    std::uint64_t total = 0;
+    for (const auto& m : members_) total += m.weight();
+    return total;
+  }
 
   // Each member's effective weight for new picks: its configured weight, or 0 when it must
   // not get new picks now (unhealthy outside panic mode, draining, weight 0).

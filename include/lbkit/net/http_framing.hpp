@@ -31,7 +31,7 @@
 
 #include "lbkit/endpoint.hpp"
 #include "lbkit/net/http1.hpp"
-#include "lbkit/net/route_table.hpp"
+#include "lbkit/net/route_match.hpp"
 #include "lbkit/net/sticky_session.hpp"
 #include "lbkit/text.hpp"
 

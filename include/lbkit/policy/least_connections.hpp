@@ -2,11 +2,7 @@
 // least_connections: the eligible backend with the fewest requests in flight per weight.
 #pragma once
 
-#include <algorithm>
-#include <cstdint>
-
 #include "lbkit/policy/detail/least_loaded.hpp"
-#include "lbkit/selection_policy.hpp"
 
 namespace lbkit {
 
@@ -19,33 +15,10 @@ namespace lbkit {
 // choices, within ln ln n / ln 16 of the mean (about 1 request at n = 10 000).
 // Thread safety: the state is thread-safe; pickers own their generators.
 // Complexity: build O(n); pick O(min(n, scan_limit)).
-class least_connections {
+// `scan_limit` below 2 counts as 2.
+class least_connections : public detail::least_loaded_policy<16> {
  public:
-  struct local {};
-
-  least_connections() noexcept : least_connections(16) {}
-  explicit least_connections(std::uint32_t scan_limit) noexcept
-      : scan_limit_(std::max<std::uint32_t>(scan_limit, 2)) {}
-
-  class state {
-   public:
-    std::uint32_t pick(const pick_context&, pick_rng& rng, local&) const noexcept {
-      return engine_.pick(rng);
-    }
-
-   private:
-    friend class least_connections;
-    detail::least_loaded engine_;
-  };
-
-  state build(const candidate_set& c) const {
-    state s;
-    s.engine_ = detail::least_loaded(c, scan_limit_);
-    return s;
-  }
-
- private:
-  std::uint32_t scan_limit_;
+  using least_loaded_policy::least_loaded_policy;  // (std::uint32_t scan_limit)
 };
 
 }  // namespace lbkit

@@ -46,8 +46,7 @@ class modulo_hash {
   state build(const candidate_set& c) const {
     state s;
     s.elig_ = detail::hash_eligibility(c);
-    std::uint64_t total = 0;
-    for (const auto& m : c.members()) total += m.weight();
+    const std::uint64_t total = c.configured_weight();
     for (std::uint32_t i = 0; i < c.size(); ++i) {
       std::uint64_t w = c.members()[i].weight();
       if (w == 0) continue;

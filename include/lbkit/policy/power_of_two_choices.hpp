@@ -2,11 +2,7 @@
 // power_of_two_choices: the less loaded of two (or d) random backends.
 #pragma once
 
-#include <algorithm>
-#include <cstdint>
-
 #include "lbkit/policy/detail/least_loaded.hpp"
-#include "lbkit/selection_policy.hpp"
 
 namespace lbkit {
 
@@ -20,33 +16,10 @@ namespace lbkit {
 // own generator, so pickers on different threads do not herd onto the same backend.
 // Thread safety: the state is thread-safe; pickers own their generators.
 // Complexity: build O(n); pick O(choices).
-class power_of_two_choices {
+// `choices` below 2 counts as 2.
+class power_of_two_choices : public detail::least_loaded_policy<2> {
  public:
-  struct local {};
-
-  power_of_two_choices() noexcept : power_of_two_choices(2) {}
-  explicit power_of_two_choices(std::uint32_t choices) noexcept
-      : choices_(std::max<std::uint32_t>(choices, 2)) {}
-
-  class state {
-   public:
-    std::uint32_t pick(const pick_context&, pick_rng& rng, local&) const noexcept {
-      return engine_.pick(rng);
-    }
-
-   private:
-    friend class power_of_two_choices;
-    detail::least_loaded engine_;
-  };
-
-  state build(const candidate_set& c) const {
-    state s;
-    s.engine_ = detail::least_loaded(c, choices_);
-    return s;
-  }
-
- private:
-  std::uint32_t choices_;
+  using least_loaded_policy::least_loaded_policy;  // (std::uint32_t choices)
 };
 
 }  // namespace lbkit

@@ -85,8 +85,7 @@ class ring_hash {
   state build(const candidate_set& c) const {
     state s;
     s.elig_ = detail::hash_eligibility(c);
-    std::uint64_t total = 0;
-    for (const auto& m : c.members()) total += m.weight();
+    const std::uint64_t total = c.configured_weight();
     if (total == 0) return s;
     // Nodes per unit of weight, scaled down only when the ring would exceed its budget.
     const double per_weight = std::min<double>(

@@ -116,4 +116,36 @@ class least_loaded {
   std::uint32_t choices_ = 2;
 };
 
+// The load-aware policies, least_connections and power_of_two_choices, are this engine with
+// another number of choices by default: their classes differ in that number and their docs.
+template <std::uint32_t DefaultChoices>
+class least_loaded_policy {
+ public:
+  struct local {};
+
+  least_loaded_policy() noexcept : least_loaded_policy(DefaultChoices) {}
+  explicit least_loaded_policy(std::uint32_t choices) noexcept
+      : choices_(std::max<std::uint32_t>(choices, 2)) {}
+
+  class state {
+   public:
+    std::uint32_t pick(const pick_context&, pick_rng& rng, local&) const noexcept {
+      return engine_.pick(rng);
+    }
+
+   private:
+    friend class least_loaded_policy;
+    least_loaded engine_;
+  };
+
+  state build(const candidate_set& c) const {
+    state s;
+    s.engine_ = least_loaded(c, choices_);
+    return s;
+  }
+
+ private:
+  std::uint32_t choices_;
+};
+
 }  // namespace lbkit::detail
