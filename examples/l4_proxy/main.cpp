@@ -266,72 +266,51 @@ void add_backends(lbkit::backend_registry& registry, const config& cfg) {
   }
 }
 
-// Everything but the balancer, which is the only part that depends on the policy: `pickers`
-// makes one type-erased picker per worker from it.
-using picker_factory = std::function<std::unique_ptr<examples::any_picker>()>;
-int run(const config& cfg, lbkit::backend_registry& registry,
-        std::vector<std::vector<listen_socket>> sockets, std::optional<listen_socket> stats,
-        const picker_factory& pickers) {
-  shared_state shared{cfg, {}, {}, {}, {}};
+// The signals that the main loop reads through a signalfd: SIGTERM and SIGINT stop the
+// proxy, SIGUSR1 prints the stats to stderr.
+sigset_t control_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&set, s);
+  return set;
+}
+
+// Fills in what the workers share that never changes after start: the access list, and each
+// backend's position in cfg.backends, which says where its counters are.
+void fill_shared(shared_state& shared, const config& cfg, const lbkit::backend_registry& registry) {
   for (const auto& c : cfg.deny) {
     if (auto r = shared.acl.add(c, lbkit::acl_action::deny); !r) die(r.error().message);
   }
   for (const auto& c : cfg.allow) {
     if (auto r = shared.acl.add(c, lbkit::acl_action::allow); !r) die(r.error().message);
   }
-  {
-    const auto snap = registry.current();
-    for (std::size_t i = 0; i < cfg.backends.size(); ++i) {
-      if (const auto* m = snap->find(cfg.backends[i].id)) shared.index[&m->state()] = i;
-    }
+  const auto snap = registry.current();
+  for (std::size_t i = 0; i < cfg.backends.size(); ++i) {
+    if (const auto* m = snap->find(cfg.backends[i].id)) shared.index[&m->state()] = i;
   }
+}
 
-  std::vector<std::unique_ptr<worker_counters>> counters;
-  std::vector<std::unique_ptr<worker>> workers;
-  for (auto& s : sockets) {
-    counters.push_back(std::make_unique<worker_counters>(cfg.backends.size()));
-    workers.push_back(std::make_unique<worker>(shared, pickers(), std::move(s), *counters.back()));
-  }
-  auto checker = examples::start_health(registry, cfg.health, health_log(cfg));
-  if (!checker) die("--health: " + checker.error().message);
-  std::shared_ptr<void> health = std::move(*checker);
+// The passive outlier detector's settings, from --passive-failures and --ejection-time.
+lbkit::outlier_detection_options outlier_options(const config& cfg) {
+  lbkit::outlier_detection_options o;
+  // --passive-failures counts failed connections in a row: connection failures, the only
+  // gateway failures this proxy reports. A reset after the backend answered (a failure)
+  // ends such a streak and starts none; counted with them, the resets of a crash's open
+  // connections made its refusals a mixed streak, ejected for --ejection-time although a
+  // passing check ends an ejection for connection failures (docs/health.md).
+  o.consecutive_failures = 0;
+  o.consecutive_gateway_failures = cfg.passive_failures;
+  o.base_ejection_time = cfg.ejection_time;
+  o.max_ejection_time = std::max(cfg.ejection_time, o.max_ejection_time);
+  return o;
+}
 
-  std::optional<lbkit::outlier_detector> outliers;
-  if (cfg.passive_failures > 0) {
-    lbkit::outlier_detection_options o;
-    // --passive-failures counts failed connections in a row: connection failures, the only
-    // gateway failures this proxy reports. A reset after the backend answered (a failure)
-    // ends such a streak and starts none; counted with them, the resets of a crash's open
-    // connections made its refusals a mixed streak, ejected for --ejection-time although a
-    // passing check ends an ejection for connection failures (docs/health.md).
-    o.consecutive_failures = 0;
-    o.consecutive_gateway_failures = cfg.passive_failures;
-    o.base_ejection_time = cfg.ejection_time;
-    o.max_ejection_time = std::max(cfg.ejection_time, o.max_ejection_time);
-    outliers.emplace(registry, o);
-  }
-
-  std::vector<std::jthread> threads;
-  for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
-
-  // Signals arrive through a signalfd (they were blocked in every thread before any was
-  // started), next to the stats socket, in one epoll set.
-  sigset_t set;
-  sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&set, s);
-  const int sfd = ::signalfd(-1, &set, SFD_CLOEXEC);
-  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = sfd;
-  ::epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
-  std::optional<stats_listener> page;
-  if (stats) {
-    page.emplace(ep, *stats);
-    std::printf("stats on %s\n", page->local().to_string().c_str());
-  }
-  std::fflush(stdout);
-
+// The main thread's loop, until SIGTERM or SIGINT arrives on `sfd`: it answers the stats
+// page, prints the stats on SIGUSR1 and runs the outlier detector.
+void control_loop(int ep, int sfd, std::optional<stats_listener>& page, const config& cfg,
+                  const lbkit::backend_registry& registry,
+                  const std::vector<std::unique_ptr<worker_counters>>& counters,
+                  std::optional<lbkit::outlier_detector>& outliers) {
   const auto started = std::chrono::steady_clock::now();
   auto next_evaluation = started;
   for (bool running = true; running;) {
@@ -370,6 +349,50 @@ int run(const config& cfg, lbkit::backend_registry& registry,
       }
     }
   }
+}
+
+// Everything but the balancer, which is the only part that depends on the policy: `pickers`
+// makes one type-erased picker per worker from it.
+using picker_factory = std::function<std::unique_ptr<examples::any_picker>()>;
+int run(const config& cfg, lbkit::backend_registry& registry,
+        std::vector<std::vector<listen_socket>> sockets, std::optional<listen_socket> stats,
+        const picker_factory& pickers) {
+  shared_state shared{cfg, {}, {}, {}, {}};
+  fill_shared(shared, cfg, registry);
+
+  std::vector<std::unique_ptr<worker_counters>> counters;
+  std::vector<std::unique_ptr<worker>> workers;
+  for (auto& s : sockets) {
+    counters.push_back(std::make_unique<worker_counters>(cfg.backends.size()));
+    workers.push_back(std::make_unique<worker>(shared, pickers(), std::move(s), *counters.back()));
+  }
+  auto checker = examples::start_health(registry, cfg.health, health_log(cfg));
+  if (!checker) die("--health: " + checker.error().message);
+  std::shared_ptr<void> health = std::move(*checker);
+
+  std::optional<lbkit::outlier_detector> outliers;
+  if (cfg.passive_failures > 0) outliers.emplace(registry, outlier_options(cfg));
+
+  std::vector<std::jthread> threads;
+  for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
+
+  // Signals arrive through a signalfd (they were blocked in every thread before any was
+  // started), next to the stats socket, in one epoll set.
+  const sigset_t set = control_signals();
+  const int sfd = ::signalfd(-1, &set, SFD_CLOEXEC);
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = sfd;
+  ::epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
+  std::optional<stats_listener> page;
+  if (stats) {
+    page.emplace(ep, *stats);
+    std::printf("stats on %s\n", page->local().to_string().c_str());
+  }
+  std::fflush(stdout);
+
+  control_loop(ep, sfd, page, cfg, registry, counters, outliers);
   if (!cfg.quiet) std::fprintf(stderr, "lbkit_l4_proxy: stopping, draining connections\n");
   shared.stopping.store(true, std::memory_order_release);
   for (auto& w : workers) w->wake();
@@ -381,35 +404,34 @@ int run(const config& cfg, lbkit::backend_registry& registry,
   return 0;
 }
 
-}  // namespace
-}  // namespace l4
-
-int main(int argc, char** argv) {
-  using namespace l4;
-  config cfg;
-  CLI::App app{
-      "lbkit_l4_proxy: a TCP/UDP load balancer built from lbkit on epoll.\n"
-      "Durations take a unit: 500ms, 2s, 1m, 1h."};
-  app.set_help_flag("-h,--help", "Print this help and exit");
-
+// The flags' text as given, before it is checked and converted into the config.
+struct flag_text {
   std::vector<std::string> listen, backends, allow, deny;
   std::string health = "none", health_interval = "2s", health_timeout = "1s",
               connect_timeout = "2s", idle_timeout = "10m", udp_timeout = "30s",
               drain_timeout = "10s", ejection_time = "30s", proxy_protocol, stats;
-  app.add_option("--listen", listen,
+  bool no_splice = false;
+};
+
+// Declares every flag, in the order that --help lists them. Values that CLI11 can store as
+// they are go straight into `cfg`; the rest go into `text`, for read_flags to convert.
+void add_flags(CLI::App& app, config& cfg, flag_text& text) {
+  app.set_help_flag("-h,--help", "Print this help and exit");
+  app.add_option("--listen", text.listen,
                  "Address to accept on, ADDR:PORT (repeatable; port 0 picks one)")
       ->required();
-  app.add_option("--backend", backends,
+  app.add_option("--backend", text.backends,
                  "Backend, ADDR:PORT[,weight=N][,id=NAME] (repeatable; weight 0..1000000, "
                  "default 1; id defaults to the address)")
       ->required();
   app.add_option("--policy", cfg.policy, std::string("Selection policy: ") + policy_names)
       ->capture_default_str();
-  app.add_option("--health", health, "Active health check: none, tcp, http:PATH or icmp")
+  app.add_option("--health", text.health, "Active health check: none, tcp, http:PATH or icmp")
       ->capture_default_str();
-  app.add_option("--health-interval", health_interval, "Time between checks of a healthy backend")
+  app.add_option("--health-interval", text.health_interval,
+                 "Time between checks of a healthy backend")
       ->capture_default_str();
-  app.add_option("--health-timeout", health_timeout, "Deadline of one check")
+  app.add_option("--health-timeout", text.health_timeout, "Deadline of one check")
       ->capture_default_str();
   app.add_option("--rise", cfg.health.rise, "Good checks that bring a backend up")
       ->capture_default_str()
@@ -421,62 +443,61 @@ int main(int argc, char** argv) {
                  "Consecutive failed connections that eject a backend (0: off)")
       ->capture_default_str()
       ->check(whole_number(0, 1'000'000));
-  app.add_option("--ejection-time", ejection_time, "How long the first passive ejection lasts")
+  app.add_option("--ejection-time", text.ejection_time, "How long the first passive ejection lasts")
       ->capture_default_str();
   app.add_flag("--udp", cfg.udp, "Proxy UDP datagrams instead of TCP connections");
-  app.add_option("--proxy-protocol", proxy_protocol,
+  app.add_option("--proxy-protocol", text.proxy_protocol,
                  "Send a PROXY protocol header (v1 or v2) to backends (TCP)");
   app.add_flag("--accept-proxy", cfg.accept_proxy,
                "Expect a PROXY protocol header (v1 or v2) from clients (TCP)");
-  app.add_option("--allow", allow, "Accept only clients in this CIDR (repeatable)");
-  app.add_option("--deny", deny, "Refuse clients in this CIDR (repeatable; longest match wins)");
+  app.add_option("--allow", text.allow, "Accept only clients in this CIDR (repeatable)");
+  app.add_option("--deny", text.deny,
+                 "Refuse clients in this CIDR (repeatable; longest match wins)");
   app.add_option("--threads", cfg.threads, "Event loops (threads), one listener each")
       ->capture_default_str()
       ->check(whole_number(1, 256));
-  app.add_option("--stats", stats, "Serve plain-text stats over HTTP on ADDR:PORT");
+  app.add_option("--stats", text.stats, "Serve plain-text stats over HTTP on ADDR:PORT");
   app.add_option("--max-connections", cfg.max_connections, "Open TCP connections at most")
       ->capture_default_str()
       ->check(whole_number(1, 10'000'000));
-  app.add_option("--connect-timeout", connect_timeout, "Deadline of a backend connect")
+  app.add_option("--connect-timeout", text.connect_timeout, "Deadline of a backend connect")
       ->capture_default_str();
   app.add_option("--retries", cfg.retries, "Connect retries on other backends")
       ->capture_default_str()
       ->check(whole_number(0, 100));
-  app.add_option("--idle-timeout", idle_timeout, "Close a TCP connection idle this long")
+  app.add_option("--idle-timeout", text.idle_timeout, "Close a TCP connection idle this long")
       ->capture_default_str();
-  app.add_option("--udp-timeout", udp_timeout, "End a UDP session idle this long")
+  app.add_option("--udp-timeout", text.udp_timeout, "End a UDP session idle this long")
       ->capture_default_str();
-  app.add_option("--drain-timeout", drain_timeout, "On SIGTERM, wait this long for connections")
+  app.add_option("--drain-timeout", text.drain_timeout,
+                 "On SIGTERM, wait this long for connections")
       ->capture_default_str();
-  bool no_splice = false;
-  app.add_flag("--no-splice", no_splice, "Never use splice(2) for bulk transfers");
+  app.add_flag("--no-splice", text.no_splice, "Never use splice(2) for bulk transfers");
   app.add_flag("-q,--quiet", cfg.quiet, "Log nothing but errors at startup");
-  // Every refusal exits 2 with the program's name in front, CLI11's own included.
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::Success& e) {  // --help
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    die(std::string(e.what()) + " (run with --help for the flags)");
-  }
+}
 
+// Converts the flags' text into `cfg`. A value that is wrong ends the program, and the first
+// one in the order below is the one reported.
+void read_flags(const flag_text& text, config& cfg) {
   auto check = [](auto r, const std::string& flag) {
     if (!r) die(flag + ": " + r.error().message);
     return std::move(*r);
   };
-  for (const auto& l : listen) {
+  for (const auto& l : text.listen) {
     cfg.listen.push_back(check(lbkit::endpoint::parse(l, lbkit::port_zero::allow), "--listen"));
   }
-  for (const auto& b : backends) cfg.backends.push_back(check(parse_backend(b), "--backend"));
-  for (const auto& c : allow) cfg.allow.push_back(check(lbkit::cidr::parse(c), "--allow"));
-  for (const auto& c : deny) cfg.deny.push_back(check(lbkit::cidr::parse(c), "--deny"));
-  cfg.health.interval = check(parse_duration(health_interval), "--health-interval");
-  cfg.health.timeout = check(parse_duration(health_timeout), "--health-timeout");
-  cfg.connect_timeout = check(parse_duration(connect_timeout), "--connect-timeout");
-  cfg.idle_timeout = check(parse_duration(idle_timeout), "--idle-timeout");
-  cfg.udp_timeout = check(parse_duration(udp_timeout), "--udp-timeout");
-  cfg.drain_timeout = check(parse_duration(drain_timeout), "--drain-timeout");
-  cfg.ejection_time = check(parse_duration(ejection_time), "--ejection-time");
+  for (const auto& b : text.backends) {
+    cfg.backends.push_back(check(parse_backend(b), "--backend"));
+  }
+  for (const auto& c : text.allow) cfg.allow.push_back(check(lbkit::cidr::parse(c), "--allow"));
+  for (const auto& c : text.deny) cfg.deny.push_back(check(lbkit::cidr::parse(c), "--deny"));
+  cfg.health.interval = check(parse_duration(text.health_interval), "--health-interval");
+  cfg.health.timeout = check(parse_duration(text.health_timeout), "--health-timeout");
+  cfg.connect_timeout = check(parse_duration(text.connect_timeout), "--connect-timeout");
+  cfg.idle_timeout = check(parse_duration(text.idle_timeout), "--idle-timeout");
+  cfg.udp_timeout = check(parse_duration(text.udp_timeout), "--udp-timeout");
+  cfg.drain_timeout = check(parse_duration(text.drain_timeout), "--drain-timeout");
+  cfg.ejection_time = check(parse_duration(text.ejection_time), "--ejection-time");
   for (auto [d, flag] : {std::pair{cfg.health.interval, "--health-interval"},
                          {cfg.health.timeout, "--health-timeout"},
                          {cfg.connect_timeout, "--connect-timeout"},
@@ -485,48 +506,50 @@ int main(int argc, char** argv) {
                          {cfg.ejection_time, "--ejection-time"}}) {
     if (d.count() <= 0) die(std::string(flag) + ": must be above 0");
   }
-  cfg.splice = !no_splice;
-  if (auto r = examples::parse_health_kind(health, cfg.health); !r) {
+  cfg.splice = !text.no_splice;
+  if (auto r = examples::parse_health_kind(text.health, cfg.health); !r) {
     die("--health: " + r.error().message);
   }
-  if (!proxy_protocol.empty()) {
-    if (proxy_protocol == "v1") {
+  if (!text.proxy_protocol.empty()) {
+    if (text.proxy_protocol == "v1") {
       cfg.send_proxy = lbkit::proxy_version::v1;
-    } else if (proxy_protocol == "v2") {
+    } else if (text.proxy_protocol == "v2") {
       cfg.send_proxy = lbkit::proxy_version::v2;
     } else {
-      die("--proxy-protocol: " + lbkit::quote(proxy_protocol) + " is not v1 or v2");
+      die("--proxy-protocol: " + lbkit::quote(text.proxy_protocol) + " is not v1 or v2");
     }
   }
   if (cfg.udp && (cfg.send_proxy || cfg.accept_proxy)) {
     die("--proxy-protocol and --accept-proxy apply to TCP, not to --udp");
   }
-  if (!stats.empty()) {
-    cfg.stats = check(lbkit::endpoint::parse(stats, lbkit::port_zero::allow), "--stats");
+  if (!text.stats.empty()) {
+    cfg.stats = check(lbkit::endpoint::parse(text.stats, lbkit::port_zero::allow), "--stats");
   }
-  {
-    std::vector<std::string> ids;
-    for (const auto& b : cfg.backends) {
-      if (std::find(ids.begin(), ids.end(), b.id) != ids.end()) {
-        die("--backend: two backends have the id " + lbkit::quote(b.id) + " (give one an id=NAME)");
-      }
-      ids.push_back(b.id);
-    }
-  }
+}
 
+// The checks of the configuration as a whole, once every value is known.
+void check_config(const config& cfg) {
+  std::vector<std::string> ids;
+  for (const auto& b : cfg.backends) {
+    if (std::find(ids.begin(), ids.end(), b.id) != ids.end()) {
+      die("--backend: two backends have the id " + lbkit::quote(b.id) + " (give one an id=NAME)");
+    }
+    ids.push_back(b.id);
+  }
   if (!with_policy(cfg.policy, []<class>() {})) {
     die("--policy: " + lbkit::quote(cfg.policy) + " is not one of: " + policy_names);
   }
   if (auto r = check_weights(cfg); !r) die(r.error().message);
   // Before anything is bound: addresses of this configuration that would share connections.
   if (auto r = check_addresses(cfg); !r) die(r.error().message);
+}
 
+// Process-wide settings, made before any thread is started.
+void prepare_process() {
   // Signals: SIGPIPE ignored (a peer that closed is an EPIPE, not a death); the others are
   // blocked in every thread and read by the main loop through a signalfd.
   ::signal(SIGPIPE, SIG_IGN);
-  sigset_t set;
-  sigemptyset(&set);
-  for (int s : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&set, s);
+  const sigset_t set = control_signals();
   ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   // Two descriptors per connection plus pipes: raise the soft limit to the hard one.
@@ -535,10 +558,12 @@ int main(int argc, char** argv) {
     rl.rlim_cur = rl.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &rl);
   }
+}
 
-  // Addresses that another socket holds (a second instance, another program): refused
-  // before the SO_REUSEPORT group binds them, which would otherwise join and split their
-  // traffic with it. Port 0 asks for a fresh port and needs no check.
+// Addresses that another socket holds (a second instance, another program): refused
+// before the SO_REUSEPORT group binds them, which would otherwise join and split their
+// traffic with it. Port 0 asks for a fresh port and needs no check.
+void check_addresses_free(const config& cfg) {
   for (const auto& at : cfg.listen) {
     if (auto r = examples::check_free({"--listen", at}, cfg.udp ? SOCK_DGRAM : SOCK_STREAM,
                                       /*v6only=*/true);
@@ -551,9 +576,11 @@ int main(int argc, char** argv) {
       die(r.error().message);
     }
   }
+}
 
-  // One socket per listen address per worker. A port-0 address is resolved by the first
-  // worker's socket, and the others bind the port it got.
+// One socket per listen address per worker. A port-0 address is resolved by the first
+// worker's socket, and the others bind the port it got.
+std::vector<std::vector<listen_socket>> open_listeners(config& cfg) {
   std::vector<std::vector<listen_socket>> sockets(cfg.threads);
   for (auto& at : cfg.listen) {
     for (unsigned t = 0; t < cfg.threads; ++t) {
@@ -567,13 +594,46 @@ int main(int argc, char** argv) {
     }
   }
   std::fflush(stdout);
-  // The stats page: one socket, no SO_REUSEPORT (nothing may join it).
+  return sockets;
+}
+
+// The stats page: one socket, no SO_REUSEPORT (nothing may join it).
+std::optional<listen_socket> open_stats_socket(const config& cfg) {
   std::optional<listen_socket> stats_socket;
   if (cfg.stats) {
     auto s = open_listener(*cfg.stats, false, false);
     if (!s) die("--stats: " + s.error().message);
     stats_socket = *s;
   }
+  return stats_socket;
+}
+
+}  // namespace
+}  // namespace l4
+
+int main(int argc, char** argv) {
+  using namespace l4;
+  config cfg;
+  CLI::App app{
+      "lbkit_l4_proxy: a TCP/UDP load balancer built from lbkit on epoll.\n"
+      "Durations take a unit: 500ms, 2s, 1m, 1h."};
+  flag_text text;
+  add_flags(app, cfg, text);
+  // Every refusal exits 2 with the program's name in front, CLI11's own included.
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    die(std::string(e.what()) + " (run with --help for the flags)");
+  }
+  read_flags(text, cfg);
+  check_config(cfg);
+
+  prepare_process();
+  check_addresses_free(cfg);
+  auto sockets = open_listeners(cfg);
+  const auto stats_socket = open_stats_socket(cfg);
 
   lbkit::backend_registry registry;
   add_backends(registry, cfg);

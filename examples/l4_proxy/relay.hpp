@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -70,42 +71,10 @@ class relay {
   // error, says which end failed (error() holds its errno).
   fault pump(direction& d, int from, int to, bool& readable, bool& writable, bool hup,
              std::atomic<std::uint64_t>& moved, bool splice) {
-    auto fail = [this](fault at) {
-      error_ = errno;
-      return lbkit::is_local_error(error_) ? fault::local : at;
-    };
     for (;;) {
-      if (d.in_pipe > 0) {
-        if (!writable) return fault::none;
-        const ssize_t n =
-            ::splice(d.pipe[0], nullptr, to, nullptr, d.in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n < 0) {
-          if (errno == EINTR) continue;
-          if (errno != EAGAIN) return fail(fault::destination);
-          writable = false;
-          return fault::none;
-        }
-        d.in_pipe -= static_cast<std::size_t>(n);
-        d.written += static_cast<std::uint64_t>(n);
-        bump(moved, static_cast<std::uint64_t>(n));
-        if (d.in_pipe == 0) give_pipe(d);
-        continue;
-      }
-      if (d.tail > d.head) {
-        if (!writable) return fault::none;
-        const ssize_t n = ::send(to, d.buf + d.head, d.tail - d.head, MSG_NOSIGNAL);
-        if (n < 0) {
-          if (errno == EINTR) continue;
-          if (errno != EAGAIN) return fail(fault::destination);
-          writable = false;
-          return fault::none;
-        }
-        d.head += static_cast<std::uint32_t>(n);
-        d.written += static_cast<std::uint64_t>(n);
-        bump(moved, static_cast<std::uint64_t>(n));
-        if (d.head == d.tail) give_buffer(d);
-        continue;
-      }
+      // The helpers return an empty optional when the pump is to go on, else the fault that
+      // it returns.
+      if (const auto stop = drain(d, to, writable, moved)) return *stop;
       if (d.eof) {
         if (!d.shut) {
           ::shutdown(to, SHUT_WR);  // pass the half-close on
@@ -114,58 +83,9 @@ class relay {
         return fault::none;
       }
       if (!readable) return fault::none;
-      if (d.bulk && splice && take_pipe(d)) {
-        const ssize_t n = ::splice(from, nullptr, d.pipe[1], nullptr, pipe_chunk,
-                                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n > 0) {
-          // A short splice does not mean the socket is drained: the pipe may have run
-          // out of slots (one per packet fragment). Only EAGAIN says it is.
-          d.in_pipe = static_cast<std::size_t>(n);
-          d.read += static_cast<std::uint64_t>(n);
-          d.bulk = static_cast<std::size_t>(n) >= buffer_size;
-          continue;
-        }
-        if (n == 0) {
-          give_pipe(d);
-          d.eof = true;
-          continue;
-        }
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN) {
-          const fault f = fail(fault::source);
-          give_pipe(d);
-          return f;
-        }
-        give_pipe(d);
-        readable = false;
-        return fault::none;
-      }
-      if (d.buf == nullptr) d.buf = take_buffer();
-      const ssize_t n = ::recv(from, d.buf, buffer_size, 0);
-      if (n > 0) {
-        d.head = 0;
-        d.tail = static_cast<std::uint32_t>(n);
-        d.read += static_cast<std::uint64_t>(n);
-        d.bulk = static_cast<std::size_t>(n) == buffer_size;
-        // A short read drained the socket; the next arrival raises a new edge. After
-        // EPOLLRDHUP keep reading, to see the end.
-        if (static_cast<std::size_t>(n) < buffer_size && !hup) readable = false;
-        continue;
-      }
-      if (n == 0) {
-        give_buffer(d);
-        d.eof = true;
-        continue;
-      }
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN) {
-        const fault f = fail(fault::source);
-        give_buffer(d);
-        return f;
-      }
-      give_buffer(d);
-      readable = false;
-      return fault::none;
+      const auto stop = d.bulk && splice && take_pipe(d) ? read_into_pipe(d, from, readable)
+                                                         : read_into_buffer(d, from, readable, hup);
+      if (stop) return *stop;
     }
   }
 
@@ -229,6 +149,110 @@ class relay {
   }
 
  private:
+  // Records the errno of a failed call and says which end to blame: this host itself when
+  // the error is a local one.
+  fault fail(fault at) {
+    error_ = errno;
+    return lbkit::is_local_error(error_) ? fault::local : at;
+  }
+
+  // Writes what `d` holds toward `to`, the pipe first and then the buffer, until nothing is
+  // left (empty optional) or `to` is not writable or failed (the fault to return).
+  std::optional<fault> drain(direction& d, int to, bool& writable,
+                             std::atomic<std::uint64_t>& moved) {
+    while (d.pending()) {
+      if (d.in_pipe > 0) {
+        if (!writable) return fault::none;
+        const ssize_t n =
+            ::splice(d.pipe[0], nullptr, to, nullptr, d.in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          if (errno != EAGAIN) return fail(fault::destination);
+          writable = false;
+          return fault::none;
+        }
+        d.in_pipe -= static_cast<std::size_t>(n);
+        d.written += static_cast<std::uint64_t>(n);
+        bump(moved, static_cast<std::uint64_t>(n));
+        if (d.in_pipe == 0) give_pipe(d);
+        continue;
+      }
+      if (!writable) return fault::none;
+      const ssize_t n = ::send(to, d.buf + d.head, d.tail - d.head, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) return fail(fault::destination);
+        writable = false;
+        return fault::none;
+      }
+      d.head += static_cast<std::uint32_t>(n);
+      d.written += static_cast<std::uint64_t>(n);
+      bump(moved, static_cast<std::uint64_t>(n));
+      if (d.head == d.tail) give_buffer(d);
+    }
+    return std::nullopt;
+  }
+
+  // One splice from `from` into the direction's pipe, which the caller has taken. Empty
+  // optional: something happened (bytes or the end) and the pump goes on.
+  std::optional<fault> read_into_pipe(direction& d, int from, bool& readable) {
+    const ssize_t n =
+        ::splice(from, nullptr, d.pipe[1], nullptr, pipe_chunk, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n > 0) {
+      // A short splice does not mean the socket is drained: the pipe may have run
+      // out of slots (one per packet fragment). Only EAGAIN says it is.
+      d.in_pipe = static_cast<std::size_t>(n);
+      d.read += static_cast<std::uint64_t>(n);
+      d.bulk = static_cast<std::size_t>(n) >= buffer_size;
+      return std::nullopt;
+    }
+    if (n == 0) {
+      give_pipe(d);
+      d.eof = true;
+      return std::nullopt;
+    }
+    if (errno == EINTR) return std::nullopt;
+    if (errno != EAGAIN) {
+      const fault f = fail(fault::source);
+      give_pipe(d);
+      return f;
+    }
+    give_pipe(d);
+    readable = false;
+    return fault::none;
+  }
+
+  // One recv from `from` into the direction's buffer, taken here if it has none. Empty
+  // optional: something happened (bytes or the end) and the pump goes on.
+  std::optional<fault> read_into_buffer(direction& d, int from, bool& readable, bool hup) {
+    if (d.buf == nullptr) d.buf = take_buffer();
+    const ssize_t n = ::recv(from, d.buf, buffer_size, 0);
+    if (n > 0) {
+      d.head = 0;
+      d.tail = static_cast<std::uint32_t>(n);
+      d.read += static_cast<std::uint64_t>(n);
+      d.bulk = static_cast<std::size_t>(n) == buffer_size;
+      // A short read drained the socket; the next arrival raises a new edge. After
+      // EPOLLRDHUP keep reading, to see the end.
+      if (static_cast<std::size_t>(n) < buffer_size && !hup) readable = false;
+      return std::nullopt;
+    }
+    if (n == 0) {
+      give_buffer(d);
+      d.eof = true;
+      return std::nullopt;
+    }
+    if (errno == EINTR) return std::nullopt;
+    if (errno != EAGAIN) {
+      const fault f = fail(fault::source);
+      give_buffer(d);
+      return f;
+    }
+    give_buffer(d);
+    readable = false;
+    return fault::none;
+  }
+
   int error_ = 0;
   std::vector<char*> free_buffers_;
   std::vector<std::array<int, 2>> free_pipes_;
