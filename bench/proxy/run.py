@@ -327,8 +327,8 @@ def start_nginx_l4(bench: Bench, port: int) -> Server:
     return bench.procs.start("nginx", start_nginx(bench, "nginx-l4", conf), port, bench.tmp)
 
 
-def start_lbkit_l4(bench: Bench, port: int) -> Server:
-    binary = Path(bench.args.lbkit_l4)
+def start_l4_proxy(bench: Bench, port: int, name: str, path: str) -> Server:
+    binary = Path(path)
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         raise Skip(f"{binary} not found; build it (cmake --preset release && cmake --build "
                    f"--preset release) or pass --lbkit-l4 / set LBKIT_L4_PROXY")
@@ -336,7 +336,17 @@ def start_lbkit_l4(bench: Bench, port: int) -> Server:
     for b in bench.backend_ports:
         cmd += ["--backend", f"127.0.0.1:{b}"]
     cmd += ["--policy", "round_robin", "--threads", "1", "--health", "none"]
-    return bench.procs.start("lbkit", bench.server_cmd(cmd), port, bench.tmp)
+    return bench.procs.start(name, bench.server_cmd(cmd), port, bench.tmp)
+
+
+def start_lbkit_l4(bench: Bench, port: int) -> Server:
+    return start_l4_proxy(bench, port, "lbkit", bench.args.lbkit_l4)
+
+
+def start_lbkit_b_l4(bench: Bench, port: int) -> Server:
+    if not bench.args.lbkit_l4_b:
+        raise Skip("no second proxy build: pass --lbkit-l4-b")
+    return start_l4_proxy(bench, port, "lbkit_b", bench.args.lbkit_l4_b)
 
 
 def router_binary(path: str) -> Path:
@@ -399,6 +409,9 @@ TARGETS: dict[str, list[Target]] = {
                start_lbkit_l4),
         # HAProxy does not splice(2) by default; lbkit_l4_proxy does for bulk transfers.
         Target("haproxy_splice", "as haproxy, plus option splice-auto", start_haproxy_splice_l4,
+               default=False),
+        # Another build of the proxy, run as lbkit is: to compare a change within one run.
+        Target("lbkit_b", "as lbkit, the build given by --lbkit-l4-b", start_lbkit_b_l4,
                default=False),
     ],
     "l7": [
@@ -707,6 +720,8 @@ def parse_args() -> argparse.Namespace:
                    help="lbkit_l4_proxy binary (env LBKIT_L4_PROXY)")
     p.add_argument("--lbkit-l7", default=os.environ.get("LBKIT_L7_ROUTER", str(DEFAULT_LBKIT_L7)),
                    help="lbkit_l7_router binary (env LBKIT_L7_ROUTER)")
+    p.add_argument("--lbkit-l4-b", default=None,
+                   help="a second lbkit_l4_proxy build, run as target lbkit_b (A/B of a change)")
     p.add_argument("--lbkit-l7-b", default=None,
                    help="a second lbkit_l7_router build, run as target lbkit_b (A/B of a change)")
     p.add_argument("--json", type=Path, help="also write every run as JSON to this file")
