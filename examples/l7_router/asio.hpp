@@ -7,11 +7,14 @@
 
 #include <chrono>
 #include <coroutine>
+#include <cstring>
 #include <utility>
 
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+
+#include <lbkit/endpoint.hpp>
 
 namespace l7 {
 namespace asio = boost::asio;
@@ -33,5 +36,19 @@ using steady_timer =
 // co_await op(..., into(ec)) stores a failure in ec instead of throwing it.
 inline auto into(beast::error_code& ec) {
   return asio::redirect_error(asio::use_awaitable_t<executor>{}, ec);
+}
+
+// Endpoints between lbkit and Asio, through the socket address both understand.
+inline tcp::endpoint to_asio(const lbkit::endpoint& e) {
+  sockaddr_storage ss{};
+  const socklen_t len = e.to_sockaddr(ss);
+  tcp::endpoint out;
+  std::memcpy(out.data(), &ss, len);
+  out.resize(len);
+  return out;
+}
+inline lbkit::endpoint to_lbkit(const tcp::endpoint& e) {
+  auto r = lbkit::endpoint::from_sockaddr(e.data(), static_cast<socklen_t>(e.size()));
+  return r ? *r : lbkit::endpoint();
 }
 }  // namespace l7

@@ -235,6 +235,84 @@ bool read_pool(reader& r, const std::string& name, const toml::table& t, pool_co
   return true;
 }
 
+// A route's `headers`: { name = "value" } to equal, { name = true } to be present.
+bool read_header_matches(reader& r, const toml::table& t, const std::string& w,
+                         lbkit::route_match& match) {
+  const toml::node* h = t.get("headers");
+  if (h == nullptr) return true;
+  const toml::table* ht = h->as_table();
+  if (ht == nullptr) return r.fail(h, w + ".headers", "want a table: { name = \"value\" or true }");
+  for (const auto& [k, v] : *ht) {
+    lbkit::header_match m{std::string(k.str()), std::nullopt};
+    if (v.is_string()) {
+      m.value = *v.value<std::string>();
+    } else if (!(v.is_boolean() && *v.value<bool>())) {
+      return r.fail(&v, w + ".headers." + std::string(k.str()),
+                    "want a value to equal, or true for \"present\"");
+    }
+    match.headers.push_back(std::move(m));
+  }
+  return true;
+}
+
+// A route's `retry_on`: the 5xx statuses after which an idempotent request is retried.
+bool read_retry_on(reader& r, const toml::table& t, const std::string& w, route_config& rc) {
+  const toml::node* n = t.get("retry_on");
+  if (n == nullptr) return true;
+  const toml::array* a = n->as_array();
+  if (a == nullptr) return r.fail(n, w + ".retry_on", "want an array of HTTP statuses");
+  rc.retry_on.clear();
+  for (const auto& e : *a) {
+    const auto s = e.value<std::int64_t>();
+    if (!e.is_integer() || !s || *s < 500 || *s > 599) {
+      return r.fail(&e, w + ".retry_on", "want 5xx statuses");
+    }
+    rc.retry_on.push_back(static_cast<unsigned>(*s));
+  }
+  return true;
+}
+
+// A route's `rate_limit`: { rate = N, burst = N, key = "client" | "api_key" }.
+bool read_rate_limit(reader& r, const toml::table& t, const std::string& w,
+                     rate_limit_config& limit) {
+  const toml::node* n = t.get("rate_limit");
+  if (n == nullptr) return true;
+  const toml::table* rt = n->as_table();
+  if (rt == nullptr)
+    return r.fail(n, w + ".rate_limit",
+                  "want { rate = N, burst = N, key = \"client\" | \"api_key\" }");
+  std::string key = "client";
+  const std::string rw = w + ".rate_limit";
+  if (!r.only(*rt, rw, {"rate", "burst", "key"}) ||
+      !r.number(*rt, rw, "rate", limit.rate, 1e-6, 1e9) ||
+      !r.number(*rt, rw, "burst", limit.burst, 1, 1e9) || !r.string(*rt, rw, "key", key)) {
+    return false;
+  }
+  if (limit.rate <= 0) return r.fail(n, rw + ".rate", "is required");
+  if (limit.burst <= 0) limit.burst = std::max(1.0, limit.rate);
+  if (key != "client" && key != "api_key") {
+    return r.fail(rt->get("key"), rw + ".key", lbkit::quote(key) + " is not client or api_key");
+  }
+  limit.per_key = key == "api_key";
+  return true;
+}
+
+// A route's `auth`, read as `name`.
+bool read_auth(reader& r, const toml::table& t, const std::string& w, const std::string& name,
+               auth_kind& auth) {
+  if (name == "none") {
+    auth = auth_kind::none;
+  } else if (name == "api_key") {
+    auth = auth_kind::api_key;
+  } else if (name == "bearer") {
+    auth = auth_kind::bearer;
+  } else {
+    return r.fail(t.get("auth"), w + ".auth",
+                  lbkit::quote(name) + " is not none, api_key or bearer");
+  }
+  return true;
+}
+
 bool read_route(reader& r, std::size_t index, const toml::table& t, const router_config& c,
                 route_config& rc) {
   const std::string w = "routes[" + std::to_string(index) + "]";
@@ -258,62 +336,9 @@ bool read_route(reader& r, std::size_t index, const toml::table& t, const router
   rc.match.path_is_prefix = !exact;
   if (max_body >= 0) rc.max_body_bytes = static_cast<std::size_t>(max_body);
   if (!rewrite.empty()) rc.rewrite_host = rewrite;
-  if (const toml::node* h = t.get("headers")) {
-    const toml::table* ht = h->as_table();
-    if (ht == nullptr)
-      return r.fail(h, w + ".headers", "want a table: { name = \"value\" or true }");
-    for (const auto& [k, v] : *ht) {
-      lbkit::header_match m{std::string(k.str()), std::nullopt};
-      if (v.is_string()) {
-        m.value = *v.value<std::string>();
-      } else if (!(v.is_boolean() && *v.value<bool>())) {
-        return r.fail(&v, w + ".headers." + std::string(k.str()),
-                      "want a value to equal, or true for \"present\"");
-      }
-      rc.match.headers.push_back(std::move(m));
-    }
-  }
-  if (const toml::node* n = t.get("retry_on")) {
-    const toml::array* a = n->as_array();
-    if (a == nullptr) return r.fail(n, w + ".retry_on", "want an array of HTTP statuses");
-    rc.retry_on.clear();
-    for (const auto& e : *a) {
-      const auto s = e.value<std::int64_t>();
-      if (!e.is_integer() || !s || *s < 500 || *s > 599) {
-        return r.fail(&e, w + ".retry_on", "want 5xx statuses");
-      }
-      rc.retry_on.push_back(static_cast<unsigned>(*s));
-    }
-  }
-  if (const toml::node* n = t.get("rate_limit")) {
-    const toml::table* rt = n->as_table();
-    if (rt == nullptr)
-      return r.fail(n, w + ".rate_limit",
-                    "want { rate = N, burst = N, key = \"client\" | \"api_key\" }");
-    std::string key = "client";
-    const std::string rw = w + ".rate_limit";
-    if (!r.only(*rt, rw, {"rate", "burst", "key"}) ||
-        !r.number(*rt, rw, "rate", rc.rate_limit.rate, 1e-6, 1e9) ||
-        !r.number(*rt, rw, "burst", rc.rate_limit.burst, 1, 1e9) ||
-        !r.string(*rt, rw, "key", key)) {
-      return false;
-    }
-    if (rc.rate_limit.rate <= 0) return r.fail(n, rw + ".rate", "is required");
-    if (rc.rate_limit.burst <= 0) rc.rate_limit.burst = std::max(1.0, rc.rate_limit.rate);
-    if (key != "client" && key != "api_key") {
-      return r.fail(rt->get("key"), rw + ".key", lbkit::quote(key) + " is not client or api_key");
-    }
-    rc.rate_limit.per_key = key == "api_key";
-  }
-  if (auth == "none") {
-    rc.auth = auth_kind::none;
-  } else if (auth == "api_key") {
-    rc.auth = auth_kind::api_key;
-  } else if (auth == "bearer") {
-    rc.auth = auth_kind::bearer;
-  } else {
-    return r.fail(t.get("auth"), w + ".auth",
-                  lbkit::quote(auth) + " is not none, api_key or bearer");
+  if (!read_header_matches(r, t, w, rc.match) || !read_retry_on(r, t, w, rc) ||
+      !read_rate_limit(r, t, w, rc.rate_limit) || !read_auth(r, t, w, auth, rc.auth)) {
+    return false;
   }
   if (rc.rate_limit.per_key && rc.auth == auth_kind::none) {
     return r.fail(t.get("rate_limit"), w + ".rate_limit.key",
@@ -324,6 +349,78 @@ bool read_route(reader& r, std::size_t index, const toml::table& t, const router
     return r.fail(t.get("pool"), w + ".pool", "no pool named " + lbkit::quote(rc.pool));
   }
   if (auto v = lbkit::validate(rc.match); !v) return r.fail(&t, w, v.error().message);
+  return true;
+}
+
+// The top-level settings: sticky_key, listen, stats, threads, access_log, [limits], [auth].
+bool read_settings(reader& r, const toml::table& root, router_config& c) {
+  if (std::string hex; !r.string(root, "", "sticky_key", hex)) {
+    return false;
+  } else if (!hex.empty()) {
+    auto k = lbkit::sticky_cookie::parse_key(hex);
+    if (!k) return r.fail(root.get("sticky_key"), "sticky_key", k.error().message);
+    c.sticky_key = *k;
+  }
+  if (const toml::node* n = root.get("listen")) {
+    std::vector<const toml::node*> items;
+    if (const toml::array* a = n->as_array()) {
+      for (const auto& e : *a) items.push_back(&e);
+    } else {
+      items.push_back(n);
+    }
+    for (const toml::node* e : items) {
+      lbkit::endpoint ep;
+      if (!r.endpoint(e, "listen", ep, lbkit::port_zero::allow)) return false;
+      c.listen.push_back(ep);
+    }
+  }
+  if (const toml::node* n = root.get("stats")) {
+    lbkit::endpoint ep;
+    if (!r.endpoint(n, "stats", ep, lbkit::port_zero::allow)) return false;
+    c.stats = ep;
+  }
+  if (!r.integer(root, "", "threads", c.threads, 1, 256) ||
+      !r.boolean(root, "", "access_log", c.access_log)) {
+    return false;
+  }
+  if (const toml::node* n = root.get("limits")) {
+    if (!n->is_table()) return r.fail(n, "limits", "want a table");
+    if (!read_limits(r, *n->as_table(), c.limits)) return false;
+  }
+  if (const toml::node* n = root.get("auth")) {
+    const toml::table* t = n->as_table();
+    if (t == nullptr) return r.fail(n, "auth", "want a table");
+    if (!r.only(*t, "auth", {"api_keys", "bearer_tokens"}) ||
+        !r.strings(*t, "auth", "api_keys", c.api_keys) ||
+        !r.strings(*t, "auth", "bearer_tokens", c.bearer_tokens)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// The [[routes]], in order; after the pools, which they name.
+bool read_routes(reader& r, const toml::table& root, router_config& c) {
+  const toml::array* routes = root.get_as<toml::array>("routes");
+  if (routes == nullptr || routes->empty()) {
+    return r.fail(root.get("routes"), "routes", "want at least one [[routes]] table");
+  }
+  lbkit::route_table<std::size_t> check;  // duplicates are found here, with the route's line
+  for (std::size_t i = 0; i < routes->size(); ++i) {
+    const toml::table* t = routes->get(i)->as_table();
+    if (t == nullptr) return r.fail(routes->get(i), "routes", "want [[routes]] tables");
+    route_config rc;
+    if (!read_route(r, i, *t, c, rc)) return false;
+    if (auto a = check.add(rc.match, i); !a) {
+      return r.fail(t, "routes[" + std::to_string(i) + "]", a.error().message);
+    }
+    if ((rc.auth == auth_kind::api_key && c.api_keys.empty()) ||
+        (rc.auth == auth_kind::bearer && c.bearer_tokens.empty())) {
+      return r.fail(t->get("auth"), "routes[" + std::to_string(i) + "].auth",
+                    "no keys configured: add them under [auth]");
+    }
+    c.routes.push_back(std::move(rc));
+  }
   return true;
 }
 
@@ -346,50 +443,7 @@ lbkit::result<router_config> parse_config(std::string_view text, const std::stri
                "routes", "auth"})) {
     return failed();
   }
-  if (std::string hex; !r.string(root, "", "sticky_key", hex)) {
-    return failed();
-  } else if (!hex.empty()) {
-    auto k = lbkit::sticky_cookie::parse_key(hex);
-    if (!k) return r.fail(root.get("sticky_key"), "sticky_key", k.error().message), failed();
-    c.sticky_key = *k;
-  }
-  if (const toml::node* n = root.get("listen")) {
-    const toml::array* a = n->as_array();
-    if (a == nullptr) a = nullptr;
-    std::vector<const toml::node*> items;
-    if (a != nullptr) {
-      for (const auto& e : *a) items.push_back(&e);
-    } else {
-      items.push_back(n);
-    }
-    for (const toml::node* e : items) {
-      lbkit::endpoint ep;
-      if (!r.endpoint(e, "listen", ep, lbkit::port_zero::allow)) return failed();
-      c.listen.push_back(ep);
-    }
-  }
-  if (const toml::node* n = root.get("stats")) {
-    lbkit::endpoint ep;
-    if (!r.endpoint(n, "stats", ep, lbkit::port_zero::allow)) return failed();
-    c.stats = ep;
-  }
-  if (!r.integer(root, "", "threads", c.threads, 1, 256) ||
-      !r.boolean(root, "", "access_log", c.access_log)) {
-    return failed();
-  }
-  if (const toml::node* n = root.get("limits")) {
-    if (!n->is_table()) return r.fail(n, "limits", "want a table"), failed();
-    if (!read_limits(r, *n->as_table(), c.limits)) return failed();
-  }
-  if (const toml::node* n = root.get("auth")) {
-    const toml::table* t = n->as_table();
-    if (t == nullptr) return r.fail(n, "auth", "want a table"), failed();
-    if (!r.only(*t, "auth", {"api_keys", "bearer_tokens"}) ||
-        !r.strings(*t, "auth", "api_keys", c.api_keys) ||
-        !r.strings(*t, "auth", "bearer_tokens", c.bearer_tokens)) {
-      return failed();
-    }
-  }
+  if (!read_settings(r, root, c)) return failed();
   const toml::table* pools = root.get_as<toml::table>("pools");
   if (pools == nullptr || pools->empty()) {
     return r.fail(root.get("pools"), "pools", "want at least one [pools.NAME] table"), failed();
@@ -401,27 +455,7 @@ lbkit::result<router_config> parse_config(std::string_view text, const std::stri
     if (!read_pool(r, std::string(k.str()), *t, p)) return failed();
     c.pools.emplace(p.name, std::move(p));
   }
-  const toml::array* routes = root.get_as<toml::array>("routes");
-  if (routes == nullptr || routes->empty()) {
-    return r.fail(root.get("routes"), "routes", "want at least one [[routes]] table"), failed();
-  }
-  lbkit::route_table<std::size_t> check;  // duplicates are found here, with the route's line
-  for (std::size_t i = 0; i < routes->size(); ++i) {
-    const toml::table* t = routes->get(i)->as_table();
-    if (t == nullptr) return r.fail(routes->get(i), "routes", "want [[routes]] tables"), failed();
-    route_config rc;
-    if (!read_route(r, i, *t, c, rc)) return failed();
-    if (auto a = check.add(rc.match, i); !a) {
-      return r.fail(t, "routes[" + std::to_string(i) + "]", a.error().message), failed();
-    }
-    if ((rc.auth == auth_kind::api_key && c.api_keys.empty()) ||
-        (rc.auth == auth_kind::bearer && c.bearer_tokens.empty())) {
-      return r.fail(t->get("auth"), "routes[" + std::to_string(i) + "].auth",
-                    "no keys configured: add them under [auth]"),
-             failed();
-    }
-    c.routes.push_back(std::move(rc));
-  }
+  if (!read_routes(r, root, c)) return failed();
   if (c.listen.empty()) {
     return r.fail(root.get("listen"), "listen",
                   root.get("listen") != nullptr ? "is empty: want at least one \"ADDR:PORT\""

@@ -3,11 +3,10 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
 #include <limits>
 #include <type_traits>
 
-#include "../common/log.hpp"
+#include "exchange.hpp"
 #include "framing.hpp"
 #include "tunnel.hpp"
 
@@ -15,20 +14,6 @@ namespace l7 {
 namespace {
 
 using detail_::error_response;
-using request = http::request<http::string_body>;
-
-lbkit::endpoint to_lbkit(const tcp::endpoint& e) {
-  auto r = lbkit::endpoint::from_sockaddr(e.data(), static_cast<socklen_t>(e.size()));
-  return r ? *r : lbkit::endpoint();
-}
-tcp::endpoint to_asio(const lbkit::endpoint& e) {
-  sockaddr_storage ss{};
-  const socklen_t len = e.to_sockaddr(ss);
-  tcp::endpoint out;
-  std::memcpy(out.data(), &ss, len);
-  out.resize(len);
-  return out;
-}
 
 // Whether a comma-separated header value lists `token` (case-insensitively).
 bool lists_token(std::string_view list, std::string_view token) {
@@ -45,217 +30,54 @@ bool is_websocket_upgrade(const Message& m) {
          lists_token(m[http::field::upgrade], "websocket");
 }
 
-// The completion condition of a write that ends when all of it went out. Asio's transfer_all
-// also caps each write call at 64 KiB, so a 64 KiB body behind its header took two sendmsg
-// calls, and the client a wake-up for the last few hundred bytes.
-inline std::size_t whole(const beast::error_code& ec, std::size_t) {
-  return ec ? 0 : std::numeric_limits<std::size_t>::max();
+// The failure of an answer that breaks the rules of what may be passed on (RFC 9112 §6.3
+// item 5): as an answer that breaks the grammar, with the reason admit_answer() gave.
+failure_kind bad_answer(std::string_view why) {
+  failure_kind k = kind_of(upstream_error::bad_answer);
+  k.why = why;
+  return k;
 }
 
-// Writes a message header whose framing is settled (a Content-Length, or no body) followed
-// by `body` (all of the body, or its first part): the header is formatted into one string
-// and sent with the body in one gather write. Beast's serializer does the same through
-// generic buffer-sequence views that cost more CPU than the rest of the request path (6% of
-// the router's CPU on small answers).
-// `head` is the caller's, reused from message to message, and must live until the write ends.
-template <bool isRequest, class Fields>
-awaitable<std::size_t> write_message(timed_stream& s, const http::header<isRequest, Fields>& h,
-                                     asio::const_buffer body, std::string& head,
-                                     beast::error_code& ec) {
-  head.clear();
-  if constexpr (isRequest) {
-    head.append(h.method_string()).append(" ").append(h.target()).append(" HTTP/1.1\r\n");
-  } else {
-    head.append(h.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        .append(std::to_string(h.result_int()))
-        .append(" ")
-        .append(h.reason())
-        .append("\r\n");
+// The retry rules of one request: at most `attempts` attempts, no retry once `deadline` has
+// passed, and each retry but those after a connection failure (kind_of) within the pool's
+// retry budget, whose ticket it holds until the request ends.
+class retry_gate {
+ public:
+  retry_gate(pool& p, counters& stats, std::uint32_t attempts, steady_clock::time_point deadline,
+             std::uint32_t budget_percent) noexcept
+      : pool_(p),
+        stats_(stats),
+        attempts_(attempts),
+        deadline_(deadline),
+        budget_(budget_percent) {}
+
+  // Whether another attempt may follow this one.
+  bool allow(bool needs_budget = true) {
+    if (attempt_ + 1 >= attempts_ || steady_clock::now() >= deadline_) return false;
+    if (needs_budget) {
+      auto t = pool_.try_retry(budget_);
+      if (!t) {
+        counters::add(stats_.retries_over_budget);
+        return false;
+      }
+      ticket_ = std::move(t);
+    }
+    counters::add(stats_.retries);
+    return true;
   }
-  for (const auto& f : h)
-    head.append(f.name_string()).append(": ").append(f.value()).append("\r\n");
-  head.append("\r\n");
-  return asio::async_write(s, std::array<asio::const_buffer, 2>{asio::buffer(head), body}, whole,
-                           into(ec));
-}
+  void next() noexcept { ++attempt_; }
+  bool first() const noexcept { return attempt_ == 0; }
+  steady_clock::time_point deadline() const noexcept { return deadline_; }
 
-asio::const_buffer body_of(const request& m) { return asio::buffer(m.body()); }
-asio::const_buffer body_of(const response& m) {
-  return asio::buffer(m.body().view().data(), m.body().view().size());
-}
-
-// How an exchange with a backend failed.
-enum class upstream_error {
-  none,
-  connect,          // refused, unreachable: nothing was sent
-  connect_timeout,  // no handshake in time: nothing was sent
-  dropped,          // closed or reset before any byte of an answer
-  timeout,          // no answer (or no more of it) in time
-  io,               // broken in the middle of an answer
-  local,            // this host is out of descriptors, buffers or ports: not the backend
-  bad_answer,       // an answer that breaks the HTTP/1.1 grammar (RFC 9112): a bad answer
+ private:
+  pool& pool_;
+  counters& stats_;
+  const std::uint32_t attempts_;
+  const steady_clock::time_point deadline_;
+  const std::uint32_t budget_;
+  std::uint32_t attempt_ = 0;
+  pool::retry_ticket ticket_;
 };
-
-// What a failure says about the backend and what the client gets. A connection failure
-// (refused, dropped, no handshake) is what an active check sees too, and costs the backend
-// nothing to retry elsewhere: such retries need no room in the retry budget, which exists to
-// stop retry storms against backends that answer slowly or badly.
-struct failure_kind {
-  lbkit::outcome outcome;
-  http::status status;
-  const char* why;
-  bool any_method;    // a retry is safe whatever the method: nothing reached the backend
-  bool needs_budget;  // a retry takes room in the pool's retry budget
-  bool retry;         // a retry on another backend may help at all
-};
-
-failure_kind kind_of(upstream_error e) {
-  using o = lbkit::outcome;
-  using st = http::status;
-  switch (e) {
-    case upstream_error::connect:
-      return {o::connection_failure,
-              st::bad_gateway,
-              "the backend refused the connection",
-              true,
-              false,
-              true};
-    case upstream_error::connect_timeout:
-      return {o::connection_failure,
-              st::gateway_timeout,
-              "the backend did not accept the connection in time",
-              true,
-              false,
-              true};
-    case upstream_error::dropped:
-      return {o::connection_failure,
-              st::bad_gateway,
-              "the backend closed the connection without answering",
-              false,
-              false,
-              true};
-    case upstream_error::timeout:
-      return {o::gateway_failure,
-              st::gateway_timeout,
-              "the backend did not answer in time",
-              false,
-              true,
-              true};
-    case upstream_error::local:
-      return {o::none,
-              st::service_unavailable,
-              "the router is short of descriptors or buffers; try again",
-              false,
-              false,
-              false};
-    case upstream_error::bad_answer:  // RFC 9112 §6.3 item 5: closed, discarded, 502
-      return {
-          o::failure, st::bad_gateway, "the backend's answer is not valid HTTP/1.1", false, true,
-          true};
-    case upstream_error::io:
-    case upstream_error::none:
-      break;
-  }
-  return {o::gateway_failure, st::bad_gateway, "the backend connection failed", false, true, true};
-}
-
-// A failure of reading or writing a backend connection, `answered`: whether any byte of the
-// answer had come.
-upstream_error upstream_error_of(const beast::error_code& ec, bool answered = true) {
-  if (ec == beast::error::timeout) return upstream_error::timeout;
-  if (ec.category() == asio::error::get_system_category() && lbkit::is_local_error(ec.value())) {
-    return upstream_error::local;
-  }
-  if (is_malformed(ec)) return upstream_error::bad_answer;
-  return answered ? upstream_error::io : upstream_error::dropped;
-}
-
-// Local failures are logged, at most a few lines a second: under a descriptor shortage they
-// come with every request.
-examples::rate_limited_log local_failures;
-
-// Opens a new connection to the lease's backend.
-awaitable<upstream_error> connect(timed_stream& s, const lbkit::lease& l, milliseconds timeout) {
-  beast::error_code ec;
-  s.expires_after(timeout);
-  co_await s.async_connect(to_asio(l.address()), into(ec));
-  if (ec == beast::error::timeout) co_return upstream_error::connect_timeout;
-  if (ec) {
-    if (upstream_error_of(ec) == upstream_error::local) {
-      local_failures("lbkit_l7_router: connect to %s: %s (not counted against the backend)",
-                     l.address().to_string().c_str(), ec.message().c_str());
-      co_return upstream_error::local;
-    }
-    co_return upstream_error::connect;
-  }
-  s.socket().set_option(tcp::no_delay(true), ec);
-  co_return upstream_error::none;
-}
-
-using response_parser = http::response_parser<raw_body>;
-
-// The largest answer body read whole before it is passed on: a chunked one, one up to the end
-// of the connection, or one the cache may keep. Other bodies of known length go out from the
-// read buffer instead.
-constexpr std::uint64_t max_buffered_body = 64 * 1024 * 1024;
-
-// A backend's answer whose header has been read into `parser`; its body may still be on the
-// wire, behind what `buf` holds. The stream's expiry is the request's deadline.
-struct exchange_result {
-  upstream_error error = upstream_error::none;
-  upstream_pool::stream_ptr stream;
-  bool keep_alive = false;  // whether the backend keeps the connection open after this answer
-};
-
-// Sends `req` to the lease's backend over a pooled connection (or a new one) and reads the
-// answer's header. A pooled connection the backend closed meanwhile fails before any answer
-// byte; then the request goes once more over a fresh connection, as nginx does.
-awaitable<exchange_result> exchange(thread_state& ts, const lbkit::lease& l, const request& req,
-                                    const limits_config& lim, steady_clock::time_point deadline,
-                                    beast::flat_buffer& buf, std::string& head,
-                                    std::optional<response_parser>& parser) {
-  exchange_result out{upstream_error::none, ts.upstream.take(l.backend().serial()), false};
-  bool reused = out.stream != nullptr;
-  beast::error_code ec;
-  for (;;) {
-    if (!out.stream) {
-      out.stream = std::make_unique<timed_stream>(co_await asio::this_coro::executor);
-      const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());
-      out.error = co_await connect(*out.stream, l, std::min(lim.connect_timeout, left));
-      if (out.error != upstream_error::none) co_return out;
-    }
-    out.stream->expires_at(deadline);
-    co_await write_message(*out.stream, req, body_of(req), head, ec);
-    parser.emplace();
-    // A body sent on from the read buffer needs no limit; one read whole gets
-    // max_buffered_body before it is read.
-    parser->body_limit(std::numeric_limits<std::uint64_t>::max());
-    if (req.method() == http::verb::head) parser->skip(true);
-    buf.clear();
-    if (!ec) co_await http::async_read_header(*out.stream, buf, *parser, into(ec));
-    // An interim answer (100 Continue, 103 Early Hints; RFC 9110 §15.2) comes before the
-    // final one, which is what the client waits for: skip it (the body went with the request;
-    // 101 is the final answer to an upgrade, which takes another path).
-    while (!ec && parser->get().result_int() / 100 == 1 &&
-           parser->get().result() != http::status::switching_protocols) {
-      parser.emplace();
-      parser->body_limit(std::numeric_limits<std::uint64_t>::max());
-      if (req.method() == http::verb::head) parser->skip(true);
-      co_await http::async_read_header(*out.stream, buf, *parser, into(ec));
-    }
-    if (!ec) {
-      out.keep_alive = parser->get().keep_alive();  // before the hop-by-hop fields go
-      co_return out;
-    }
-    if (reused && !parser->got_some() && ec != beast::error::timeout) {
-      reused = false;  // a stale keep-alive connection: try a fresh one, once
-      out.stream.reset();
-      continue;
-    }
-    out.error = upstream_error_of(ec, parser->got_some());
-    co_return out;
-  }
-}
 
 // The value of a credential the route asks for, or empty.
 std::string_view credential(const request& req, auth_kind k) {
@@ -280,36 +102,6 @@ std::int64_t now_ns() {
              steady_clock::now().time_since_epoch())
       .count();
 }
-
-// A body of known length up to this size is read whole before it is passed on; a longer one
-// is streamed through in parts of up to this size.
-constexpr std::size_t relay_bytes = 64 * 1024;
-
-// A read buffer from the thread's spares, given back when it goes: room for an answer's
-// header (Beast limits it to 8 KiB) and a whole relay_bytes body behind it, so that reading
-// the rest of such a body never moves what was read with the header.
-class borrowed_buffer {
- public:
-  explicit borrowed_buffer(thread_state& ts) : ts_(ts) {
-    if (ts.spare_buffers.empty()) {
-      b_ = std::make_unique<beast::flat_buffer>();
-      b_->reserve(relay_bytes + 16 * 1024);
-    } else {
-      b_ = std::move(ts.spare_buffers.back());
-      ts.spare_buffers.pop_back();
-    }
-  }
-  ~borrowed_buffer() {
-    if (ts_.spare_buffers.size() < 64) ts_.spare_buffers.push_back(std::move(b_));
-  }
-  borrowed_buffer(const borrowed_buffer&) = delete;
-  borrowed_buffer& operator=(const borrowed_buffer&) = delete;
-  beast::flat_buffer& operator*() const noexcept { return *b_; }
-
- private:
-  thread_state& ts_;
-  std::unique_ptr<beast::flat_buffer> b_;
-};
 
 // One client connection.
 class session {
@@ -673,92 +465,59 @@ class session {
     prepare_forward(req, rc, peer_ip_);
     req.keep_alive(true);
     req.prepare_payload();
-
-    std::optional<std::string> pinned;
-    if (p.sticky()) {
-      if (auto v = lbkit::find_cookie(req[http::field::cookie], p.sticky()->name())) {
-        pinned = p.sticky()->decode(*v);
-      }
-    }
+    const std::optional<std::string> pinned = pinned_backend(p, req);
     const lbkit::pick_context context = context_for(p, req);
-
-    // Retries go to another backend. A refused connect or one that timed out sent nothing,
-    // so any request may be retried after one (the body is buffered); after a timeout, a
-    // broken connection or a retryable status only an idempotent request is, since the
-    // backend may have acted on it. A retry after a connection failure (refused, no
-    // handshake, closed before answering) needs no room in the retry budget (kind_of); every
-    // other one does.
     const bool idempotent = detail_::idempotent(req.method());
     const borrowed_buffer upbuf(ts_);
     // request_timeout bounds the exchanges with backends together until an answer's header
     // has come, retries included; the body then has read_timeout per read (and
     // response_deadline in all, if set).
     const auto begun = steady_clock::now();
-    const auto deadline = begun + lim.request_timeout;
     const auto body_deadline = lim.response_deadline.count() > 0 ? begun + lim.response_deadline
                                                                  : steady_clock::time_point::max();
-    const std::uint32_t attempts = 1 + rc.retries;
     const auto in_flight = p.start_request();
-    pool::retry_ticket retry;
-    std::uint32_t attempt = 0;
-    auto may_retry = [&](bool needs_budget = true) {
-      if (attempt + 1 >= attempts || steady_clock::now() >= deadline) return false;
-      if (!needs_budget) {
-        counters::add(ts_.stats.retries);
-        return true;
-      }
-      auto t = p.try_retry(lim.retry_budget);
-      if (!t) {
-        counters::add(ts_.stats.retries_over_budget);
-        return false;
-      }
-      counters::add(ts_.stats.retries);
-      retry = std::move(t);
-      return true;
-    };
+    retry_gate retries(p, ts_.stats, 1 + rc.retries, begun + lim.request_timeout, lim.retry_budget);
     examples::tried_backends tried;
     http::status failure = http::status::service_unavailable;
     std::string why = "no healthy backend";
     beast::flat_buffer& buf = *upbuf;
     std::optional<response_parser> answer;
-    for (;; ++attempt) {
-      lbkit::lease l = pick(p, attempt == 0 ? pinned : std::nullopt, context, tried);
+    for (;; retries.next()) {
+      lbkit::lease l = pick(p, retries.first() ? pinned : std::nullopt, context, tried);
       if (!l) {
         why = std::string(lbkit::to_string(l.error()));
         failure = http::status::service_unavailable;
         break;
       }
-      // After a failed exchange: the failure the client gets unless a retry does better, and
-      // whether one may be tried.
-      auto exchange_failed = [&](upstream_error e) {
-        const failure_kind k = kind_of(e);
+      // After a failed attempt: its outcome reported, the failure the client gets unless a
+      // retry does better, and whether one may be tried (a refused connect or one that timed
+      // out sent nothing, so any request may be retried after one: the body is buffered;
+      // after anything else only an idempotent request is, since the backend may have acted
+      // on it).
+      auto failed = [&](const failure_kind& k) {
         tried.add(&l.backend());  // before report(), which lets go of the backend
         l.report(k.outcome);
         failure = k.status;
         why = k.why;
-        return k.retry && (k.any_method || idempotent) && may_retry(k.needs_budget);
+        return k.retry && (k.any_method || idempotent) && retries.allow(k.needs_budget);
       };
       const auto sent = steady_clock::now();
-      exchange_result r = co_await exchange(ts_, l, req, lim, deadline, buf, head_, answer);
+      exchange_result r =
+          co_await exchange(ts_, l, req, lim, retries.deadline(), buf, head_, answer);
       if (r.error != upstream_error::none) {
-        if (exchange_failed(r.error)) continue;
+        if (failed(kind_of(r.error))) continue;
         break;
       }
       // RFC 9112 §§5, 6.3: an answer that may not be passed on is a bad answer: a 502 (or a
       // retry) in its place, and its connection closed, not reused (§6.3 item 5).
       if (const lbkit::http_verdict v = admit_answer(*answer, req.method(), answer_fields_); !v) {
-        tried.add(&l.backend());
-        l.report(lbkit::outcome::failure);
-        failure = http::status::bad_gateway;
-        why = std::string(v.reason);
-        if (idempotent && may_retry()) continue;
+        if (failed(bad_answer(v.reason))) continue;
         break;
       }
-      response& res = answer->get();
-      const unsigned status = res.result_int();
+      const unsigned status = answer->get().result_int();
       if (idempotent &&
           std::find(rc.retry_on.begin(), rc.retry_on.end(), status) != rc.retry_on.end() &&
-          may_retry()) {
+          retries.allow()) {
         tried.add(&l.backend());
         l.report(lbkit::outcome::gateway_failure);
         continue;  // the connection closes with the body unread
@@ -766,7 +525,7 @@ class session {
       r.stream->expires_idle(lim.read_timeout, body_deadline);
       std::optional<std::uint64_t> streamed;
       if (const auto ec = co_await read_answer_body(r, *answer, buf, cache_key, streamed)) {
-        if (exchange_failed(upstream_error_of(ec))) continue;
+        if (failed(kind_of(upstream_error_of(ec)))) continue;
         break;
       }
       co_return co_await deliver({l, r, *answer, buf, streamed, steady_clock::now() - sent}, req, p,
@@ -774,6 +533,13 @@ class session {
     }
     record(static_cast<unsigned>(failure), "-");
     co_return co_await finish(error_response(failure, version_, why), keep_alive_);
+  }
+
+  // The backend the request's sticky cookie names, if its pool has one.
+  static std::optional<std::string> pinned_backend(const pool& p, const request& req) {
+    if (!p.sticky()) return std::nullopt;
+    auto v = lbkit::find_cookie(req[http::field::cookie], p.sticky()->name());
+    return v ? p.sticky()->decode(*v) : std::nullopt;
   }
 
   // Reads what deliver() needs of an answer's body. A body of known length the cache will not
@@ -915,66 +681,23 @@ class session {
       req.set(http::field::connection, "upgrade");
       req.set(http::field::upgrade, upgrade);
     }
-    const auto context = context_for(p, req);
     timed_stream up(co_await asio::this_coro::executor);
-    lbkit::lease l;
-    examples::tried_backends tried;
     http::status failure = http::status::service_unavailable;
-    for (std::uint32_t attempt = 0; attempt <= rc.retries; ++attempt) {
-      l = pick(p, std::nullopt, context, tried);
-      if (!l) break;
-      const upstream_error e = co_await connect(up, l, lim.connect_timeout);
-      if (e == upstream_error::none) break;
-      const failure_kind k = kind_of(e);
-      tried.add(&l.backend());
-      l.report(k.outcome);
-      failure = k.status;
-      up.close();
-      if (!k.retry) break;
-    }
+    lbkit::lease l = co_await connect_tunnel(up, p, context_for(p, req), rc.retries, failure);
     if (!l) {
       record(static_cast<unsigned>(failure), "-");
       co_await finish(error_response(failure, req.version(), "no backend for the tunnel"), false);
       co_return;
     }
-    const std::string id = l.id();
     const auto sent = steady_clock::now();
     beast::error_code ec;
     beast::flat_buffer upbuf;  // what the backend sent after its 101
     if (is_connect) {
       static constexpr std::string_view ok = "HTTP/1.1 200 Connection Established\r\n\r\n";
       co_await asio::async_write(client_, asio::buffer(ok.data(), ok.size()), into(ec));
-      record(200, id);
-    } else {
-      up.expires_after(lim.request_timeout);
-      co_await http::async_write(up, req, into(ec));
-      http::response_parser<raw_body> rp;
-      rp.body_limit(1024 * 1024);
-      if (!ec) co_await http::async_read(up, upbuf, rp, into(ec));
-      if (ec) {
-        const failure_kind k = kind_of(upstream_error_of(ec, rp.got_some()));
-        l.report(k.outcome);
-        const auto s = k.status;
-        record(static_cast<unsigned>(s), id);
-        co_await finish(error_response(s, req.version(), "the backend failed the upgrade"), false);
-        co_return;
-      }
-      response res = rp.release();
-      const std::string accepted(res[http::field::upgrade]);
-      detail_::remove_hop_by_hop(res);
-      res.set(http::field::via, "1.1 lbkit");
-      record(res.result_int(), id);
-      if (res.result() != http::status::switching_protocols) {  // refused: an ordinary answer
-        l.report(res.result_int() >= 500 ? lbkit::outcome::failure : lbkit::outcome::success,
-                 steady_clock::now() - sent);
-        co_await finish(std::move(res), false);
-        co_return;
-      }
-      res.version(11);
-      res.set(http::field::connection, "upgrade");
-      res.set(http::field::upgrade, accepted);
-      client_.expires_after(lim.request_timeout);
-      co_await http::async_write(client_, res, into(ec));
+      record(200, l.id());
+    } else if (!co_await upgrade_handshake(req, up, upbuf, l, sent, ec)) {
+      co_return;
     }
     // Bytes already read past either handshake go first.
     if (!ec && upbuf.size() > 0)
@@ -992,6 +715,70 @@ class session {
     }
     l.report(ec ? lbkit::outcome::gateway_failure : lbkit::outcome::success,
              steady_clock::now() - sent);
+  }
+
+  // A lease whose backend `up` is connected to, picking again (up to `retries` times) on
+  // another backend after a connection that failed in a way a retry may help; no lease when
+  // none connected, with `failure` the status the client gets.
+  awaitable<lbkit::lease> connect_tunnel(timed_stream& up, pool& p,
+                                         const lbkit::pick_context& context, std::uint32_t retries,
+                                         http::status& failure) {
+    lbkit::lease l;
+    examples::tried_backends tried;
+    for (std::uint32_t attempt = 0; attempt <= retries; ++attempt) {
+      l = pick(p, std::nullopt, context, tried);
+      if (!l) break;
+      const upstream_error e = co_await connect(up, l, rt_->cfg.limits.connect_timeout);
+      if (e == upstream_error::none) break;
+      const failure_kind k = kind_of(e);
+      tried.add(&l.backend());
+      l.report(k.outcome);
+      failure = k.status;
+      up.close();
+      if (!k.retry) break;
+    }
+    co_return l;
+  }
+
+  // Forwards an upgrade request to the backend and passes its answer on: a 101 to the
+  // client, then true (the tunnel follows, `upbuf` holds what came after the 101, `ec` any
+  // failure writing it); anything else is answered and reported here, and ends the
+  // connection (false).
+  awaitable<bool> upgrade_handshake(request& req, timed_stream& up, beast::flat_buffer& upbuf,
+                                    lbkit::lease& l, steady_clock::time_point sent,
+                                    beast::error_code& ec) {
+    const limits_config& lim = rt_->cfg.limits;
+    const std::string id = l.id();  // report() lets go of the backend
+    up.expires_after(lim.request_timeout);
+    co_await http::async_write(up, req, into(ec));
+    http::response_parser<raw_body> rp;
+    rp.body_limit(1024 * 1024);
+    if (!ec) co_await http::async_read(up, upbuf, rp, into(ec));
+    if (ec) {
+      const failure_kind k = kind_of(upstream_error_of(ec, rp.got_some()));
+      l.report(k.outcome);
+      record(static_cast<unsigned>(k.status), id);
+      co_await finish(error_response(k.status, req.version(), "the backend failed the upgrade"),
+                      false);
+      co_return false;
+    }
+    response res = rp.release();
+    const std::string accepted(res[http::field::upgrade]);
+    detail_::remove_hop_by_hop(res);
+    res.set(http::field::via, "1.1 lbkit");
+    record(res.result_int(), id);
+    if (res.result() != http::status::switching_protocols) {  // refused: an ordinary answer
+      l.report(res.result_int() >= 500 ? lbkit::outcome::failure : lbkit::outcome::success,
+               steady_clock::now() - sent);
+      co_await finish(std::move(res), false);
+      co_return false;
+    }
+    res.version(11);
+    res.set(http::field::connection, "upgrade");
+    res.set(http::field::upgrade, accepted);
+    client_.expires_after(lim.request_timeout);
+    co_await http::async_write(client_, res, into(ec));
+    co_return true;
   }
 
   thread_state& ts_;

@@ -3,8 +3,9 @@
 // session): read a request under the header and body limits; admit it (route, credentials,
 // required headers, rate limit); forward it to a backend of the route's pool over a pooled
 // keep-alive upstream connection (upstream_pool.hpp), retrying on another backend; deliver the
-// answer, or the right status when anything fails. Tunnels are in tunnel.hpp, the counters
-// and the stats page in stats.hpp, the response cache in cache.hpp.
+// answer, or the right status when anything fails. The exchange with a backend is in
+// exchange.hpp, tunnels in tunnel.hpp, the counters and the stats page in stats.hpp, the
+// response cache in cache.hpp.
 #pragma once
 
 #include <array>
