@@ -13,6 +13,8 @@
 //   pick_during_updates   balancer_pick<round_robin>/100 while another thread changes the
 //                         registry every millisecond
 //   balancer_pick_ramping balancer_pick<weighted_random>/100 while one backend slow-starts
+//   maglev_table/N        lbkit's Maglev build at M = 65 537, with the table's balance
+//   maglev_table_paper/N  its baseline: the NSDI'16 populate loop as written, same table
 #include <malloc.h>
 
 #include <algorithm>
@@ -34,6 +36,8 @@
 #include <benchmark/benchmark.h>
 
 #include <lbkit/lbkit.hpp>
+
+#include "reference/maglev_paper.hpp"
 
 // Every allocation of this program is counted, so that a benchmark can tell how much heap a
 // policy's state keeps: the live bytes after building it, less those before.
@@ -229,8 +233,7 @@ BENCHMARK_TEMPLATE(balancer_pick, lbkit::rendezvous_hash)->Arg(10)->Arg(100)->Ar
 
 // Balance and memory of a Maglev table (M = 65537) over N equal members, exactly from the
 // table's slot counts, and the time to build it.
-void maglev_table(benchmark::State& state) {
-  const auto n = static_cast<std::size_t>(state.range(0));
+std::shared_ptr<const lbkit::snapshot> equal_members(std::size_t n) {
   lbkit::backend_registry r;
   lbkit::change_set cs;
   for (std::size_t i = 0; i < n; ++i) {
@@ -238,7 +241,12 @@ void maglev_table(benchmark::State& state) {
         lbkit::backend("backend-" + std::to_string(i), *lbkit::endpoint::parse("10.0.0.1:80"), 1));
   }
   if (!r.apply(cs)) std::abort();
-  auto snap = r.current();
+  return r.current();
+}
+
+void maglev_table(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  const auto snap = equal_members(n);
   const auto w = weights_of(*snap);
   lbkit::maglev::state st;
   for (auto _ : state) {
@@ -254,6 +262,32 @@ void maglev_table(benchmark::State& state) {
   state.counters["table_KiB"] = static_cast<double>(st.size()) * (n < 65536 ? 2 : 4) / 1024.0;
 }
 BENCHMARK(maglev_table)->Arg(100)->Arg(500)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond);
+
+// The baseline of maglev_table's build time: the paper's populate loop as written
+// (bench/reference/maglev_paper.hpp) over the same members and M, permutations included as in
+// lbkit's build. tests/unit/hash_policies.test.cpp shows that both build the same table.
+void maglev_table_paper(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  const auto snap = equal_members(n);
+  // M is a run-time value, as in lbkit's build (and Katran's, Envoy's): a constant would let
+  // the compiler turn the paper's `mod M` into a multiplication that no real table size gets.
+  std::uint32_t m = 65537;
+  benchmark::DoNotOptimize(m);
+  for (auto _ : state) {
+    std::vector<lbkit::maglev::permutation> perm;
+    perm.reserve(n);
+    for (const auto& mem : snap->members())
+      perm.push_back(lbkit::maglev::permutation_of(mem.id(), m));
+    auto table = lbkit_bench::maglev_paper_populate(perm, m);
+    benchmark::DoNotOptimize(table.data());
+  }
+}
+BENCHMARK(maglev_table_paper)
+    ->Arg(100)
+    ->Arg(500)
+    ->Arg(1000)
+    ->Arg(10000)
+    ->Unit(benchmark::kMillisecond);
 
 // Disruption: the percentage of 1M keys (100k for rendezvous) that change backend when k of 500
 // equal members leave, against the optimal k/500; and the share of moved keys that belonged to

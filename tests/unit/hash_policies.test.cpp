@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -15,6 +16,8 @@
 #include <lbkit/policy/modulo_hash.hpp>
 #include <lbkit/policy/rendezvous_hash.hpp>
 #include <lbkit/policy/ring_hash.hpp>
+
+#include "../../bench/reference/maglev_paper.hpp"
 
 using namespace lbkit;
 
@@ -212,6 +215,37 @@ TEST_CASE("maglev: prime table, every slot filled, slot counts follow weights") 
       CAPTURE(i);
       CHECK(std::abs(count[static_cast<std::size_t>(i)] - expected) <= 2.0);
     }
+  }
+}
+
+TEST_CASE("maglev: with equal weights the table is the paper's populate loop's") {
+  // The reference (bench/reference/maglev_paper.hpp) is the NSDI'16 pseudo-code as written,
+  // the baseline of the build benchmark: the same permutations must give the same table,
+  // slot for slot, so that the benchmark compares two ways of building one table.
+  for (const auto& [n_, m_] : {std::pair{1, 13u},
+                               {5, 13u},
+                               {13, 13u},
+                               {7, 65537u},
+                               {100, 65537u},
+                               {1000, 65537u},
+                               {3000, 10007u}}) {
+    const int n = n_;
+    const std::uint32_t m = m_;
+    backend_registry r;
+    fill(r, n);
+    const auto snap = r.current();
+    std::vector<std::uint32_t> weights(snap->members().size(), 1);
+    const auto st = maglev(m).build(candidate_set(snap->members(), weights, 1));
+    REQUIRE(st.size() == m);
+    std::vector<maglev::permutation> perm;
+    for (const auto& mem : snap->members()) perm.push_back(maglev::permutation_of(mem.id(), m));
+    const auto ref = lbkit_bench::maglev_paper_populate(perm, m);
+    REQUIRE(ref.size() == m);
+    std::uint32_t differ = 0;
+    for (std::uint32_t s = 0; s < m; ++s) differ += ref[s] != st.slot(s);
+    CAPTURE(n);
+    CAPTURE(m);
+    CHECK(differ == 0);
   }
 }
 
