@@ -327,11 +327,16 @@ def start_nginx_l4(bench: Bench, port: int) -> Server:
     return bench.procs.start("nginx", start_nginx(bench, "nginx-l4", conf), port, bench.tmp)
 
 
-def start_l4_proxy(bench: Bench, port: int, name: str, path: str) -> Server:
+def lbkit_binary(path: str, target: str, flag: str, env: str) -> Path:
     binary = Path(path)
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         raise Skip(f"{binary} not found; build it (cmake --preset release && cmake --build "
-                   f"--preset release) or pass --lbkit-l4 / set LBKIT_L4_PROXY")
+                   f"--preset release --target {target}) or pass {flag} / set {env}")
+    return binary
+
+
+def start_l4_proxy(bench: Bench, port: int, name: str, path: str) -> Server:
+    binary = lbkit_binary(path, "lbkit_l4_proxy", "--lbkit-l4", "LBKIT_L4_PROXY")
     cmd = [str(binary), "--listen", f"127.0.0.1:{port}"]
     for b in bench.backend_ports:
         cmd += ["--backend", f"127.0.0.1:{b}"]
@@ -349,17 +354,8 @@ def start_lbkit_b_l4(bench: Bench, port: int) -> Server:
     return start_l4_proxy(bench, port, "lbkit_b", bench.args.lbkit_l4_b)
 
 
-def router_binary(path: str) -> Path:
-    binary = Path(path)
-    if not (binary.is_file() and os.access(binary, os.X_OK)):
-        raise Skip(f"{binary} not found; build it (cmake --preset release && cmake --build "
-                   f"--preset release --target lbkit_l7_router) or pass --lbkit-l7 / set "
-                   f"LBKIT_L7_ROUTER")
-    return binary
-
-
 def start_router(bench: Bench, port: int, name: str, path: str) -> Server:
-    binary = router_binary(path)
+    binary = lbkit_binary(path, "lbkit_l7_router", "--lbkit-l7", "LBKIT_L7_ROUTER")
     cmd = [str(binary), "--listen", f"127.0.0.1:{port}"]
     for b in bench.backend_ports:
         cmd += ["--backend", f"127.0.0.1:{b}"]

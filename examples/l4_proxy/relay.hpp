@@ -206,20 +206,7 @@ class relay {
       d.bulk = static_cast<std::size_t>(n) >= buffer_size;
       return std::nullopt;
     }
-    if (n == 0) {
-      give_pipe(d);
-      d.eof = true;
-      return std::nullopt;
-    }
-    if (errno == EINTR) return std::nullopt;
-    if (errno != EAGAIN) {
-      const fault f = fail(fault::source);
-      give_pipe(d);
-      return f;
-    }
-    give_pipe(d);
-    readable = false;
-    return fault::none;
+    return read_stopped(d, n, readable, [&] { give_pipe(d); });
   }
 
   // One recv from `from` into the direction's buffer, taken here if it has none. Empty
@@ -237,20 +224,25 @@ class relay {
       if (static_cast<std::size_t>(n) < buffer_size && !hup) readable = false;
       return std::nullopt;
     }
+    return read_stopped(d, n, readable, [&] { give_buffer(d); });
+  }
+
+  // A read from the source that brought no bytes (`n` 0 or -1, errno set): the end, passed
+  // on by the pump; EINTR, tried again; EAGAIN, the source drained; or a fault. The pipe or
+  // buffer the read was to fill goes back (`give_back`) unless it is tried again.
+  template <class GiveBack>
+  std::optional<fault> read_stopped(direction& d, ssize_t n, bool& readable, GiveBack give_back) {
     if (n == 0) {
-      give_buffer(d);
+      give_back();
       d.eof = true;
       return std::nullopt;
     }
     if (errno == EINTR) return std::nullopt;
-    if (errno != EAGAIN) {
-      const fault f = fail(fault::source);
-      give_buffer(d);
-      return f;
-    }
-    give_buffer(d);
-    readable = false;
-    return fault::none;
+    const bool drained = errno == EAGAIN;
+    const fault f = drained ? fault::none : fail(fault::source);  // before give_back: errno
+    give_back();
+    if (drained) readable = false;
+    return f;
   }
 
   int error_ = 0;
