@@ -8,6 +8,12 @@
 //                        by batch so that both see the same machine; counters: ns per lookup
 //                        of each, their ratio, the anchor size, and the mean hashes per lookup
 //                        (the key's own plus one per removed bucket met) against 1 + ln(a/n)
+//   anchor_vs_paper/n/a_over_n  lbkit's state.lookup(h) (the member index a pick uses)
+//                        against the paper's GETBUCKET as written (Algorithm 3, five separate
+//                        arrays: bench/reference/anchor_hash_paper.hpp, same hashes, same
+//                        buckets) over the same batch of keys, interleaved batch by batch;
+//                        n = 10, 100, 1000 working buckets in an anchor of a = n, 2n, 10n;
+//                        counters: ns per lookup of each and lbkit's over the paper's
 //   build<P>/N           a from-scratch build, and anchor_hash's incremental build when one
 //                        member leaves (a copy of the anchor plus one REMOVE)
 //   disruption<P>        % of 1M keys that change backend when 1 of 100 leaves, through a
@@ -26,6 +32,8 @@
 #include <lbkit/balancer.hpp>
 #include <lbkit/policy/anchor_hash.hpp>
 #include <lbkit/policy/maglev.hpp>
+
+#include "reference/anchor_hash_paper.hpp"
 
 namespace {
 
@@ -134,6 +142,60 @@ BENCHMARK(anchor_vs_maglev)
     ->Args({100, 200})
     ->Args({1000, 2000})
     ->Args({10000, 20000});
+
+void anchor_vs_paper(benchmark::State& state) {
+  using clock = std::chrono::steady_clock;
+  const auto n = static_cast<std::uint32_t>(state.range(0));
+  const auto a = n * static_cast<std::uint32_t>(state.range(1));
+  const auto r = registry_of(n);
+  const auto w = weights_of(*r->current());
+  const auto lbkit_state =
+      lbkit::anchor_hash(a).build(lbkit::candidate_set(r->current()->members(), w, 1));
+  const lbkit_bench::anchor_hash_paper paper(a, n);
+  const auto& keys = key_hashes();
+  // The two must compute one mapping (tests/unit/anchor_hash.test.cpp), or the ratio means
+  // nothing.
+  if (lbkit_state.capacity() != a) return state.SkipWithError("anchor size differs");
+  for (std::uint64_t h : keys) {
+    if (lbkit_state.bucket(h) != paper.get_bucket(h))
+      return state.SkipWithError("lbkit and the paper disagree on a key's bucket");
+  }
+  constexpr std::size_t batch = 4096;
+  std::size_t at = 0;
+  bool lbkit_first = true;  // alternates, so that neither always runs on a warmer cache
+  clock::duration lbkit_time{}, paper_time{};
+  std::uint64_t lookups = 0;
+  for (auto _ : state) {
+    const std::uint64_t* k = keys.data() + at;
+    auto run_lbkit = [&] {
+      const auto t0 = clock::now();
+      for (std::size_t i = 0; i < batch; ++i) sink(lbkit_state.lookup(k[i]));
+      lbkit_time += clock::now() - t0;
+    };
+    auto run_paper = [&] {
+      const auto t0 = clock::now();
+      for (std::size_t i = 0; i < batch; ++i) sink(paper.get_bucket(k[i]));
+      paper_time += clock::now() - t0;
+    };
+    if (lbkit_first) {
+      run_lbkit();
+      run_paper();
+    } else {
+      run_paper();
+      run_lbkit();
+    }
+    lbkit_first = !lbkit_first;
+    lookups += batch;
+    at = (at + batch) & (keys.size() - 1);
+  }
+  const double l_ns = std::chrono::duration<double, std::nano>(lbkit_time).count() / lookups;
+  const double p_ns = std::chrono::duration<double, std::nano>(paper_time).count() / lookups;
+  state.counters["lbkit_ns"] = l_ns;
+  state.counters["paper_ns"] = p_ns;
+  state.counters["ratio"] = l_ns / p_ns;
+}
+// {n, a / n}.
+BENCHMARK(anchor_vs_paper)->ArgNames({"n", "a_over_n"})->ArgsProduct({{10, 100, 1000}, {1, 2, 10}});
 
 template <class P>
 void build(benchmark::State& state) {

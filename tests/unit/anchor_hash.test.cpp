@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-// anchor_hash: the paper's lookup against explicit working sets over random histories, minimal
-// disruption through the balancer's incremental builds, undo when members come back,
-// agreement between balancers, balance, health fallback, growth past the anchor size.
+// anchor_hash: the paper's lookup against explicit working sets over random histories and
+// against the benchmarks' reference (Algorithm 3 as written), minimal disruption through the
+// balancer's incremental builds, undo when members come back, agreement between balancers,
+// balance, health fallback, growth past the anchor size.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -17,6 +18,8 @@
 
 #include <lbkit/balancer.hpp>
 #include <lbkit/policy/anchor_hash.hpp>
+
+#include "../../bench/reference/anchor_hash_paper.hpp"
 
 using namespace lbkit;
 
@@ -240,6 +243,120 @@ TEST_CASE("anchor_hash: the lookup walk agrees with explicit working sets over r
     }
     CHECK(wrong == 0);
     CHECK(bad_member == 0);
+  }
+}
+
+TEST_CASE("anchor_hash: every key gets the bucket of the paper's Algorithm 3 as written") {
+  // The reference (bench/reference/anchor_hash_paper.hpp) is the baseline of the lookup
+  // benchmark anchor_vs_paper: over the same hashes, INITANCHOR and the same REMOVEs and
+  // ADDs, both must give every key the same bucket, so that the benchmark compares two
+  // lookups of one mapping. Four versions follow the first: a quarter of the members leave;
+  // a tenth more leave while new members join; leavers come back up to the capacity; a fifth
+  // leave while one new member joins.
+  constexpr std::uint64_t keys = 100'000;
+  for (const auto& [a_, n_] : {std::pair{10u, 10},
+                               {20u, 10},
+                               {100u, 10},
+                               {100u, 100},
+                               {200u, 100},
+                               {1000u, 100},
+                               {1000u, 1000},
+                               {2000u, 1000},
+                               {10000u, 1000},
+                               {7u, 3}}) {
+    const std::uint32_t a = a_;
+    const int n = n_;
+    CAPTURE(a);
+    CAPTURE(n);
+    std::mt19937_64 rng(a * 7919u + static_cast<std::uint32_t>(n));
+    backend_registry r;
+    fill(r, n);
+    const anchor_hash policy(a);
+    auto st = build_over(policy, *r.current());
+    lbkit_bench::anchor_hash_paper ref(a, static_cast<std::uint32_t>(n));
+
+    // Same bucket for every key; lookup's member is the one that holds it; and, once some
+    // bucket is removed, keys that did walk (so the comparison covers A, K and W).
+    int version = 0;
+    auto compare = [&] {
+      const auto snap = r.current();
+      CAPTURE(version);
+      REQUIRE(st.capacity() == a);
+      REQUIRE(st.working() == ref.working());
+      std::uint64_t wrong = 0, wrong_member = 0, walked = 0;
+      for (std::uint64_t k = 0; k < keys; ++k) {
+        const std::uint64_t h = hash_u64(k, static_cast<std::uint64_t>(version));
+        const std::uint32_t b = ref.get_bucket(h);
+        wrong += st.bucket(h) != b;
+        wrong_member += st.bucket_of(snap->members()[st.lookup(h)].id()) != b;
+        walked += st.rehashes(h) > 0;
+      }
+      CHECK(wrong == 0);
+      CHECK(wrong_member == 0);
+      if (st.working() < a) CHECK(walked > 0);
+      ++version;
+    };
+    compare();
+
+    std::set<int> present, gone;
+    for (int i = 0; i < n; ++i) present.insert(i);
+    // Takes `count` random present members out, in the change set and (in id order, as the
+    // policy does) on the reference, by the buckets they held.
+    auto leave = [&](change_set& cs, int count) {
+      std::vector<int> out;
+      for (int c = 0; c < count; ++c) {
+        auto it = present.begin();
+        std::advance(it, static_cast<long>(rng() % present.size()));
+        out.push_back(*it);
+        present.erase(it);
+      }
+      std::sort(out.begin(), out.end());
+      for (int i : out) {
+        cs.remove(id_of(i));
+        ref.remove_bucket(st.bucket_of(id_of(i)));
+        gone.insert(i);
+      }
+    };
+    // Adds these members; the reference ADDs once for each. The joiners hold exactly the
+    // buckets the reference's ADDs returned.
+    auto join_and_check = [&](change_set& cs, const std::vector<int>& in) {
+      std::set<std::uint32_t> added, held;
+      for (int i : in) {
+        cs.add(make(i));
+        present.insert(i);
+        added.insert(ref.add_bucket());
+      }
+      REQUIRE(r.apply(cs));
+      auto next = build_over(policy, *r.current(), &st);
+      st = std::move(next);
+      for (int i : in) held.insert(st.bucket_of(id_of(i)));
+      CHECK(held == added);
+      compare();
+    };
+
+    change_set v1;
+    leave(v1, std::max(1, n / 4));
+    join_and_check(v1, {});
+
+    change_set v2;
+    leave(v2, std::max(1, n / 10));
+    std::vector<int> fresh;
+    for (int j = 0; j < std::max(1, n / 8); ++j) fresh.push_back(n + j);
+    join_and_check(v2, fresh);
+
+    change_set v3;
+    std::vector<int> back;
+    for (int i : gone) {
+      if (present.size() + back.size() >= a) break;
+      back.push_back(i);
+    }
+    REQUIRE_FALSE(back.empty());
+    join_and_check(v3, back);
+
+    // REMOVEs after ADDs read the W and L that the ADDs restored.
+    change_set v4;
+    leave(v4, std::max(1, n / 5));
+    join_and_check(v4, {n + n / 8 + 1});
   }
 }
 
