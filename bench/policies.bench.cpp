@@ -131,8 +131,8 @@ void fixed_state_pick(benchmark::State& state) {
     const auto i = st.pick(lbkit::pick_context::for_key(key++), rng, local);
     if constexpr (lease) {
       lbkit::backend_state& s = ms[i].state();
-      s.begin_request(lbkit::total_counting_policy<P>);
-      s.end_request(lbkit::outcome::none, {}, lbkit::total_counting_policy<P>);
+      s.begin_request(lbkit::counting_of<P>);
+      s.end_request(lbkit::outcome::success, {}, lbkit::counting_of<P>);
     } else {
       sink(i);
     }

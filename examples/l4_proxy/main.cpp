@@ -137,10 +137,11 @@ std::string stats_text(const lbkit::backend_registry& registry, const config& cf
       dgrams += w->backend[i].datagrams.load(std::memory_order_relaxed);
     }
     const auto& s = m->state();
+    const auto t = s.totals();
     out += "backend id=" + m->id() + " address=" + m->address().to_string() +
            " weight=" + std::to_string(m->weight()) + " health=" + health_text(s) +
-           " active=" + std::to_string(s.active()) + " picks=" + std::to_string(s.requests()) +
-           " failures=" + std::to_string(s.failures()) +
+           " active=" + std::to_string(t.in_flight()) + " picks=" + std::to_string(t.started) +
+           " failures=" + std::to_string(t.failed()) +
            " connect_failures=" + std::to_string(fails) + " bytes_to=" + std::to_string(to) +
            " bytes_from=" + std::to_string(from) + " datagrams=" + std::to_string(dgrams) + "\n";
   }

@@ -61,14 +61,15 @@ std::string stats_text(const runtime& rt, const std::vector<std::unique_ptr<thre
     const auto snap = p->registry().current();
     for (const auto& m : snap->members()) {
       const auto& s = m.state();
+      const auto t = s.totals();
       const char* health = s.ejected()                                   ? "ejected"
                            : s.active_health() == lbkit::health::healthy ? "up"
                                                                          : "down";
       out += "backend pool=" + p->config().name + " id=" + m.id() +
              " address=" + m.address().to_string() + " weight=" + std::to_string(m.weight()) +
-             " health=" + health + " active=" + std::to_string(s.active()) +
-             " picks=" + std::to_string(s.requests()) +
-             " failures=" + std::to_string(s.failures()) + "\n";
+             " health=" + health + " active=" + std::to_string(t.in_flight()) +
+             " picks=" + std::to_string(t.started) + " failures=" + std::to_string(t.failed()) +
+             "\n";
     }
   }
   return out;

@@ -449,6 +449,7 @@ inline result<void> backend_registry::apply(const change_set& changes) {
   core_->current = next;
   core_->published.publish(next, v);  // releases the previous snapshot outside its lock
   for (const auto& s : core_->subscribers) notify_one(s.fn, *next);
+  backend_state::reclaim_retired();  // states of removed backends whose leases have ended
   return {};
 }
 

@@ -3,12 +3,22 @@
 // the policies and health checkers read, plus the backend's immutable identity (id and
 // address, which never change for one state: a new address means a new backend).
 //
-// Lifetime (docs/architecture.md, property 2 "Live state outlives membership"): a backend_state
-// lives while anything owns it — a registry snapshot's member, a state_ref — or while a request
-// begun on it has not ended. Both are counted in one atomic word, so begin_request() is at once the
-// request counter and the keep-alive of a lease: a request that began before the backend was
-// removed, and even after every snapshot holding it was freed, ends on the same counters, and the
-// last of them frees the state. No extra atomic operation is spent on the pick path for this.
+// Counting without shared lines (issue 15): what nothing reads on the pick path — requests
+// begun, ended by outcome, latency sums — is kept in per-thread shards (detail::thread_slot)
+// and summed when read (totals()), so a pick and its release write only lines of the calling
+// thread. What policies read is counted only for balancers whose policy reads it
+// (request_counting): the exact in-flight count least-loaded policies compare, the registry
+// total bounded-load divides by, the latency estimate least_response_time ranks by. Passive
+// health's consecutive-failure counts are written on failures, and read (not written) on
+// successes that follow successes.
+//
+// Lifetime (docs/architecture.md, property 2 "Live state outlives membership"): a
+// backend_state lives while anything owns it (a registry snapshot's member, a state_ref) and
+// while any request begun on it has not ended. Requests take no reference: a state whose
+// last owner goes while requests are still open is retired, and freed by reclaim_retired()
+// (which every registry change calls) once they have all ended. No new request can begin on
+// it then — a request is begun only by a holder of an owner — so its totals only grow
+// toward their final value, and the state is freed exactly when they balance.
 #pragma once
 
 #include <algorithm>
@@ -19,11 +29,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <string>
 #include <string_view>
 #include <utility>
 
 #include "lbkit/detail/clock.hpp"
+#include "lbkit/detail/mutex.hpp"
+#include "lbkit/detail/thread_slot.hpp"
 #include "lbkit/endpoint.hpp"
 
 namespace lbkit {
@@ -100,12 +113,41 @@ class in_flight_total {
 
 }  // namespace detail
 
+// What a request is counted in beyond the per-thread totals that count every request
+// (backend_state::totals()). A balancer counts what its policy reads (the traits in
+// selection_policy.hpp); begin_request and end_request of one request take the same value.
+struct request_counting {
+  bool in_flight = false;  // active(): the exact count least-loaded policies compare
+  bool in_total = false;   // total_in_flight(): the registry-wide count bounded-load divides by
+  bool latency = false;    // the peak-EWMA estimate least_response_time ranks by
+};
+
+// A backend's request counts summed over the threads' shards (backend_state::totals()).
+// Thread safety: thread-compatible (a value type).
+struct request_totals {
+  std::uint64_t started = 0;          // requests begun (picks that returned this backend)
+  std::uint64_t ended[5] = {};        // requests ended, by outcome: see of()
+  std::uint64_t latency_ns = 0;       // the sum of the latencies reported with an outcome
+  std::uint64_t latency_samples = 0;  // how many were reported
+
+  std::uint64_t of(outcome o) const noexcept { return ended[static_cast<std::size_t>(o)]; }
+  std::uint64_t finished() const noexcept {
+    std::uint64_t t = 0;
+    for (auto e : ended) t += e;
+    return t;
+  }
+  // Failures of every kind: failure, gateway_failure, connection_failure.
+  std::uint64_t failed() const noexcept {
+    return of(outcome::failure) + of(outcome::gateway_failure) + of(outcome::connection_failure);
+  }
+  std::uint64_t in_flight() const noexcept { return started - finished(); }
+};
+
 // Live counters, health and identity of one backend. Created by backend_state::create (the
 // registry does this); owned through state_ref.
 // Thread safety: thread-safe; every member may be called from any thread at any time. The
-// counters are independent relaxed atomics: each one is exact, but a reader that loads two of
-// them may see one update and not the other (requests() sums several, so while requests end
-// concurrently it may be off by the ones in transit; it is exact once they have ended).
+// counters are relaxed atomics: each is exact, but a reader that loads several may see one
+// update and not another (see totals() for the bound).
 class backend_state {
  public:
   // A new state owned by the returned reference.
@@ -126,85 +168,101 @@ class backend_state {
 
   // ---- data plane --------------------------------------------------------------------
 
-  // A request was sent to this backend; it keeps the state alive until end_request.
-  // `in_total`: also count it in the registry-wide total (total_in_flight()), which
-  // bounded-load hashing divides by; only balancers with such a policy pay for that.
-  // Complexity: one relaxed atomic increment; two with in_total.
-  void begin_request(bool in_total = false) noexcept {
-    counters_.refs.fetch_add(request_unit, std::memory_order_relaxed);
-    if (in_total && total_) total_->add(shard_, 1);
+  // A request was sent to this backend. The caller must own the state at this moment (hold
+  // a snapshot that has it, or a state_ref: a balancer's picker holds its plan's snapshot);
+  // the state then stays valid until end_request, even if every owner goes meanwhile.
+  // Complexity: a load and a store on the calling thread's shard; `c` adds one relaxed
+  // atomic increment per count.
+  void begin_request(request_counting c = {}) noexcept {
+    const std::uint32_t slot = detail::thread_slot::get();
+    add(shards()[slot].started, 1, slot, std::memory_order_relaxed);
+    if (c.in_flight) in_flight_.fetch_add(1, std::memory_order_relaxed);
+    if (c.in_total && total_) total_->add(total_shard_, 1);
   }
 
-  // A request begun with begin_request() ended: exactly one end_request per begin_request,
-  // and the state must not be touched after it (it may have been the last holder).
-  // `latency` feeds the latency estimate when the outcome is success or failure and it is
-  // positive; `in_total` must be what begin_request was given.
-  // Complexity: two relaxed atomic increments (three with in_total); a CAS loop for the
-  // estimate.
+  // A request begun with begin_request(c) ended: exactly one end_request per begin_request,
+  // with the same `c`, and the caller must not touch the state after it (it may be freed).
+  // `latency` feeds the latency sums (and, with c.latency, the estimate) when the outcome is
+  // not none and it is positive.
+  // Complexity: a few loads of the backend's shared line; stores there only on a failure
+  // or on the first success after one; a load and a store on the calling thread's shard
+  // (two more with a latency); one relaxed atomic per count in `c` (a CAS loop for the
+  // estimate).
   void end_request(outcome o, std::chrono::nanoseconds latency = {},
-                   bool in_total = false) noexcept {
+                   request_counting c = {}) noexcept {
     if (o == outcome::success) {
-      counters_.successes.fetch_add(1, std::memory_order_relaxed);
       // Most successes follow successes: skip the stores (and the line's ownership) then.
-      clear(counters_.consecutive_failures);
-      clear(counters_.consecutive_gateway_failures);
-      clear(counters_.consecutive_connection_failures);
-    } else if (o != outcome::none) {
-      counters_.failures.fetch_add(1, std::memory_order_relaxed);
-      counters_.consecutive_failures.fetch_add(1, std::memory_order_relaxed);
-      if (o == outcome::failure) {
-        clear(counters_.consecutive_gateway_failures);
-      } else {
-        counters_.consecutive_gateway_failures.fetch_add(1, std::memory_order_relaxed);
-      }
-      if (o == outcome::connection_failure) {
-        counters_.consecutive_connection_failures.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        clear(counters_.consecutive_connection_failures);
-      }
-    } else {
-      counters_.unreported.fetch_add(1, std::memory_order_relaxed);
+      clear(consecutive_failures_);
+      clear(consecutive_gateway_failures_);
+      clear(consecutive_connection_failures_);
+    } else if (o != outcome::none) [[unlikely]] {
+      count_failure(o);
     }
-    if (o != outcome::none && latency.count() > 0) {
-      observe_latency(latency, detail::coarse_now_ns());
+    const bool timed = o != outcome::none && latency.count() > 0;
+    if (c.in_flight || c.in_total || (timed && c.latency)) end_counted(latency, timed, c);
+    const std::uint32_t slot = detail::thread_slot::get();
+    shard& s = shards()[slot];
+    if (timed) {
+      add(s.latency_ns, static_cast<std::uint64_t>(latency.count()), slot,
+          std::memory_order_relaxed);
+      add(s.latency_samples, 1, slot, std::memory_order_relaxed);
     }
-    if (in_total && total_) total_->add(shard_, -1);
-    release(request_unit);  // last: this may free *this
+    // Last, and release: once reclaim_retired() reads this count, it may free *this.
+    add(s.ended[static_cast<std::size_t>(o)], 1, slot, std::memory_order_release);
   }
 
   // ---- readers -----------------------------------------------------------------------
 
-  // Requests in flight (begun and not ended).
-  std::int64_t active() const noexcept {
-    return static_cast<std::int64_t>(counters_.refs.load(std::memory_order_relaxed) >> 32);
+  // The request counts summed over every thread's shard. Exact once the requests in transit
+  // have ended; while they run, each figure is some value it had during the read, every
+  // request counted as ended is counted as started (so in_flight() is never negative), and
+  // in_flight() is at least the number of requests that were in flight during the whole
+  // read. Complexity: thread_slot::count() + 1 cache lines read.
+  request_totals totals() const noexcept {
+    request_totals t;
+    // Ends first: a request whose end is seen began before it, so its start is seen too.
+    for (std::uint32_t i = 0; i < shard_count_; ++i) {
+      const shard& s = shards()[i];
+      for (std::size_t k = 0; k < 5; ++k) t.ended[k] += s.ended[k].load(std::memory_order_acquire);
+      t.latency_ns += s.latency_ns.load(std::memory_order_relaxed);
+      t.latency_samples += s.latency_samples.load(std::memory_order_relaxed);
+    }
+    for (std::uint32_t i = 0; i < shard_count_; ++i) {
+      t.started += shards()[i].started.load(std::memory_order_relaxed);
+    }
+    return t;
   }
-  // Requests begun since the backend was added: those ended plus those in flight (so that
-  // a pick costs one atomic increment, not two).
-  std::uint64_t requests() const noexcept {
-    return successes() + failures() + counters_.unreported.load(std::memory_order_relaxed) +
-           static_cast<std::uint64_t>(active());
-  }
-  std::uint64_t successes() const noexcept {
-    return counters_.successes.load(std::memory_order_relaxed);
-  }
-  std::uint64_t failures() const noexcept {
-    return counters_.failures.load(std::memory_order_relaxed);
-  }
+
+  // Requests in flight that were begun counting in flight (by a balancer whose policy reads
+  // it: least_connections, power_of_two_choices, least_response_time, bounded_load). Exact
+  // at every instant; the requests of other balancers are in totals().in_flight().
+  std::int64_t active() const noexcept { return in_flight_.load(std::memory_order_relaxed); }
+  // Requests begun since the backend was added. Complexity: as totals().
+  std::uint64_t requests() const noexcept { return totals().started; }
+  std::uint64_t successes() const noexcept { return totals().of(outcome::success); }
+  // Failures of every kind (failure, gateway_failure, connection_failure).
+  std::uint64_t failures() const noexcept { return totals().failed(); }
   // Failures reported since the last success.
   std::uint64_t consecutive_failures() const noexcept {
-    return counters_.consecutive_failures.load(std::memory_order_relaxed);
+    return consecutive_failures_.load(std::memory_order_relaxed);
   }
   // Gateway and connection failures since the last other outcome.
   std::uint64_t consecutive_gateway_failures() const noexcept {
-    return counters_.consecutive_gateway_failures.load(std::memory_order_relaxed);
+    return consecutive_gateway_failures_.load(std::memory_order_relaxed);
   }
   // Connection failures (outcome::connection_failure) since the last other outcome.
   std::uint64_t consecutive_connection_failures() const noexcept {
-    return counters_.consecutive_connection_failures.load(std::memory_order_relaxed);
+    return consecutive_connection_failures_.load(std::memory_order_relaxed);
   }
   // Requests in flight that were begun with in_total on any backend of this backend's
   // registry (0 for a state outside a registry). Complexity: 8 relaxed loads.
   std::int64_t total_in_flight() const noexcept { return total_ ? total_->sum() : 0; }
+
+  // Frees every retired state (one whose owners are all gone) whose requests have all
+  // ended, and returns how many retired states are still waiting for theirs. Every registry
+  // change calls it; call it yourself to free states sooner (from any thread).
+  // Complexity: one atomic load when none is retired; else a lock and totals() per state.
+  static std::size_t reclaim_retired() noexcept;
 
   // ---- latency: peak EWMA --------------------------------------------------------------
   // The latency estimate is a peak-sensitive, time-decayed moving average, Finagle's
@@ -219,23 +277,23 @@ class backend_state {
   // The estimate as its last sample left it, without the decay since (for stats pages).
   std::chrono::nanoseconds latency_estimate() const noexcept {
     return std::chrono::nanoseconds(
-        static_cast<std::int64_t>(cost_of(counters_.latency.load(std::memory_order_relaxed))));
+        static_cast<std::int64_t>(cost_of(latency_.load(std::memory_order_relaxed))));
   }
   // The estimate in nanoseconds at `now_ns` on the detail::coarse_now_ns() clock, which must
   // not be earlier than the last sample's time.
   double latency_at(std::int64_t now_ns) const noexcept {
-    const std::uint64_t word = counters_.latency.load(std::memory_order_relaxed);
+    const std::uint64_t word = latency_.load(std::memory_order_relaxed);
     const double cost = cost_of(word);
     return cost == 0 ? 0 : cost * decay_factor(word, now_ns);
   }
   // Feeds one sample taken at `now_ns` (end_request does this with the current time; a
   // caller that timestamps requests itself may call it directly). Non-positive samples are
   // ignored; samples above max_latency count as max_latency. Complexity: a CAS loop on this
-  // backend's counter line.
+  // backend's shared line.
   void observe_latency(std::chrono::nanoseconds sample, std::int64_t now_ns) noexcept {
     if (sample.count() <= 0) return;
     const double rtt = static_cast<double>(std::min(sample, max_latency).count());
-    std::uint64_t old = counters_.latency.load(std::memory_order_relaxed);
+    std::uint64_t old = latency_.load(std::memory_order_relaxed);
     std::uint64_t next;
     do {
       const double cost = cost_of(old);
@@ -243,7 +301,7 @@ class backend_state {
       // Finagle compares with the undecayed estimate: a peak replaces it, anything else
       // blends in by the time elapsed.
       next = pack(rtt > cost ? rtt : cost * w + rtt * (1 - w), now_ns);
-    } while (!counters_.latency.compare_exchange_weak(old, next, std::memory_order_relaxed));
+    } while (!latency_.compare_exchange_weak(old, next, std::memory_order_relaxed));
   }
   // Longer samples are clipped to this (about 13 days).
   static constexpr std::chrono::nanoseconds max_latency{std::int64_t{1} << 50};
@@ -287,26 +345,83 @@ class backend_state {
   friend class backend_registry;
   friend class state_ref;
 
-  // refs = requests in flight << 32 | owners. 2^31 of either is far beyond any real count.
-  static constexpr std::uint64_t request_unit = std::uint64_t{1} << 32;
-  static constexpr std::uint64_t owner_unit = 1;
+  // One thread's counts (detail::thread_slot): written by that thread only, with a plain
+  // load and store, except the shared slot's, written with atomic adds.
+  struct alignas(cache_line) shard {
+    std::atomic<std::uint64_t> started{0};
+    std::atomic<std::uint64_t> ended[5] = {};  // by outcome
+    std::atomic<std::uint64_t> latency_ns{0};
+    std::atomic<std::uint64_t> latency_samples{0};
+  };
+  static_assert(sizeof(shard) == cache_line);
+
+  static void add(std::atomic<std::uint64_t>& c, std::uint64_t n, std::uint32_t slot,
+                  std::memory_order mo) noexcept {
+    if (slot != detail::thread_slot::shared) [[likely]] {
+      c.store(c.load(std::memory_order_relaxed) + n, mo);
+    } else {
+      c.fetch_add(n, mo);
+    }
+  }
 
   backend_state(std::string id, endpoint address, health initial,
                 std::shared_ptr<detail::in_flight_total> total, std::uint32_t shard) noexcept
       : health_(initial),
+        shard_count_(detail::thread_slot::count() + 1),
         healthy_since_(detail::precise_now_ns()),
         serial_(next_serial()),
         id_(std::move(id)),
         address_(address),
         total_(std::move(total)),
-        shard_(shard) {}
+        total_shard_(shard) {
+    std::uninitialized_default_construct_n(shards(), shard_count_);
+  }
   ~backend_state() = default;
 
-  void retain() noexcept { counters_.refs.fetch_add(owner_unit, std::memory_order_relaxed); }
-  void release(std::uint64_t unit) noexcept {
-    // acq_rel, as shared_ptr does: the thread that frees sees every other holder's writes.
-    if (counters_.refs.fetch_sub(unit, std::memory_order_acq_rel) == unit) delete this;
+  // The state and its shards are one allocation: the shards follow the object, so that a
+  // lease finds its shard without loading a pointer (the shard's address and the state's
+  // first line load in parallel). Shards are trivially destructible.
+  static std::size_t allocation_size(std::uint32_t shards) noexcept {
+    return sizeof(backend_state) + shards * sizeof(shard);
   }
+  shard* shards() const noexcept {
+    auto* end = const_cast<std::byte*>(reinterpret_cast<const std::byte*>(this)) + sizeof(*this);
+    return std::launder(reinterpret_cast<shard*>(end));
+  }
+  static void destroy(backend_state* s) noexcept {
+    s->~backend_state();
+    ::operator delete (s, std::align_val_t{cache_line});
+  }
+
+  void retain() noexcept { owners_.fetch_add(1, std::memory_order_relaxed); }
+  void release() noexcept {
+    // acq_rel, as shared_ptr does: the thread that retires sees every other owner's writes,
+    // among them the starts of the requests they began.
+    if (owners_.fetch_sub(1, std::memory_order_acq_rel) == 1) retire(this);
+  }
+  bool quiescent() const noexcept { return totals().in_flight() == 0; }
+
+  // The streaks of a failure, for passive health.
+  [[gnu::noinline]] void count_failure(outcome o) noexcept {
+    consecutive_failures_.fetch_add(1, std::memory_order_relaxed);
+    if (o == outcome::failure) {
+      clear(consecutive_gateway_failures_);
+    } else {
+      consecutive_gateway_failures_.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (o == outcome::connection_failure) {
+      consecutive_connection_failures_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      clear(consecutive_connection_failures_);
+    }
+  }
+  // What end_request counts beyond the totals.
+  void end_counted(std::chrono::nanoseconds latency, bool timed, request_counting c) noexcept {
+    if (timed && c.latency) observe_latency(latency, detail::coarse_now_ns());
+    if (c.in_flight) in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    if (c.in_total && total_) total_->add(total_shard_, -1);
+  }
+  static void retire(backend_state* s) noexcept;
 
   static void clear(std::atomic<std::uint64_t>& c) noexcept {
     if (c.load(std::memory_order_relaxed) != 0) c.store(0, std::memory_order_relaxed);
@@ -358,9 +473,14 @@ class backend_state {
     return std::exp(-dt / static_cast<double>(decay_ns_.load(std::memory_order_relaxed)));
   }
 
-  // Read on every pick, written a few times a second: kept off the counters' line.
-  alignas(cache_line) std::atomic<health> health_;
+  // Read by every lease (the streaks a success clears), written on failures and a few times
+  // a second (health): the first line, off the lines written per request.
+  alignas(cache_line) std::atomic<std::uint64_t> consecutive_failures_{0};
+  std::atomic<std::uint64_t> consecutive_gateway_failures_{0};
+  std::atomic<std::uint64_t> consecutive_connection_failures_{0};
+  std::atomic<health> health_;
   std::atomic<lbkit::ejection> ejection_{ejection::none};
+  const std::uint32_t shard_count_;  // thread_slot::count() + 1
   std::atomic<std::int64_t> healthy_since_;
   std::atomic<std::int64_t> ejected_since_{0};
   std::atomic<std::int64_t> decay_ns_{10'000'000'000};
@@ -368,20 +488,14 @@ class backend_state {
   const std::string id_;
   const endpoint address_;
   const std::shared_ptr<detail::in_flight_total> total_;
-  const std::uint32_t shard_;
+  const std::uint32_t total_shard_;
+  backend_state* next_retired_ = nullptr;  // the retired list's link (under its lock)
 
-  // Written on every request by many threads: one line of their own, away from health_ and
-  // from any other backend's counters.
-  struct alignas(cache_line) counters {
-    std::atomic<std::uint64_t> refs{0};
-    std::atomic<std::uint64_t> unreported{0};  // ended with outcome::none
-    std::atomic<std::uint64_t> successes{0};
-    std::atomic<std::uint64_t> failures{0};
-    std::atomic<std::uint64_t> consecutive_failures{0};
-    std::atomic<std::uint64_t> consecutive_gateway_failures{0};
-    std::atomic<std::uint64_t> consecutive_connection_failures{0};
-    std::atomic<std::uint64_t> latency{0};  // see pack()
-  } counters_;
+  // Written by every lease of a balancer that counts in flight or latency, and when the state
+  // gains or loses an owner: a line of its own.
+  alignas(cache_line) std::atomic<std::int64_t> in_flight_{0};
+  std::atomic<std::uint64_t> latency_{0};  // see pack()
+  std::atomic<std::uint32_t> owners_{0};
 };
 
 // An owning reference to a backend_state, like a shared_ptr whose count lives in the state.
@@ -399,7 +513,7 @@ class state_ref {
     return *this;
   }
   ~state_ref() {
-    if (p_) p_->release(backend_state::owner_unit);
+    if (p_) p_->release();
   }
 
   backend_state* get() const noexcept { return p_; }
@@ -417,9 +531,71 @@ class state_ref {
 inline state_ref backend_state::create(std::string id, endpoint address, health initial,
                                        std::shared_ptr<detail::in_flight_total> total,
                                        std::uint32_t shard) {
-  auto* s = new backend_state(std::move(id), address, initial, std::move(total), shard);
+  const std::uint32_t shards = detail::thread_slot::count() + 1;
+  void* mem = ::operator new (allocation_size(shards), std::align_val_t{cache_line});
+  auto* s = new (mem) backend_state(std::move(id), address, initial, std::move(total), shard);
   s->retain();
   return state_ref(s);
+}
+
+namespace detail {
+
+// The states whose last owner went while requests on them were open, linked through
+// next_retired_. One list per process, never destroyed (a state may be retired, and its
+// last request end, during static destruction).
+struct retired_states {
+  mutex mu;
+  backend_state* head LBKIT_GUARDED_BY(mu) = nullptr;
+  std::atomic<std::size_t> size{0};
+
+  static retired_states& get() noexcept {
+    static retired_states* const list = new retired_states;
+    return *list;
+  }
+};
+
+}  // namespace detail
+
+inline void backend_state::retire(backend_state* s) noexcept {
+  if (s->quiescent()) {
+    destroy(s);
+    return;
+  }
+  // A request that ends after the check leaves the state quiescent on the list: the next
+  // reclaim_retired() frees it.
+  auto& list = detail::retired_states::get();
+  detail::lock_guard lock(list.mu);
+  s->next_retired_ = list.head;
+  list.head = s;
+  list.size.fetch_add(1, std::memory_order_release);
+}
+
+inline std::size_t backend_state::reclaim_retired() noexcept {
+  auto& list = detail::retired_states::get();
+  if (list.size.load(std::memory_order_acquire) == 0) return 0;
+  backend_state* done = nullptr;
+  std::size_t left;
+  {
+    detail::lock_guard lock(list.mu);
+    for (backend_state** p = &list.head; *p != nullptr;) {
+      backend_state* s = *p;
+      if (!s->quiescent()) {
+        p = &s->next_retired_;
+        continue;
+      }
+      *p = s->next_retired_;
+      s->next_retired_ = done;
+      done = s;
+      list.size.fetch_sub(1, std::memory_order_relaxed);
+    }
+    left = list.size.load(std::memory_order_relaxed);
+  }
+  while (done != nullptr) {  // outside the lock: destruction may free other things
+    backend_state* next = done->next_retired_;
+    destroy(done);
+    done = next;
+  }
+  return left;
 }
 
 }  // namespace lbkit

@@ -68,19 +68,19 @@ class [[nodiscard]] lease {
  public:
   lease() noexcept = default;
   explicit lease(pick_error why) noexcept : why_(why) {}
-  // Adopts a request already begun on `s` with begin_request(in_total) (balancers and
+  // Adopts a request already begun on `s` with begin_request(counting) (balancers and
   // custom pickers use this).
-  explicit lease(backend_state& s, bool in_total = false) noexcept
-      : state_(&s), why_(pick_error::none), in_total_(in_total) {}
+  explicit lease(backend_state& s, request_counting counting = {}) noexcept
+      : state_(&s), why_(pick_error::none), counting_(counting) {}
 
   lease(lease&& o) noexcept
-      : state_(std::exchange(o.state_, nullptr)), why_(o.why_), in_total_(o.in_total_) {}
+      : state_(std::exchange(o.state_, nullptr)), why_(o.why_), counting_(o.counting_) {}
   lease& operator=(lease&& o) noexcept {
     if (this != &o) {
       release();
       state_ = std::exchange(o.state_, nullptr);
       why_ = o.why_;
-      in_total_ = o.in_total_;
+      counting_ = o.counting_;
     }
     return *this;
   }
@@ -99,7 +99,7 @@ class [[nodiscard]] lease {
   // Ends the request with its outcome; latency feeds latency-aware policies. Later calls do
   // nothing.
   void report(outcome o, std::chrono::nanoseconds latency = {}) noexcept {
-    if (state_) std::exchange(state_, nullptr)->end_request(o, latency, in_total_);
+    if (state_) std::exchange(state_, nullptr)->end_request(o, latency, counting_);
   }
   // Ends the request without an outcome.
   void release() noexcept { report(outcome::none); }
@@ -107,7 +107,7 @@ class [[nodiscard]] lease {
  private:
   backend_state* state_ = nullptr;
   pick_error why_ = pick_error::no_backends;
-  bool in_total_ = false;
+  request_counting counting_;
 };
 
 // Slow start: a backend that was added or became healthy after the balancer was made gets
@@ -200,7 +200,8 @@ class balancer {
           rng_(b.options_.seed ^ hash_u64(b.pickers_made_.fetch_add(1) + 1)) {}
 
     // Picks a backend for `context`. Complexity: one atomic load to follow the registry, the
-    // policy's pick, and two relaxed increments on the chosen backend's counters.
+    // policy's pick, and a load and a store on this thread's shard of the chosen backend's
+    // totals, plus what the policy reads (counting_of<Policy>).
     lease pick(const pick_context& context = {}) noexcept {
       const plan& p = follow();
       if (p.eligible == 0) [[unlikely]]
@@ -290,9 +291,8 @@ class balancer {
 
    private:
     static lease start(const plan& p, std::uint32_t i) noexcept {
-      constexpr bool in_total = total_counting_policy<Policy>;
-      p.states[i]->begin_request(in_total);
-      return lease(*p.states[i], in_total);
+      p.states[i]->begin_request(counting_of<Policy>);
+      return lease(*p.states[i], counting_of<Policy>);
     }
 
     // The newest plan: one atomic load, and a reset of the per-plan pick state when the

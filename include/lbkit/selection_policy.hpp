@@ -134,12 +134,32 @@ inline constexpr bool keyed_policy = requires {
   requires P::keyed;
 };
 
-// Optional: a policy that reads backend_state::total_in_flight() declares
-// `static constexpr bool counts_total = true`; its balancer then counts every lease in the
-// registry's total (one more atomic increment per pick and per release).
+// Optional: what a policy reads of the backends' load, so that its balancer counts that and
+// only that on every lease (docs/architecture.md, "The pick path"). Each is a
+// `static constexpr bool` member set to true:
+//   counts_in_flight  it reads backend_state::active(), the exact in-flight count (one
+//                     relaxed atomic increment per pick and per release on the backend's
+//                     shared line). Without it, active() does not count this balancer's
+//                     requests.
+//   counts_total      it reads backend_state::total_in_flight(), the registry-wide count
+//                     (one more, on one of the registry's shards).
+//   tracks_latency    it reads the latency estimate (latency_at): reports feed it (a CAS
+//                     on the backend's shared line per report with a latency).
+// Every lease is also counted in the backend's per-thread totals, whatever the policy.
+template <class P>
+inline constexpr bool in_flight_counting_policy = requires {
+  requires P::counts_in_flight;
+};
 template <class P>
 inline constexpr bool total_counting_policy = requires {
   requires P::counts_total;
 };
+template <class P>
+inline constexpr bool latency_tracking_policy = requires {
+  requires P::tracks_latency;
+};
+template <class P>
+inline constexpr request_counting counting_of{in_flight_counting_policy<P>,
+                                              total_counting_policy<P>, latency_tracking_policy<P>};
 
 }  // namespace lbkit

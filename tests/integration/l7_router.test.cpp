@@ -221,7 +221,7 @@ TEST_CASE("routing: the host first, then exact path, longest prefix, then header
 }
 
 TEST_CASE("distribution: round robin and smooth weighted round robin give exact counts") {
-  // One router thread is one picker, the only walker of the policy's cycle; each batch of 16
+  // One router thread is one picker, the only walker of the policy's cycle; each batch of
   // positions it claims (lbkit::detail::sequence) starts where its last batch ended, so its
   // consecutive picks are consecutive positions of the cycle, whatever the random start.
   // Every backend answers 200, so there are no retries and each request is one pick: N whole

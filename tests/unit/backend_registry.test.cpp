@@ -137,7 +137,7 @@ TEST_CASE("weight, update and drain change config but keep the live state") {
   REQUIRE(r.drain("a", false));
   CHECK(!r.current()->find("a")->draining());
   CHECK(r.version() == 5);
-  CHECK(state->active() == 1);
+  CHECK(state->totals().in_flight() == 1);
   state->end_request(lbkit::outcome::success);
 }
 
@@ -219,7 +219,7 @@ TEST_CASE("the state of a removed backend outlives it and counts leases correctl
   CHECK(held.id() == "a");
   CHECK(held.state().id() == "a");
   held.state().end_request(lbkit::outcome::failure);
-  CHECK(held.state().active() == 0);
+  CHECK(held.state().totals().in_flight() == 0);
   CHECK(held.state().requests() == 1);
   CHECK(held.state().failures() == 1);
 }
@@ -304,19 +304,37 @@ TEST_CASE("a request in flight keeps the state alive after every owner is gone")
   backend_registry r;
   REQUIRE(r.add(make("a", "10.0.0.7:81")));
   lbkit::backend_state* s = &r.current()->find("a")->state();
-  s->begin_request();  // as a lease does
+  const std::size_t waiting = lbkit::backend_state::reclaim_retired();  // earlier tests' states
+  s->begin_request();                                                   // as a lease does
   REQUIRE(r.remove("a"));
-  // No snapshot or member holds "a" any more: only the request does.
-  CHECK(s->active() == 1);
+  // No snapshot or member holds "a" any more: only the request does. It is retired, and
+  // reclaiming keeps it while the request is open.
+  CHECK(lbkit::backend_state::reclaim_retired() == waiting + 1);
+  CHECK(s->totals().in_flight() == 1);
   CHECK(s->id() == "a");
   CHECK(s->address().to_string() == "10.0.0.7:81");
-  s->end_request(lbkit::outcome::success);  // frees the state; LeakSanitizer checks it is freed
+  s->end_request(lbkit::outcome::success);
+  CHECK(s->totals().in_flight() == 0);
+  // Now it is freed (ASan would report a use after free of s from here on, LeakSanitizer a
+  // leak if it never were).
+  CHECK(lbkit::backend_state::reclaim_retired() == waiting);
+}
+
+TEST_CASE("a removed backend with nothing in flight is freed at once") {
+  backend_registry r;
+  REQUIRE(r.add(make("a")));
+  const std::size_t waiting = lbkit::backend_state::reclaim_retired();
+  r.current()->find("a")->state().begin_request();
+  r.current()->find("a")->state().end_request(lbkit::outcome::success);
+  REQUIRE(r.remove("a"));
+  CHECK(lbkit::backend_state::reclaim_retired() == waiting);
 }
 
 TEST_CASE("the registry's total in flight counts in_total requests until they end") {
   // The registry gives each backend it creates its one total; any member's
   // backend_state::total_in_flight() reads it. Only requests begun with in_total count (as a
   // bounded-load balancer begins them), removed backends' included, until they end.
+  constexpr lbkit::request_counting counted{.in_flight = true, .in_total = true};
   backend_registry r;
   // 10 backends: more than the 8 shards of the count, so some share one.
   change_set cs;
@@ -339,7 +357,7 @@ TEST_CASE("the registry's total in flight counts in_total requests until they en
   std::int64_t expected = 0;
   for (int i = 0; i < 10; ++i) {
     for (int j = 0; j <= i; ++j) {
-      state(i).begin_request(true);
+      state(i).begin_request(counted);
       ++expected;
       CHECK(total() == expected);
     }
@@ -348,18 +366,24 @@ TEST_CASE("the registry's total in flight counts in_total requests until they en
   CHECK(sum_active() == 55);
   for (int i = 0; i < 10; ++i) CHECK(state(i).total_in_flight() == 55);
 
-  state(0).end_request(lbkit::outcome::success, {}, true);
-  state(9).end_request(lbkit::outcome::failure, {}, true);
-  state(9).end_request(lbkit::outcome::none, {}, true);
+  state(0).end_request(lbkit::outcome::success, {}, counted);
+  state(9).end_request(lbkit::outcome::failure, {}, counted);
+  state(9).end_request(lbkit::outcome::none, {}, counted);
   CHECK(total() == 52);
   CHECK(sum_active() == 52);
 
-  // Requests begun without in_total are in the backend's load, not in the total.
-  state(4).begin_request();
+  // Requests begun without in_total are in the backend's load, not in the total; without
+  // in_flight, in its totals only.
+  state(4).begin_request({.in_flight = true});
   CHECK(state(4).active() == 5 + 1);
   CHECK(total() == 52);
-  state(4).end_request(lbkit::outcome::success);
+  state(4).end_request(lbkit::outcome::success, {}, {.in_flight = true});
   CHECK(total() == 52);
+  state(4).begin_request();
+  CHECK(state(4).active() == 5);
+  CHECK(state(4).totals().in_flight() == 5 + 1);
+  state(4).end_request(lbkit::outcome::success);
+  CHECK(state(4).totals().in_flight() == 5);
 
   // Draining and health do not change what is in flight.
   REQUIRE(r.drain("n5"));
@@ -368,41 +392,44 @@ TEST_CASE("the registry's total in flight counts in_total requests until they en
 
   // A standalone state has no total; another registry's backends count in their own.
   auto lone = lbkit::backend_state::create("lone", *lbkit::endpoint::parse("10.0.0.2:80"));
-  lone->begin_request(true);
+  lone->begin_request(counted);
   CHECK(lone->total_in_flight() == 0);
   backend_registry other;
   REQUIRE(other.add(make("x")));
   lbkit::backend_state& x = other.current()->find("x")->state();
-  x.begin_request(true);
+  x.begin_request(counted);
   CHECK(total() == 52);
   CHECK(x.total_in_flight() == 1);
-  x.end_request(lbkit::outcome::none, {}, true);
-  lone->end_request(lbkit::outcome::none, {}, true);
+  x.end_request(lbkit::outcome::none, {}, counted);
+  lone->end_request(lbkit::outcome::none, {}, counted);
   CHECK(x.total_in_flight() == 0);
 
   // Removing n3 with its 4 requests: they stay counted until they end, though no member has
-  // them any more; the last end frees the state (ASan checks both).
+  // them any more; after the last end, reclaiming frees the state (ASan checks both).
+  const std::size_t waiting = lbkit::backend_state::reclaim_retired();
   lbkit::backend_state* removed = &state(3);
   REQUIRE(r.remove("n3"));
   CHECK(r.current()->find("n3") == nullptr);
   CHECK(total() == 52);
   CHECK(sum_active() == 48);
-  for (int j = 0; j < 3; ++j) removed->end_request(lbkit::outcome::success, {}, true);
+  for (int j = 0; j < 3; ++j) removed->end_request(lbkit::outcome::success, {}, counted);
   CHECK(total() == 49);
   // A backend added again under the same id is a new one, with nothing in flight, counting
   // in the same total.
   REQUIRE(r.add(make("n3", "10.0.0.1:8003")));
   CHECK(state(3).active() == 0);
-  state(3).begin_request(true);
+  state(3).begin_request(counted);
   CHECK(total() == 50);
   CHECK(state(3).total_in_flight() == 50);
-  removed->end_request(lbkit::outcome::none, {}, true);  // the old n3's last request
+  CHECK(lbkit::backend_state::reclaim_retired() == waiting + 1);
+  removed->end_request(lbkit::outcome::none, {}, counted);  // the old n3's last request
+  CHECK(lbkit::backend_state::reclaim_retired() == waiting);
   CHECK(total() == 49);
   CHECK(sum_active() == 49);
 
   // Ending everything brings it to 0.
   for (const auto& m : r.current()->members()) {
-    while (m.state().active() > 0) m.state().end_request(lbkit::outcome::none, {}, true);
+    while (m.state().active() > 0) m.state().end_request(lbkit::outcome::none, {}, counted);
   }
   CHECK(total() == 0);
   CHECK(sum_active() == 0);
@@ -430,12 +457,12 @@ TEST_CASE("the registry's total in flight counts in_total requests until they en
   });
   std::vector<std::thread> workers;
   for (int t = 0; t < threads; ++t) {
-    workers.emplace_back([&snap, t] {
+    workers.emplace_back([&snap, t, counted] {
       lbkit::backend_state& s = snap->members()[static_cast<std::size_t>(t)].state();
       for (int k = 0; k < rounds; ++k) {
         const int held = 1 + k % 3;
-        for (int j = 0; j < held; ++j) s.begin_request(true);
-        for (int j = 0; j < held; ++j) s.end_request(lbkit::outcome::success, {}, true);
+        for (int j = 0; j < held; ++j) s.begin_request(counted);
+        for (int j = 0; j < held; ++j) s.end_request(lbkit::outcome::success, {}, counted);
       }
     });
   }

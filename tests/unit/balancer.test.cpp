@@ -15,6 +15,7 @@
 #include <lbkit/lbkit.hpp>
 
 using namespace lbkit;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -156,22 +157,56 @@ TEST_CASE("leases count requests and take outcomes") {
   {
     auto l1 = picker.pick();
     auto l2 = picker.pick();
-    CHECK(s.active() == 2);
+    CHECK(s.totals().in_flight() == 2);
     l1.report(outcome::success, std::chrono::microseconds(5));
     l1.report(outcome::failure);  // already reported: ignored
     CHECK(!l1);
-    CHECK(s.active() == 1);
+    CHECK(s.totals().in_flight() == 1);
     CHECK(s.successes() == 1);
     CHECK(s.failures() == 0);
-    CHECK(s.latency_estimate() == std::chrono::microseconds(5));
+    CHECK(s.totals().latency_ns == 5000);
     lease moved = std::move(l2);
     CHECK(!l2);  // NOLINT(bugprone-use-after-move): moved-from is empty by contract
     CHECK(moved);
-    CHECK(s.active() == 1);
+    CHECK(s.totals().in_flight() == 1);
   }  // `moved` ends unreported
-  CHECK(s.active() == 0);
+  CHECK(s.totals().in_flight() == 0);
   CHECK(s.requests() == 2);
   CHECK(s.successes() + s.failures() == 1);
+  CHECK(s.totals().of(outcome::none) == 1);
+}
+
+TEST_CASE("a balancer counts what its policy reads, and every lease in the totals") {
+  backend_registry r;
+  REQUIRE(r.add(make("a")));
+  backend_state& s = r.current()->find("a")->state();
+  balancer<round_robin> plain(r);
+  balancer<least_connections> loaded(r);
+  balancer<least_response_time> timed(r);
+  auto p = plain.make_picker();
+  auto l = loaded.make_picker();
+  auto t = timed.make_picker();
+  {
+    lease a = p.pick(), b = l.pick(), c = t.pick();
+    CHECK(s.active() == 2);  // least_connections' and least_response_time's
+    CHECK(s.totals().in_flight() == 3);
+    a.report(outcome::success, std::chrono::microseconds(9));
+    CHECK(s.latency_estimate() == 0ns);  // round robin reads no latency: none estimated
+    b.report(outcome::success, std::chrono::microseconds(9));
+    CHECK(s.latency_estimate() == 0ns);
+    CHECK(s.active() == 1);
+    c.report(outcome::success, std::chrono::microseconds(7));
+    CHECK(s.latency_estimate() == std::chrono::microseconds(7));
+    CHECK(s.active() == 0);
+  }
+  CHECK(s.totals().latency_samples == 3);
+  CHECK(s.totals().latency_ns == 25000);
+  static_assert(!in_flight_counting_policy<round_robin>);
+  static_assert(in_flight_counting_policy<power_of_two_choices>);
+  static_assert(in_flight_counting_policy<bounded_load<maglev>> &&
+                total_counting_policy<bounded_load<maglev>>);
+  static_assert(latency_tracking_policy<least_response_time>);
+  static_assert(!latency_tracking_policy<least_connections>);
 }
 
 TEST_CASE("a lease stays valid after its backend is removed and the plan is gone") {
@@ -185,8 +220,11 @@ TEST_CASE("a lease stays valid after its backend is removed and the plan is gone
   CHECK(picker.pick().id() == "b");  // the picker drops the old plan here
   // Nothing but the lease holds "a" now.
   CHECK(l.id() == "a");
-  CHECK(l.backend().active() == 1);
-  l.report(outcome::failure);  // ends the request and frees the state (ASan/LSan check)
+  CHECK(l.backend().totals().in_flight() == 1);
+  const std::size_t waiting = backend_state::reclaim_retired();  // the lease's state
+  l.report(outcome::failure);
+  // The request ended: the next registry change (or this) frees the state (ASan checks).
+  CHECK(backend_state::reclaim_retired() == waiting - 1);
 }
 
 TEST_CASE("pickers of one balancer draw different random streams") {
@@ -385,9 +423,9 @@ TEST_CASE("pick_member pins a named backend while it may get requests, and says 
     lease l = picker.pick_member("b");
     REQUIRE(l);
     CHECK(l.id() == "b");
-    CHECK(l.backend().active() == 1);  // counted in flight like any pick
+    CHECK(l.backend().totals().in_flight() == 1);  // counted in flight like any pick
   }
-  CHECK(r.current()->find("b")->state().active() == 0);
+  CHECK(r.current()->find("b")->state().totals().in_flight() == 0);
 
   CHECK(picker.pick_member("nope").error() == pick_error::member_unavailable);
 

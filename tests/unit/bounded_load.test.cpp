@@ -87,7 +87,8 @@ std::int64_t total(const backend_registry& r) {
 
 std::vector<std::int64_t> in_flight(const backend_registry& r) {
   std::vector<std::int64_t> out;
-  for (const auto& m : r.current()->members()) out.push_back(m.state().active());
+  for (const auto& m : r.current()->members())
+    out.push_back(static_cast<std::int64_t>(m.state().totals().in_flight()));
   return out;
 }
 
@@ -220,7 +221,8 @@ TEST_CASE_TEMPLATE("bounded_load: with room everywhere, every key goes where Has
     add_weighted(r3, weights);
     balancer<H> plain3(r3, small_hash<H>(), {.seed = 203});
     balancer<bounded_load<H>> bounded3(r3, policy<H>(3.0), {.seed = 204});
-    for (const auto& m : r3.current()->members()) m.state().begin_request(/*in_total=*/true);
+    for (const auto& m : r3.current()->members())
+      m.state().begin_request(lbkit::counting_of<bounded_load<H>>);
     REQUIRE(total(r3) == 20);
     auto p3 = plain3.make_picker();
     auto b3 = bounded3.make_picker();
@@ -233,7 +235,7 @@ TEST_CASE_TEMPLATE("bounded_load: with room everywhere, every key goes where Has
     }
     CHECK(moved == 0);
     for (const auto& m : r3.current()->members()) {
-      m.state().end_request(lbkit::outcome::none, {}, /*in_total=*/true);
+      m.state().end_request(lbkit::outcome::none, {}, lbkit::counting_of<bounded_load<H>>);
     }
     CHECK(total(r3) == 0);
   }

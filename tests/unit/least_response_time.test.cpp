@@ -57,16 +57,19 @@ std::size_t index_of(const backend_registry& r, const lease& l) {
   return members.size();
 }
 
+// What a least_response_time balancer counts on its leases.
+constexpr lbkit::request_counting counted = lbkit::counting_of<least_response_time>;
+
 // `k` requests begun on a backend and held until the guard goes, as leases would hold them.
 class held_requests {
  public:
   held_requests(lbkit::backend_state& s, int k) : s_(&s), k_(k) {
-    for (int j = 0; j < k_; ++j) s_->begin_request();
+    for (int j = 0; j < k_; ++j) s_->begin_request(counted);
   }
   held_requests(const held_requests&) = delete;
   held_requests& operator=(const held_requests&) = delete;
   ~held_requests() {
-    for (int j = 0; j < k_; ++j) s_->end_request(outcome::none);
+    for (int j = 0; j < k_; ++j) s_->end_request(outcome::none, {}, counted);
   }
 
  private:
@@ -77,8 +80,8 @@ class held_requests {
 // Ends `f` requests on `s` as failures, without a latency sample (so the estimate stays).
 void fail(lbkit::backend_state& s, int f) {
   for (int j = 0; j < f; ++j) {
-    s.begin_request();
-    s.end_request(outcome::failure);
+    s.begin_request(counted);
+    s.end_request(outcome::failure, {}, counted);
   }
 }
 
@@ -178,9 +181,14 @@ TEST_CASE("least_response_time: requests in flight multiply the estimate") {
   // Member 0: 1 ms with a in flight costs (a + 1) ms; member 1: 5 ms, idle. 0 wins while
   // a + 1 < 5, i.e. a <= 3; at a = 4 they tie (the first drawn wins: both get picks); from
   // a = 5 on, 1 wins. At a = 9: 10 ms against 5 ms.
+  //
+  // The tie must be exact when picks compare, a few ms after the samples: at a decay factor
+  // f < 1, (1 ms x f) x 5 and 5 ms x f can round 1 ulp apart and turn the tie into a win (a
+  // flake seen under load). So the samples are stamped an hour ahead: a stamp later than the
+  // reading counts as no time elapsed (decay factor exactly 1) for the whole case.
   backend_registry r;
   add_weighted(r, {1, 1});
-  const std::int64_t t0 = lbkit::detail::coarse_now_ns();
+  const std::int64_t t0 = lbkit::detail::coarse_now_ns() + std::int64_t{3600} * 1'000'000'000;
   state(r, 0).observe_latency(1ms, t0);
   state(r, 1).observe_latency(5ms, t0);
   balancer<least_response_time> lb(r, least_response_time{}, {.seed = 105});
@@ -228,8 +236,8 @@ TEST_CASE("least_response_time: consecutive failures raise the cost by (1 + pena
       CHECK(st.cost_of(0, t0) == 12 * ms);
     }
     // One success (without a sample: the estimate stays 1 ms) resets the count.
-    state(r, 0).begin_request();
-    state(r, 0).end_request(outcome::success);
+    state(r, 0).begin_request(counted);
+    state(r, 0).end_request(outcome::success, {}, counted);
     CHECK(state(r, 0).consecutive_failures() == 0);
     CHECK(st.cost_of(0, t0) == 1 * ms);
     CHECK(pick_counts(r, lb, 100) == std::vector<int>{100, 0});

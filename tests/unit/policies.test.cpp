@@ -73,7 +73,8 @@ std::vector<std::uint64_t> requests(const backend_registry& r) {
 
 std::vector<std::int64_t> in_flight(const backend_registry& r) {
   std::vector<std::int64_t> out;
-  for (const auto& m : r.current()->members()) out.push_back(m.state().active());
+  for (const auto& m : r.current()->members())
+    out.push_back(static_cast<std::int64_t>(m.state().totals().in_flight()));
   return out;
 }
 
@@ -139,11 +140,12 @@ TEST_CASE("round_robin: one picker walks the id order, so every n consecutive pi
   add_equal(r, n);
   balancer<lbkit::round_robin> lb(r, lbkit::round_robin{}, {.seed = 11});
   auto picker = lb.make_picker();
-  // A single picker claims batches of 16 positions that are consecutive in the one global
+  // A single picker claims batches of positions that are consecutive in the one global
   // order (nobody else claims in between), so its picks are the cyclic id order itself from a
   // seeded start: each pick is the successor of the previous one, and any window of n picks
   // is a permutation of the members.
-  const auto picks = pick_indices(r, picker, 16 * n * 3 + 7);
+  constexpr std::size_t batch = lbkit::detail::sequence::batch;
+  const auto picks = pick_indices(r, picker, batch * n * 3 + 7);
   for (std::size_t k = 1; k < picks.size(); ++k) {
     CAPTURE(k);
     CHECK(picks[k] == (picks[k - 1] + 1) % n);
@@ -156,13 +158,15 @@ TEST_CASE("round_robin: one picker walks the id order, so every n consecutive pi
 }
 
 TEST_CASE("round_robin: two interleaved pickers share one global order exactly") {
-  // n = 5 does not divide the batch of 16, so neither picker alone is balanced: a batch of 16
-  // positions covers one member 4 times and the others 3 times. But every batch either picker
-  // claims is the next 16 positions of the one sequence (one fetch_add each), and each picker
-  // makes 16 n k picks, i.e. uses exactly n k whole batches. Together they use 2 n k batches
-  // = 32 n k consecutive positions of a cyclic order of length n: exactly 2 * 16 * k picks of
-  // each member, however the two interleave.
-  constexpr std::size_t n = 5, k = 3, per_picker = 16 * n * k;
+  // n = 5 does not divide the batch of 256, so neither picker alone is balanced: a batch of
+  // 256 positions covers one member 52 times and the others 51 times. But every batch either
+  // picker claims is the next 256 positions of the one sequence (one fetch_add each), and each
+  // picker makes 256 n k picks, i.e. uses exactly n k whole batches. Together they use 2 n k
+  // batches = 512 n k consecutive positions of a cyclic order of length n: exactly
+  // 2 * 256 * k picks of each member, however the two interleave.
+  constexpr std::size_t batch = lbkit::detail::sequence::batch;
+  static_assert(batch % 5 != 0);
+  constexpr std::size_t n = 5, k = 3, per_picker = batch * n * k;
   backend_registry r;
   add_equal(r, n);
   balancer<lbkit::round_robin> lb(r, lbkit::round_robin{}, {.seed = 12});
@@ -181,12 +185,12 @@ TEST_CASE("round_robin: two interleaved pickers share one global order exactly")
   const auto ha = histogram(from_a, n), hb = histogram(from_b, n);
   for (std::size_t i = 0; i < n; ++i) {
     CAPTURE(i);
-    CHECK(ha[i] + hb[i] == 2 * 16 * k);
+    CHECK(ha[i] + hb[i] == 2 * batch * k);
   }
   // Within a batch each picker walks consecutive positions.
   for (const auto* picks : {&from_a, &from_b}) {
     for (std::size_t j = 1; j < picks->size(); ++j) {
-      if (j % 16 != 0) CHECK((*picks)[j] == ((*picks)[j - 1] + 1) % n);
+      if (j % batch != 0) CHECK((*picks)[j] == ((*picks)[j - 1] + 1) % n);
     }
   }
 }

@@ -53,7 +53,9 @@ template <lookup_hash_policy Hash>
 class bounded_load {
  public:
   static constexpr bool keyed = true;
-  static constexpr bool counts_total = true;  // the balancer counts its picks in the total
+  // It reads each backend's in-flight count and the registry's total.
+  static constexpr bool counts_in_flight = true;
+  static constexpr bool counts_total = true;
   using local = typename Hash::local;
   static constexpr std::uint32_t max_probes = 32;
 

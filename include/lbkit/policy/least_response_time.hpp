@@ -37,6 +37,9 @@ namespace lbkit {
 class least_response_time {
  public:
   struct local {};
+  // It reads each backend's in-flight count and latency estimate.
+  static constexpr bool counts_in_flight = true;
+  static constexpr bool tracks_latency = true;
 
   least_response_time() noexcept : least_response_time(std::chrono::seconds(10)) {}
   // `decay` is clamped to at least 1 ms; `failure_penalty` to [0, 10^6] (NaN reads as 1).

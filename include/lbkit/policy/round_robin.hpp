@@ -15,7 +15,7 @@ namespace lbkit {
 // detail::sequence), so the order stays fair across threads without a hot shared counter.
 // Use weighted_round_robin when weights differ.
 // Thread safety: the state is thread-safe; `local` is per picker.
-// Complexity: build O(n); pick O(1), one shared fetch_add per 16 picks.
+// Complexity: build O(n); pick O(1), one shared fetch_add per 256 picks.
 class round_robin {
  public:
   using local = detail::sequence::local;

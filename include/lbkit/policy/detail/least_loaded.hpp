@@ -122,6 +122,7 @@ template <std::uint32_t DefaultChoices>
 class least_loaded_policy {
  public:
   struct local {};
+  static constexpr bool counts_in_flight = true;  // it compares backend_state::active()
 
   least_loaded_policy() noexcept : least_loaded_policy(DefaultChoices) {}
   explicit least_loaded_policy(std::uint32_t choices) noexcept
