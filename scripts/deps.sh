@@ -10,6 +10,7 @@ packages=(
   libbenchmark-dev                                 # bench/
   libcli11-dev                                     # examples: command lines
   libboost-dev libtomlplusplus-dev                 # the L7 router: Asio + Beast, TOML
+  libtcmalloc-minimal4                             # the L7 router's allocator (optional)
   haproxy nginx libnginx-mod-stream wrk            # interop tests and bench/proxy peers
 )
 
