@@ -18,7 +18,8 @@
 // last owner goes while requests are still open is retired, and freed by reclaim_retired()
 // (which every registry change calls) once they have all ended. No new request can begin on
 // it then — a request is begun only by a holder of an owner — so its totals only grow
-// toward their final value, and the state is freed exactly when they balance.
+// toward their final value, and the first reclaim_retired() after they balance frees it.
+// Until a registry change (or a caller) runs one, the retired state stays allocated.
 #pragma once
 
 #include <algorithm>
@@ -28,6 +29,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <new>
 #include <string>
@@ -130,7 +132,11 @@ struct request_totals {
   std::uint64_t latency_ns = 0;       // the sum of the latencies reported with an outcome
   std::uint64_t latency_samples = 0;  // how many were reported
 
-  std::uint64_t of(outcome o) const noexcept { return ended[static_cast<std::size_t>(o)]; }
+  // Requests ended with `o`; 0 for a value outside the enumeration.
+  std::uint64_t of(outcome o) const noexcept {
+    const auto i = static_cast<std::size_t>(o);
+    return i < std::size(ended) ? ended[i] : 0;
+  }
   std::uint64_t finished() const noexcept {
     std::uint64_t t = 0;
     for (auto e : ended) t += e;
@@ -173,7 +179,7 @@ class backend_state {
   // the state then stays valid until end_request, even if every owner goes meanwhile.
   // Complexity: a load and a store on the calling thread's shard; `c` adds one relaxed
   // atomic increment per count.
-  void begin_request(request_counting c = {}) noexcept {
+  [[gnu::always_inline]] void begin_request(request_counting c = {}) noexcept {
     const std::uint32_t slot = detail::thread_slot::get();
     add(shards()[slot].started, 1, slot, std::memory_order_relaxed);
     if (c.in_flight) in_flight_.fetch_add(1, std::memory_order_relaxed);
@@ -188,8 +194,14 @@ class backend_state {
   // or on the first success after one; a load and a store on the calling thread's shard
   // (two more with a latency); one relaxed atomic per count in `c` (a CAS loop for the
   // estimate).
-  void end_request(outcome o, std::chrono::nanoseconds latency = {},
-                   request_counting c = {}) noexcept {
+  [[gnu::always_inline]] void end_request(outcome o, std::chrono::nanoseconds latency = {},
+                                          request_counting c = {}) noexcept {
+    // A value outside the enumeration (a cast from a wider number) counts as a failure, as
+    // an unknown result should, and never indexes past the counts by outcome.
+    if (static_cast<std::uint8_t>(o) > static_cast<std::uint8_t>(outcome::connection_failure))
+        [[unlikely]] {
+      o = outcome::failure;
+    }
     if (o == outcome::success) {
       // Most successes follow successes: skip the stores (and the line's ownership) then.
       clear(consecutive_failures_);

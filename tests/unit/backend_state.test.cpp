@@ -69,6 +69,25 @@ TEST_CASE("begin and end count requests, outcomes and consecutive failures") {
   CHECK(t.latency_samples == 0);
 }
 
+TEST_CASE("an outcome outside the enumeration counts as a failure, never past the counts") {
+  // A caller's cast from a wider number: 5, 7 and 255 would index past ended[] (into the
+  // next shard's start count, or past the allocation from the last slot).
+  auto ref = make_state();
+  backend_state& s = *ref;
+  for (const int v : {5, 7, 255}) {
+    CAPTURE(v);
+    s.begin_request();
+    s.end_request(static_cast<outcome>(v), std::chrono::milliseconds(1));
+    const auto t = s.totals();
+    CHECK(t.in_flight() == 0);
+    CHECK(t.started == t.finished());
+    CHECK(t.of(static_cast<outcome>(v)) == 0);
+  }
+  CHECK(s.failures() == 3);
+  CHECK(s.consecutive_failures() == 3);
+  CHECK(s.totals().latency_samples == 3);
+}
+
 TEST_CASE("what a request is counted in beyond its totals is what its counting says") {
   auto ref = make_state();
   backend_state& s = *ref;
