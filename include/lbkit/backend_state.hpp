@@ -560,8 +560,11 @@ struct retired_states {
   backend_state* head LBKIT_GUARDED_BY(mu) = nullptr;
   std::atomic<std::size_t> size{0};
 
+  // Built in static storage on first use (no allocation: retire() runs on the pick path
+  // when a dropped plan held a state's last owner).
   static retired_states& get() noexcept {
-    static retired_states* const list = new retired_states;
+    alignas(retired_states) static std::byte storage[sizeof(retired_states)];
+    static retired_states* const list = ::new (static_cast<void*>(storage)) retired_states;
     return *list;
   }
 };

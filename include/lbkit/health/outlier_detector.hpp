@@ -265,7 +265,8 @@ class outlier_detector {
     clock::time_point restored_at{};
 
     static record start(const backend_state& s) {
-      return {s.serial(), s.successes(), s.failures()};
+      const request_totals t = s.totals();
+      return {s.serial(), t.of(outcome::success), t.failed()};
     }
     void set_bases(const backend_state& s) noexcept {
       failure_base = s.consecutive_failures();
@@ -284,10 +285,13 @@ class outlier_detector {
     std::vector<sample> samples;
     for (const auto& m : snap.members()) {
       record& r = records_.find(m.id())->second;
-      const std::uint64_t s = m.state().successes() - r.successes;
-      const std::uint64_t f = m.state().failures() - r.failures;
-      r.successes = m.state().successes();
-      r.failures = m.state().failures();
+      // One read of the summed counts: what ends between two reads falls in the next window,
+      // not in neither.
+      const request_totals t = m.state().totals();
+      const std::uint64_t s = t.of(outcome::success) - r.successes;
+      const std::uint64_t f = t.failed() - r.failures;
+      r.successes = t.of(outcome::success);
+      r.failures = t.failed();
       // A backend that spent the whole interval un-ejected is forgiven one ejection.
       if (!r.ejected && r.restored_at <= window_start_ && r.ejections > 0) --r.ejections;
       const auto volume = static_cast<double>(s + f);
